@@ -1,0 +1,326 @@
+//! Checks: pure functions from a snapshot of what the registry showed (plus policy and the time) to
+//! findings.
+//!
+//! Each check lives in its own file and is registered once in [`all`]. A check names the source it
+//! reads; when that source could not be fetched the runner does not call it and keeps its previous
+//! findings, so a registry error can never look like "all clear". Nothing here does I/O.
+
+mod account_2fa;
+mod allowlist_expired;
+mod token_bypass_2fa;
+mod token_created;
+mod token_long_lived;
+mod token_present;
+mod token_unrestricted;
+mod token_unused;
+mod watchdog_blind;
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::{PolicyConfig, DEFAULT_REGISTRY};
+use crate::registry::model::{Profile, Token};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something wrong with the account. Identified by its fingerprint (check id + subject key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub check: String,
+    /// Stable identity of the subject (a full token key, a group name); never shown as is.
+    pub subject_key: String,
+    /// How people see the subject: `token 82e393 (bulk-hardening)`.
+    pub subject: String,
+    pub severity: Severity,
+    /// What was found.
+    pub summary: String,
+    /// Why it matters.
+    pub why: String,
+    /// The exact fix.
+    pub fix: String,
+    /// The Definition-of-Done box this finding breaks, if any (`D5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dod: Option<String>,
+}
+
+impl Finding {
+    pub fn fingerprint(&self) -> String {
+        format!("{}:{}", self.check, self.subject_key)
+    }
+}
+
+/// What a check reads. The runner calls a check only when its source was fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Tokens,
+    Profile,
+    /// Only the configuration: always available.
+    Config,
+    /// The daemon's own record of failed runs: always available.
+    Health,
+}
+
+/// Health of one check group as the daemon records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupHealth {
+    pub group: String,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+}
+
+/// Everything a check may look at.
+pub struct Snapshot<'a> {
+    pub now: DateTime<Utc>,
+    pub registry: &'a Url,
+    pub tokens: Option<&'a [Token]>,
+    pub profile: Option<&'a Profile>,
+    /// Keys seen in earlier runs; `None` before the first successful token run.
+    pub seen_tokens: Option<&'a HashSet<String>>,
+    pub health: &'a [GroupHealth],
+}
+
+impl Snapshot<'_> {
+    pub fn has(&self, source: Source) -> bool {
+        match source {
+            Source::Tokens => self.tokens.is_some(),
+            Source::Profile => self.profile.is_some(),
+            Source::Config | Source::Health => true,
+        }
+    }
+
+    /// `npm token revoke <id>`, with `--registry` when it is not the public one.
+    pub fn revoke_command(&self, token: &Token) -> String {
+        if self.registry.as_str() == DEFAULT_REGISTRY {
+            format!("npm token revoke {}", token.id)
+        } else {
+            format!("npm token revoke {} --registry {}", token.id, self.registry)
+        }
+    }
+}
+
+/// One registered check.
+pub struct CheckDef {
+    pub id: &'static str,
+    /// The schedule group that runs it (`tokens`, `packages`, `org`).
+    pub group: &'static str,
+    pub source: Source,
+    /// Events fire once and never resolve (a token was created); conditions stay active until gone.
+    pub event: bool,
+    pub evaluate: fn(&Snapshot, &PolicyConfig) -> Vec<Finding>,
+}
+
+/// Every check, in the order reports list them.
+pub fn all() -> &'static [CheckDef] {
+    const ALL: &[CheckDef] = &[
+        token_created::CHECK,
+        token_present::CHECK,
+        token_bypass_2fa::CHECK,
+        token_long_lived::CHECK,
+        token_unrestricted::CHECK,
+        token_unused::CHECK,
+        allowlist_expired::CHECK,
+        account_2fa::CHECK,
+        watchdog_blind::CHECK,
+    ];
+    ALL
+}
+
+pub fn by_id(id: &str) -> Option<&'static CheckDef> {
+    all().iter().find(|c| c.id == id)
+}
+
+/// The checks of one schedule group.
+pub fn of_group(group: &str) -> impl Iterator<Item = &'static CheckDef> + '_ {
+    all().iter().filter(move |c| c.group == group)
+}
+
+/// Tokens that no (unexpired) allowlist entry covers.
+pub fn not_allowlisted<'t>(
+    tokens: &'t [Token],
+    policy: &PolicyConfig,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = &'t Token> {
+    let active: Vec<_> = policy
+        .allow_tokens
+        .iter()
+        .filter(|a| !a.is_expired(now))
+        .cloned()
+        .collect();
+    tokens
+        .iter()
+        .filter(move |t| !active.iter().any(|a| a.matches(&t.key)))
+}
+
+/// Run every check of `group` whose source is in the snapshot. Returns the findings and the ids of the
+/// checks that ran (only those may resolve earlier findings).
+pub fn run_group(
+    group: &str,
+    snap: &Snapshot,
+    policy: &PolicyConfig,
+) -> (Vec<Finding>, Vec<&'static str>) {
+    let mut findings = Vec::new();
+    let mut ran = Vec::new();
+    for def in of_group(group) {
+        if snap.has(def.source) {
+            findings.extend((def.evaluate)(snap, policy));
+            ran.push(def.id);
+        }
+    }
+    (findings, ran)
+}
+
+/// Human age of a token, `6d 2h`.
+pub(crate) fn age(from: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - from).num_seconds().max(0) as u64;
+    let rounded = if secs >= 86400 {
+        secs / 3600 * 3600
+    } else {
+        secs / 60 * 60
+    };
+    humantime::format_duration(std::time::Duration::from_secs(rounded)).to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Shared fixtures: a token list page with one token of each interesting kind.
+    use super::*;
+    use crate::config::AllowToken;
+
+    pub const NOW: &str = "2026-11-26T12:00:00Z";
+
+    pub fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(NOW)
+            .expect("fixture time")
+            .with_timezone(&Utc)
+    }
+
+    pub fn registry() -> Url {
+        Url::parse(DEFAULT_REGISTRY).expect("url")
+    }
+
+    /// watchdog (read-only, allowlisted), bulk-hardening (bypass, 6 days), ci-legacy (classic write,
+    /// no expiry, unused since 2025-06), fresh-bypass (bypass, 6 hours, CIDR), laptop-read (read-only).
+    pub fn tokens() -> Vec<Token> {
+        let page: serde_json::Value =
+            serde_json::from_str(include_str!("fixtures/tokens.json")).expect("fixture json");
+        let objects = page["objects"].as_array().expect("objects");
+        let mut t = crate::registry::model::parse_tokens(objects, 0).expect("fixture parses");
+        crate::registry::model::assign_ids(&mut t);
+        t
+    }
+
+    pub fn policy() -> PolicyConfig {
+        PolicyConfig {
+            allow_tokens: vec![AllowToken {
+                key_prefix: "82e393".into(),
+                reason: "watchdog read-only credential".into(),
+                expires: chrono::NaiveDate::from_ymd_opt(2027, 1, 31),
+            }],
+            ..PolicyConfig::default()
+        }
+    }
+
+    /// Run one check over the fixture tokens with the given seen set.
+    pub fn run(check: &CheckDef, seen: Option<&HashSet<String>>) -> Vec<Finding> {
+        let tokens = tokens();
+        let reg = registry();
+        let snap = Snapshot {
+            now: now(),
+            registry: &reg,
+            tokens: Some(&tokens),
+            profile: None,
+            seen_tokens: seen,
+            health: &[],
+        };
+        (check.evaluate)(&snap, &policy())
+    }
+
+    pub fn subjects(findings: &[Finding]) -> Vec<(String, Severity)> {
+        findings
+            .iter()
+            .map(|f| (f.subject.clone(), f.severity))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_kebab_case() {
+        let mut seen = HashSet::new();
+        for c in all() {
+            assert!(seen.insert(c.id), "duplicate {}", c.id);
+            assert!(c.id.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-' || ch.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn a_check_without_its_source_does_not_run() {
+        let reg = fixtures::registry();
+        let snap = Snapshot {
+            now: fixtures::now(),
+            registry: &reg,
+            tokens: None,
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+        };
+        let (findings, ran) = run_group("tokens", &snap, &fixtures::policy());
+        assert!(findings.is_empty());
+        assert!(!ran.contains(&"token-present"));
+        assert!(ran.contains(&"allowlist-expired"));
+        assert!(ran.contains(&"watchdog-blind"));
+    }
+
+    #[test]
+    fn revoke_command_names_non_default_registry() {
+        let tokens = fixtures::tokens();
+        let reg = Url::parse("http://127.0.0.1:4873/").expect("url");
+        let snap = Snapshot {
+            now: fixtures::now(),
+            registry: &reg,
+            tokens: Some(&tokens),
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+        };
+        assert_eq!(
+            snap.revoke_command(&tokens[2]),
+            "npm token revoke c1a55c --registry http://127.0.0.1:4873/"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! `token-unused`: a token last used longer ago than `policy.token_unused_after`.
+//!
+//! Only registries that report `accessed` can tell; a token without that field is not judged.
+
+use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use crate::config::PolicyConfig;
+
+pub const CHECK: CheckDef = CheckDef {
+    id: "token-unused",
+    group: "tokens",
+    source: Source::Tokens,
+    event: false,
+    evaluate,
+};
+
+fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
+    let Some(tokens) = snap.tokens else {
+        return Vec::new();
+    };
+    let limit = policy.token_unused_after.as_chrono();
+    super::not_allowlisted(tokens, policy, snap.now)
+        .filter_map(|t| {
+            let last = t.accessed?;
+            (snap.now - last >= limit).then(|| Finding {
+                check: CHECK.id.into(),
+                subject_key: t.key.clone(),
+                subject: t.label(),
+                severity: Severity::Info,
+                summary: format!(
+                    "The token was last used {} ({} ago).",
+                    last.format("%Y-%m-%d"),
+                    super::age(last, snap.now)
+                ),
+                why: "An unused token does no work but can still be stolen and used.".into(),
+                fix: format!("Revoke it: `{}`.", snap.revoke_command(t)),
+                dod: Some("D5".into()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{run, subjects};
+    use super::*;
+
+    #[test]
+    fn only_the_token_idle_since_2025_fires() {
+        let got = run(&CHECK, None);
+        assert_eq!(subjects(&got), vec![("token c1a55c (ci-legacy)".into(), Severity::Info)]);
+        assert!(got[0].summary.starts_with("The token was last used 2025-06-01"));
+    }
+}

@@ -1,0 +1,20 @@
+//! npm-watchdog keeps an npm account at its hardened state: no static tokens, no stale bypass-2FA
+//! token, 2FA on the account. It reads the registry on a schedule, turns what it sees into findings,
+//! alerts through a persistent outbox and exports Prometheus metrics.
+//!
+//! A map of the crate for a newcomer:
+//! - [`config`]: the TOML/env configuration, strict about unknown keys, validated at load.
+//! - [`credential`]: finding and re-reading the daemon's own npm token (never logged).
+//! - [`registry`]: the only code that talks to npm; typed results and typed errors.
+//! - [`checks`]: pure functions from a snapshot to findings, one file per check, listed in `checks::all()`.
+//! - [`state`]: SQLite: seen tokens, active findings, the notification outbox, per-group health.
+//! - [`alerts`]: finding lifecycle (FIRING, reminders, RESOLVED) and the sinks behind the `Sink` trait.
+//! - [`metrics`]: every exported metric in one struct.
+//! - [`daemon`]: the scheduler, one cycle per check group, the HTTP server and shutdown.
+//! - [`commands`]: the one-shot CLI verbs (`tokens`, `audit`, `config check`, `notify-test`).
+
+pub mod checks;
+pub mod config;
+pub mod credential;
+pub mod metrics;
+pub mod registry;

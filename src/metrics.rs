@@ -1,0 +1,221 @@
+//! Every metric the daemon exports, in one struct with its own registry.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds`, `_timestamp_seconds`) and are part
+//! of the product's contract (DESIGN.md): dashboards and alert rules depend on them. Label values are
+//! token id prefixes, names, check ids and sink names, never a secret.
+
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::checks::Severity;
+use crate::registry::model::Token;
+
+const NS: &str = "npm_watchdog";
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub tokens: IntGaugeVec,
+    pub token_created: GaugeVec,
+    pub token_expiry: GaugeVec,
+    pub findings: IntGaugeVec,
+    pub check_success: IntGaugeVec,
+    pub check_last_success: GaugeVec,
+    pub check_duration: GaugeVec,
+    pub registry_requests: IntCounterVec,
+    pub notifications: IntCounterVec,
+    pub notification_queue: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub up_since: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(NS)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let token_labels = ["token", "name", "access", "bypass_2fa"];
+        // Names, help texts and labels are constants, so these constructors cannot fail at run time;
+        // `register` can only fail on a duplicate name, which the unit test below rules out.
+        let m = Self {
+            tokens: IntGaugeVec::new(
+                opts("tokens", "Tokens on the account, by access and bypass-2FA flag."),
+                &["access", "bypass_2fa"],
+            )
+            .expect("static metric"),
+            token_created: GaugeVec::new(
+                opts("token_created_timestamp_seconds", "When each token on the account was created."),
+                &token_labels,
+            )
+            .expect("static metric"),
+            token_expiry: GaugeVec::new(
+                opts("token_expiry_timestamp_seconds", "When each token expires (tokens with an expiry only)."),
+                &token_labels,
+            )
+            .expect("static metric"),
+            findings: IntGaugeVec::new(
+                opts("findings", "Active findings by check and severity."),
+                &["check", "severity"],
+            )
+            .expect("static metric"),
+            check_success: IntGaugeVec::new(
+                opts("check_success", "1 if the check group's last run read all its sources, else 0."),
+                &["check"],
+            )
+            .expect("static metric"),
+            check_last_success: GaugeVec::new(
+                opts(
+                    "check_last_success_timestamp_seconds",
+                    "When the check group last ran successfully.",
+                ),
+                &["check"],
+            )
+            .expect("static metric"),
+            check_duration: GaugeVec::new(
+                opts("check_duration_seconds", "How long the check group's last run took."),
+                &["check"],
+            )
+            .expect("static metric"),
+            registry_requests: IntCounterVec::new(
+                opts("registry_requests_total", "Requests made to the registry, by endpoint and status code."),
+                &["endpoint", "code"],
+            )
+            .expect("static metric"),
+            notifications: IntCounterVec::new(
+                opts("notifications_total", "Notification attempts by sink and outcome."),
+                &["sink", "outcome"],
+            )
+            .expect("static metric"),
+            notification_queue: IntGaugeVec::new(
+                opts("notification_queue", "Notifications waiting in the outbox, by sink."),
+                &["sink"],
+            )
+            .expect("static metric"),
+            build_info: IntGaugeVec::new(
+                opts("build_info", "Always 1; the version label says which build runs."),
+                &["version"],
+            )
+            .expect("static metric"),
+            up_since: Gauge::with_opts(opts(
+                "start_time_seconds",
+                "When the daemon started, in seconds since the epoch.",
+            ))
+            .expect("static metric"),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.tokens.clone()),
+            Box::new(m.token_created.clone()),
+            Box::new(m.token_expiry.clone()),
+            Box::new(m.findings.clone()),
+            Box::new(m.check_success.clone()),
+            Box::new(m.check_last_success.clone()),
+            Box::new(m.check_duration.clone()),
+            Box::new(m.registry_requests.clone()),
+            Box::new(m.notifications.clone()),
+            Box::new(m.notification_queue.clone()),
+            Box::new(m.build_info.clone()),
+            Box::new(m.up_since.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.up_since.set(chrono::Utc::now().timestamp() as f64);
+        m
+    }
+
+    /// The text exposition format served at `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Replace the per-token series with the current list, so revoked tokens disappear.
+    pub fn set_tokens(&self, tokens: &[Token]) {
+        self.tokens.reset();
+        self.token_created.reset();
+        self.token_expiry.reset();
+        for access in ["read-only", "read-write", "unknown"] {
+            for bypass in ["true", "false"] {
+                self.tokens.with_label_values(&[access, bypass]).set(0);
+            }
+        }
+        for t in tokens {
+            let bypass = if t.bypass_2fa { "true" } else { "false" };
+            self.tokens
+                .with_label_values(&[t.access.as_str(), bypass])
+                .inc();
+            let labels = [
+                t.id.as_str(),
+                t.name.as_deref().unwrap_or(""),
+                t.access.as_str(),
+                bypass,
+            ];
+            if let Some(c) = t.created {
+                self.token_created
+                    .with_label_values(&labels)
+                    .set(c.timestamp() as f64);
+            }
+            if let Some(e) = t.expires {
+                self.token_expiry
+                    .with_label_values(&labels)
+                    .set(e.timestamp() as f64);
+            }
+        }
+    }
+
+    /// Set `findings{check,severity}` from active counts, with zeros for every known check so that
+    /// dashboards and `> 0` rules see a series even when all is well.
+    pub fn set_findings(&self, counts: &[(String, Severity, i64)]) {
+        self.findings.reset();
+        for def in crate::checks::all() {
+            for sev in Severity::ALL {
+                self.findings
+                    .with_label_values(&[def.id, sev.as_str()])
+                    .set(0);
+            }
+        }
+        for (check, sev, n) in counts {
+            self.findings
+                .with_label_values(&[check.as_str(), sev.as_str()])
+                .set(*n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_families_render_with_prefix_and_help() {
+        let m = Metrics::new();
+        m.registry_requests.with_label_values(&["tokens", "200"]).inc();
+        m.check_success.with_label_values(&["tokens"]).set(1);
+        m.set_findings(&[]);
+        let text = m.render();
+        for name in [
+            "npm_watchdog_build_info",
+            "npm_watchdog_registry_requests_total",
+            "npm_watchdog_check_success",
+            "npm_watchdog_findings",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} missing:\n{text}");
+        }
+        assert!(text.contains("npm_watchdog_findings{check=\"token-present\",severity=\"critical\"} 0"));
+    }
+}

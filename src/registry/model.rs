@@ -1,0 +1,392 @@
+//! Typed views of what the registry returns.
+//!
+//! The token list differs between npmjs.com classic tokens, npmjs.com granular tokens and Verdaccio
+//! (`cidr_whitelist` vs `cidr`, `expiry` vs `expires`, `readonly` vs `permissions`). Most granular fields
+//! are known only from a posted CLI output, not from a published schema, so every field except `key` is
+//! optional and unknown fields are ignored. What is present must have the right type: a `created` that is
+//! not a date is an error naming the field, never a silently dropped value.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Raw token object as the registry sends it. All optional: see the module comment.
+#[derive(Debug, Deserialize)]
+struct RawToken {
+    key: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    created: Option<String>,
+    updated: Option<String>,
+    accessed: Option<String>,
+    /// Granular tokens (npmjs.com).
+    expiry: Option<String>,
+    /// Some servers and the create response use `expires`.
+    expires: Option<String>,
+    readonly: Option<bool>,
+    /// Classic tokens.
+    cidr_whitelist: Option<Vec<String>>,
+    /// Granular tokens and Verdaccio.
+    cidr: Option<Vec<String>>,
+    bypass_2fa: Option<bool>,
+    permissions: Option<Vec<RawPermission>>,
+    scopes: Option<Vec<RawScope>>,
+    /// Revocation time on granular tokens; a revoked token cannot be used, so it is skipped.
+    revoked: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPermission {
+    action: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawScope {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// What a token may do. `Unknown` is treated like `Write` by every check: an unreadable grant is not a safe one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+    Unknown,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::ReadOnly => "read-only",
+            Access::ReadWrite => "read-write",
+            Access::Unknown => "unknown",
+        }
+    }
+
+    pub fn can_write(self) -> bool {
+        self != Access::ReadOnly
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenKind {
+    /// Legacy token objects (also what Verdaccio lists).
+    Classic,
+    /// Granular access tokens: carry permissions, scopes, expiry or the bypass-2FA flag.
+    Granular,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Classic => "classic",
+            TokenKind::Granular => "granular",
+        }
+    }
+}
+
+/// One token of the account. Holds no secret: `key` is the revoke handle, not the credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub key: String,
+    /// Shortest unique key prefix of at least 6 characters, as `npm token list` shows it.
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub kind: TokenKind,
+    pub access: Access,
+    pub bypass_2fa: bool,
+    pub cidr: Vec<String>,
+    pub created: Option<DateTime<Utc>>,
+    pub updated: Option<DateTime<Utc>>,
+    pub accessed: Option<DateTime<Utc>>,
+    pub expires: Option<DateTime<Utc>>,
+    /// `package:<name>`, `scope:<name>` … as the registry lists them.
+    pub scopes: Vec<String>,
+}
+
+impl Token {
+    /// `token 82e393 (bulk-hardening)`: how alerts name a token.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) if !n.is_empty() => format!("token {} ({n})", self.id),
+            _ => format!("token {}", self.id),
+        }
+    }
+}
+
+/// A field of the registry's JSON that is missing or of the wrong shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn parse_time(field: String, value: Option<String>) -> Result<Option<DateTime<Utc>>, FieldError> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| FieldError {
+                field,
+                problem: format!("`{s}` is not an ISO 8601 time ({e})"),
+            }),
+    }
+}
+
+/// Parse one page's `objects` array; `offset` is the index of its first object in the whole list.
+pub fn parse_tokens(objects: &[Value], offset: usize) -> Result<Vec<Token>, FieldError> {
+    objects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| parse_token(v, offset + i).transpose())
+        .collect()
+}
+
+/// `Ok(None)` for a revoked token.
+fn parse_token(value: &Value, index: usize) -> Result<Option<Token>, FieldError> {
+    let at = |f: &str| format!("objects[{index}].{f}");
+    let raw: RawToken = serde_json::from_value(value.clone()).map_err(|e| FieldError {
+        field: format!("objects[{index}]"),
+        problem: e.to_string(),
+    })?;
+    if raw.revoked.as_ref().is_some_and(|r| !r.is_null()) {
+        return Ok(None);
+    }
+    let key = match raw.key {
+        Some(k) if !k.is_empty() => k,
+        _ => {
+            return Err(FieldError {
+                field: at("key"),
+                problem: "missing: every token needs its key".into(),
+            })
+        }
+    };
+    let permissions = raw.permissions.unwrap_or_default();
+    let granular = raw.expiry.is_some()
+        || raw.bypass_2fa.is_some()
+        || !permissions.is_empty()
+        || raw.scopes.is_some();
+    let access = if raw.readonly == Some(true) {
+        Access::ReadOnly
+    } else if !permissions.is_empty() {
+        if permissions.iter().any(|p| p.action.as_deref() != Some("read")) {
+            // "write", or an action this version does not know: assume it can write.
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        }
+    } else if raw.readonly == Some(false) {
+        Access::ReadWrite
+    } else {
+        Access::Unknown
+    };
+    let mut cidr = raw.cidr_whitelist.unwrap_or_default();
+    cidr.extend(raw.cidr.unwrap_or_default());
+    let expiry_field = if raw.expiry.is_some() { "expiry" } else { "expires" };
+    Ok(Some(Token {
+        id: key.clone(),
+        key,
+        name: raw.name,
+        description: raw.description,
+        kind: if granular { TokenKind::Granular } else { TokenKind::Classic },
+        access,
+        bypass_2fa: raw.bypass_2fa.unwrap_or(false),
+        cidr,
+        created: parse_time(at("created"), raw.created)?,
+        updated: parse_time(at("updated"), raw.updated)?,
+        accessed: parse_time(at("accessed"), raw.accessed)?,
+        expires: parse_time(at(expiry_field), raw.expiry.or(raw.expires))?,
+        scopes: raw
+            .scopes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| match (s.kind, s.name) {
+                (Some(k), Some(n)) => format!("{k}:{n}"),
+                (None, Some(n)) => n,
+                (Some(k), None) => k,
+                (None, None) => String::new(),
+            })
+            .collect(),
+    }))
+}
+
+/// Give each token the id `npm token list` shows: the shortest prefix of at least 6 characters that no
+/// other key shares, else the whole key.
+pub fn assign_ids(tokens: &mut [Token]) {
+    let keys: Vec<String> = tokens.iter().map(|t| t.key.clone()).collect();
+    for t in tokens.iter_mut() {
+        let mut len = 6.min(t.key.len());
+        while len < t.key.len() {
+            let prefix = &t.key[..len];
+            if !keys.iter().any(|k| k != &t.key && k.starts_with(prefix)) {
+                break;
+            }
+            len += 1;
+        }
+        t.id = t.key.get(..len).unwrap_or(&t.key).to_string();
+    }
+}
+
+/// Keys of a token list, for remembering which tokens have been seen.
+pub fn keys(tokens: &[Token]) -> HashSet<String> {
+    tokens.iter().map(|t| t.key.clone()).collect()
+}
+
+/// Account two-factor mode as `npm profile get` reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TfaMode {
+    Disabled,
+    /// Enrolment started but not finished: the CLI counts it as disabled, and so do we.
+    Pending,
+    AuthOnly,
+    AuthAndWrites,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: Option<String>,
+    pub tfa: TfaMode,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawProfile {
+    name: Option<String>,
+    tfa: Option<Value>,
+}
+
+pub fn parse_profile(value: &Value) -> Result<Profile, FieldError> {
+    let raw: RawProfile = serde_json::from_value(value.clone()).map_err(|e| FieldError {
+        field: "profile".into(),
+        problem: e.to_string(),
+    })?;
+    let tfa = match raw.tfa {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => TfaMode::Disabled,
+        Some(Value::Object(o)) => {
+            if o.get("pending").and_then(Value::as_bool).unwrap_or(false) {
+                TfaMode::Pending
+            } else {
+                match o.get("mode").and_then(Value::as_str) {
+                    Some("auth-only") => TfaMode::AuthOnly,
+                    Some("auth-and-writes") => TfaMode::AuthAndWrites,
+                    Some(other) => TfaMode::Other(other.to_string()),
+                    None => {
+                        return Err(FieldError {
+                            field: "tfa.mode".into(),
+                            problem: "missing".into(),
+                        })
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(FieldError {
+                field: "tfa".into(),
+                problem: format!("expected null, false or an object, found {other}"),
+            })
+        }
+    };
+    Ok(Profile {
+        name: raw.name,
+        tfa,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn classic_granular_and_verdaccio_objects_parse() {
+        let objects = vec![
+            // Classic (npm-profile README shape).
+            json!({"token":"npm_ab…","key":"aaaaaa111","cidr_whitelist":["10.0.0.0/8"],"readonly":false,
+                   "created":"2025-01-01T00:00:00.000Z","updated":"2025-01-01T00:00:00.000Z"}),
+            // Granular (npm/cli#9443 shape) plus a field nobody knows yet.
+            json!({"name":"bulk-hardening","description":"one day","key":"bbbbbb222","token":"npm_NYn6...jCq0",
+                   "expiry":"2026-02-01T00:00:00.000Z","cidr":null,"bypass_2fa":true,"revoked":null,
+                   "created":"2026-01-01T00:00:00.000Z","updated":"2026-01-01T00:00:00.000Z",
+                   "accessed":"2026-01-02T00:00:00.000Z","permissions":[{"name":"package","action":"write"}],
+                   "scopes":[{"name":"@acme/a","type":"package"}],"publish_policy":"stage_only"}),
+            // Verdaccio 6.
+            json!({"user":"alice","token":"abcde...vwxyz","key":"cccccc333","cidr":[],"readonly":true,
+                   "created":"2026-11-26T03:00:00.123Z"}),
+        ];
+        let mut t = parse_tokens(&objects, 0).expect("parse");
+        assign_ids(&mut t);
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].kind, t[0].access), (TokenKind::Classic, Access::ReadWrite));
+        assert_eq!(t[0].cidr, vec!["10.0.0.0/8"]);
+        assert_eq!((t[1].kind, t[1].access), (TokenKind::Granular, Access::ReadWrite));
+        assert!(t[1].bypass_2fa);
+        assert_eq!(t[1].expires.map(|e| e.to_rfc3339()), Some("2026-02-01T00:00:00+00:00".into()));
+        assert_eq!(t[1].scopes, vec!["package:@acme/a"]);
+        assert_eq!(t[1].label(), "token bbbbbb (bulk-hardening)");
+        assert_eq!((t[2].kind, t[2].access), (TokenKind::Classic, Access::ReadOnly));
+        assert!(t[2].cidr.is_empty());
+        assert_eq!(t[2].label(), "token cccccc");
+    }
+
+    #[test]
+    fn missing_key_names_the_field() {
+        let err = parse_tokens(&[json!({"key":"aaaaaaa"}), json!({"name":"x"})], 20).expect_err("no key");
+        assert_eq!(err.to_string(), "objects[21].key: missing: every token needs its key");
+    }
+
+    #[test]
+    fn bad_date_and_bad_type_name_the_field() {
+        let err = parse_tokens(&[json!({"key":"a1b2c3d4","created":"last week"})], 0).expect_err("date");
+        assert!(err.to_string().starts_with("objects[0].created: `last week` is not"), "{err}");
+        let err = parse_tokens(&[json!({"key":"a1b2c3d4","readonly":"yes"})], 0).expect_err("type");
+        assert!(err.to_string().starts_with("objects[0]: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn revoked_tokens_are_skipped_and_unknown_grants_count_as_write() {
+        let t = parse_tokens(
+            &[
+                json!({"key":"aaaaaa1","revoked":"2026-01-01T00:00:00Z"}),
+                json!({"key":"bbbbbb1"}),
+                json!({"key":"cccccc1","permissions":[{"name":"org","action":"admin"}]}),
+            ],
+            0,
+        )
+        .expect("parse");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].access, Access::Unknown);
+        assert!(t[0].access.can_write());
+        assert_eq!(t[1].access, Access::ReadWrite);
+    }
+
+    #[test]
+    fn ids_are_the_shortest_unique_prefix_of_at_least_six() {
+        let mut t = parse_tokens(
+            &[json!({"key":"abcdef1234"}), json!({"key":"abcdef1299"}), json!({"key":"zzzzzzzzzz"}), json!({"key":"abc"})],
+            0,
+        )
+        .expect("parse");
+        assign_ids(&mut t);
+        let ids: Vec<&str> = t.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, vec!["abcdef123", "abcdef129", "zzzzzz", "abc"]);
+    }
+
+    #[test]
+    fn profile_tfa_modes() {
+        let mode = |v: Value| parse_profile(&json!({"name":"a","tfa":v})).expect("profile").tfa;
+        assert_eq!(mode(json!(false)), TfaMode::Disabled);
+        assert_eq!(mode(Value::Null), TfaMode::Disabled);
+        assert_eq!(mode(json!({"mode":"auth-only","pending":false})), TfaMode::AuthOnly);
+        assert_eq!(mode(json!({"mode":"auth-and-writes"})), TfaMode::AuthAndWrites);
+        assert_eq!(mode(json!({"mode":"auth-and-writes","pending":true})), TfaMode::Pending);
+        assert!(parse_profile(&json!({"tfa":"on"})).is_err());
+    }
+}
