@@ -18,3 +18,4 @@ pub mod config;
 pub mod credential;
 pub mod metrics;
 pub mod registry;
+pub mod alerts;

@@ -1,0 +1,1 @@
+//! Finding lifecycle (placeholder).
