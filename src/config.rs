@@ -274,8 +274,16 @@ impl fmt::Debug for HumanDuration {
 }
 
 impl fmt::Display for HumanDuration {
+    /// The largest unit that divides the value exactly (`90d`, `36h`, `90s`), so that what
+    /// `config check` prints reads like what a user writes and parses back to the same value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        let ms = self.0.as_millis();
+        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms >= size && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
     }
 }
 
@@ -648,6 +656,9 @@ mod tests {
         );
         assert!(c.alerts.send_resolved);
         assert_eq!(c.registry.concurrency, 16);
+        assert_eq!(c.policy.token_max_lifetime.to_string(), "90d");
+        assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(HumanDuration::secs(5400).to_string(), "90m");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Environment {
     pub credentials_directory: Option<PathBuf>,
     pub npm_userconfig: Option<PathBuf>,
     pub home: Option<PathBuf>,
+    /// systemd's `StateDirectory=` folder.
+    pub state_directory: Option<PathBuf>,
+    /// The user's state folder (`$XDG_STATE_HOME`, else `~/.local/state`).
+    pub user_state_dir: Option<PathBuf>,
 }
 
 impl Environment {
@@ -29,6 +33,12 @@ impl Environment {
             credentials_directory: var("CREDENTIALS_DIRECTORY"),
             npm_userconfig: var("NPM_CONFIG_USERCONFIG").or_else(|| var("npm_config_userconfig")),
             home: dirs::home_dir(),
+            // systemd may list several folders separated by ':'; the first is ours.
+            state_directory: std::env::var("STATE_DIRECTORY")
+                .ok()
+                .and_then(|v| v.split(':').next().map(PathBuf::from))
+                .filter(|p| !p.as_os_str().is_empty()),
+            user_state_dir: dirs::state_dir(),
         }
     }
 
@@ -322,7 +332,7 @@ mod tests {
         let env = Environment {
             credentials_directory: Some(creds.clone()),
             npm_userconfig: Some(rc.clone()),
-            home: None,
+            ..Environment::default()
         };
         let reg = url("http://127.0.0.1:4873/");
         let c = resolve(None, &reg, &env).expect("npmrc");

@@ -13,9 +13,14 @@
 //! - [`daemon`]: the scheduler, one cycle per check group, the HTTP server and shutdown.
 //! - [`commands`]: the one-shot CLI verbs (`tokens`, `audit`, `config check`, `notify-test`).
 
+pub mod alerts;
 pub mod checks;
+pub mod commands;
 pub mod config;
 pub mod credential;
+pub mod daemon;
 pub mod metrics;
 pub mod registry;
-pub mod alerts;
+pub mod runtime;
+pub mod server;
+pub mod state;

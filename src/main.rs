@@ -1,1 +1,169 @@
-fn main() {}
+//! The `npm-watchdog` binary: parse the command line, set up logging, load the configuration, call the
+//! library. Exit codes: 0 fine, 1 findings (or a failed sink), 2 could not run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use npm_watchdog::commands::{self, Format, Outcome, EXIT_CANNOT_RUN};
+use npm_watchdog::config;
+use npm_watchdog::credential::Environment;
+use npm_watchdog::runtime::Runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "npm-watchdog",
+    version,
+    about = "Keeps an npm account hardened: alerts when a static or stale bypass-2FA token appears",
+    long_about = "Keeps an npm account at its hardened state. It lists the account's tokens on a schedule, \
+                  alerts by email, webhook or log when a static token or a stale bypass-2FA token appears, \
+                  and exports Prometheus metrics.\n\n\
+                  Configuration: --config PATH, else /etc/npm-watchdog/config.toml if it exists, else built-in \
+                  defaults; NPM_WATCHDOG_<SECTION>__<KEY> variables override both.\n\
+                  Exit codes: 0 fine, 1 findings, 2 could not run."
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log line format on standard error. The level comes from RUST_LOG (default: info for `run`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: check on schedule, alert, serve /metrics, /healthz and /readyz.
+    Run,
+    /// List the account's tokens with their risk.
+    Tokens {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Score the account against the Definition of Done and list every finding (exit 1 on findings).
+    Audit {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Send a test notification through every configured sink and report each result.
+    NotifyTest,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the effective configuration with secrets redacted; exit 2 if it cannot be used.
+    Check,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat, default_level: &str) {
+    // The scheduler crate logs its own start-up at info; only its warnings matter to an operator.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},tokio_cron_scheduler=warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print(outcome: Outcome) -> ExitCode {
+    print!("{}", outcome.stdout);
+    ExitCode::from(outcome.code as u8)
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("npm-watchdog: {message}");
+    ExitCode::from(EXIT_CANNOT_RUN as u8)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Run);
+    init_tracing(cli.log_format, if daemon { "info" } else { "warn" });
+
+    let loaded = match config::load(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let runtime = match Runtime::new(loaded.config.clone(), Environment::from_process()) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let as_format = |f: OutputFormat| match f {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Json => Format::Json,
+    };
+    match cli.command {
+        Command::Run => {
+            if loaded.file.is_none() {
+                tracing::info!("no config file: using built-in defaults, the npm user config and the environment");
+            }
+            match npm_watchdog::daemon::run(runtime, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Tokens { format } => match commands::tokens(&runtime, as_format(format)).await {
+            Ok(o) => print(o),
+            Err(e) => fail(e),
+        },
+        Command::Audit { format } => match commands::audit(&runtime, as_format(format)).await {
+            Ok(o) => print(o),
+            Err(e) => fail(e),
+        },
+        Command::Config {
+            action: ConfigAction::Check,
+        } => print(commands::config_check(&loaded, &runtime)),
+        Command::NotifyTest => match commands::notify_test(&runtime).await {
+            Ok(o) => print(o),
+            Err(e) => fail(e),
+        },
+    }
+}

@@ -1,16 +1,250 @@
-//! Email sink (lettre, rustls). Placeholder until the email sink lands.
-use super::{Notification, Sink, SinkError};
+//! Email sink: one plain-text message per notification, sent with lettre over SMTP.
+//!
+//! The connection security comes from the URL scheme and nothing else, so a typo cannot silently
+//! downgrade it:
+//! - `smtp://host[:25]`: no TLS at all (a local relay, a test server);
+//! - `smtp+starttls://host[:587]`: STARTTLS is required; lettre refuses to go on (and never sends
+//!   credentials or mail) if the server does not upgrade the connection;
+//! - `smtps://host[:465]`: implicit TLS from the first byte.
+//!
+//! The SMTP password is read from `password_file` at every send, so rotating it needs no restart.
+//! The whole send (connect, TLS, AUTH, the message) is bounded by the sink's `timeout`: lettre's own
+//! timeout only covers parts of it. Errors say what failed (connect, TLS, AUTH, timeout) and never
+//! carry the password.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use url::Url;
+
+use super::{message, Notification, Sink, SinkError};
 use crate::checks::Severity;
-use crate::config::EmailSinkConfig;
+use crate::config::{EmailSinkConfig, HumanDuration};
+
+const HEADER_CHECK: &str = "X-Npm-Watchdog-Check";
+const HEADER_SEVERITY: &str = "X-Npm-Watchdog-Severity";
+const HEADER_STATUS: &str = "X-Npm-Watchdog-Status";
+
+/// How the connection to the SMTP server is protected, from the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// `smtp://`: no TLS.
+    Plain,
+    /// `smtp+starttls://`: STARTTLS required.
+    StartTls,
+    /// `smtps://`: implicit TLS.
+    Implicit,
+}
+
+/// Where and how to connect, parsed from `smtp_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    security: Security,
+    host: String,
+    port: u16,
+}
+
+impl Endpoint {
+    fn parse(url: &Url) -> Result<Self, String> {
+        let (security, default_port) = match url.scheme() {
+            "smtp" => (Security::Plain, 25),
+            "smtp+starttls" => (Security::StartTls, 587),
+            "smtps" => (Security::Implicit, 465),
+            other => {
+                return Err(format!(
+                    "smtp_url scheme `{other}` is not one of smtp, smtp+starttls, smtps"
+                ))
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            // lettre resolves `(host, port)`, which wants the address without brackets.
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            _ => return Err("smtp_url needs a host".into()),
+        };
+        Ok(Endpoint {
+            security,
+            host,
+            port: url.port().unwrap_or(default_port),
+        })
+    }
+
+    /// `smtp+starttls://mail.example.com:587`, for messages (the URL never holds credentials).
+    fn shown(&self) -> String {
+        let scheme = match self.security {
+            Security::Plain => "smtp",
+            Security::StartTls => "smtp+starttls",
+            Security::Implicit => "smtps",
+        };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Login for the SMTP server; the password itself stays in its file until a send needs it.
+#[derive(Clone)]
+struct Login {
+    username: String,
+    password_file: PathBuf,
+}
 
 pub struct EmailSink {
     name: String,
     min_severity: Severity,
+    endpoint: Endpoint,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    login: Option<Login>,
+    timeout: HumanDuration,
+    /// Server, port, TLS parameters (with the root store loaded once) and timeout; credentials are
+    /// added per send because the password may have been rotated.
+    builder: AsyncSmtpTransportBuilder,
+    /// Built once when no login is configured.
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+}
+
+impl fmt::Debug for EmailSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailSink")
+            .field("name", &self.name)
+            .field("server", &self.endpoint.shown())
+            .field("from", &self.from.to_string())
+            .field(
+                "to",
+                &self.to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            )
+            .field(
+                "username",
+                &self.login.as_ref().map(|l| l.username.as_str()),
+            )
+            .field(
+                "password_file",
+                &self.login.as_ref().map(|l| &l.password_file),
+            )
+            .field("min_severity", &self.min_severity)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl EmailSink {
     pub fn new(name: String, cfg: &EmailSinkConfig) -> Result<Self, SinkError> {
-        Ok(Self { name, min_severity: cfg.min_severity })
+        let fail = |what: String| SinkError(format!("email sink {name}: {what}"));
+        let endpoint = Endpoint::parse(&cfg.smtp_url).map_err(&fail)?;
+        let from: Mailbox = cfg
+            .from
+            .parse()
+            .map_err(|e| fail(format!("from `{}` is not an email address ({e})", cfg.from)))?;
+        if cfg.to.is_empty() {
+            return Err(fail("`to` needs at least one address".into()));
+        }
+        let to = cfg
+            .to
+            .iter()
+            .map(|t| {
+                t.parse::<Mailbox>()
+                    .map_err(|e| fail(format!("to `{t}` is not an email address ({e})")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let login = match (&cfg.username, &cfg.password_file) {
+            (Some(username), Some(password_file)) => Some(Login {
+                username: username.clone(),
+                password_file: password_file.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(fail("username and password_file go together".into())),
+        };
+        if login.is_some() && endpoint.security == Security::Plain && !is_loopback(&endpoint.host) {
+            tracing::warn!(
+                sink = %name,
+                server = %endpoint.shown(),
+                "SMTP credentials would cross the network without TLS; use smtp+starttls:// or smtps://"
+            );
+        }
+
+        let tls = match endpoint.security {
+            Security::Plain => Tls::None,
+            Security::StartTls | Security::Implicit => {
+                let params = TlsParameters::new(endpoint.host.clone()).map_err(|e| {
+                    fail(format!("cannot set up TLS for {}: {e}", endpoint.shown()))
+                })?;
+                if endpoint.security == Security::StartTls {
+                    Tls::Required(params)
+                } else {
+                    Tls::Wrapper(params)
+                }
+            }
+        };
+        let builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(endpoint.host.clone())
+                .port(endpoint.port)
+                .tls(tls)
+                .timeout(Some(cfg.timeout.0));
+        let transport = login.is_none().then(|| builder.clone().build());
+
+        Ok(EmailSink {
+            name,
+            min_severity: cfg.min_severity,
+            endpoint,
+            from,
+            to,
+            login,
+            timeout: cfg.timeout,
+            builder,
+            transport,
+        })
+    }
+
+    /// The message for a notification: subject and body from [`message`], plus headers that mail
+    /// filters can match on.
+    fn build_message(&self, n: &Notification) -> Result<Message, SinkError> {
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(message::subject(n))
+            .header(ContentType::TEXT_PLAIN)
+            .raw_header(header(HEADER_CHECK, &n.finding.check))
+            .raw_header(header(HEADER_SEVERITY, n.finding.severity.as_str()))
+            .raw_header(header(HEADER_STATUS, n.status.as_str()));
+        for to in &self.to {
+            b = b.to(to.clone());
+        }
+        b.body(message::body(n))
+            .map_err(|e| self.error(format!("cannot build the message: {e}")))
+    }
+
+    fn error(&self, what: String) -> SinkError {
+        SinkError(format!("email sink {}: {what}", self.name))
+    }
+
+    /// The transport for this send: the prebuilt one, or one with the password as it is now.
+    async fn transport(
+        &self,
+    ) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Option<String>), SinkError> {
+        match (&self.transport, &self.login) {
+            (Some(t), _) => Ok((t.clone(), None)),
+            (None, Some(login)) => {
+                let password = read_password(&login.password_file)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                let transport = self
+                    .builder
+                    .clone()
+                    .credentials(Credentials::new(login.username.clone(), password.clone()))
+                    .build();
+                Ok((transport, Some(password)))
+            }
+            (None, None) => Ok((self.builder.clone().build(), None)),
+        }
     }
 }
 
@@ -19,10 +253,370 @@ impl Sink for EmailSink {
     fn name(&self) -> &str {
         &self.name
     }
+
     fn min_severity(&self) -> Severity {
         self.min_severity
     }
-    async fn send(&self, _n: &Notification) -> Result<(), SinkError> {
-        Err(SinkError("email sink not built yet".into()))
+
+    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
+        let email = self.build_message(n)?;
+        let (transport, password) = self.transport().await?;
+        let server = self.endpoint.shown();
+        let outcome = tokio::time::timeout(self.timeout.0, transport.send(email)).await;
+        match outcome {
+            Ok(Ok(_response)) => Ok(()),
+            Ok(Err(e)) => {
+                let text = describe_smtp_error(&e, self.login.is_some());
+                let text = scrub(&text, password.as_deref());
+                Err(self.error(format!("sending to {server} failed: {text}")))
+            }
+            Err(_elapsed) => Err(self.error(format!(
+                "sending to {server} timed out after {}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+fn header(name: &'static str, value: &str) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_string())
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// The password file's content without one trailing newline. Errors name the file, never the content.
+async fn read_password(path: &Path) -> Result<String, String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
+    let text = strip_one_newline(text);
+    if text.is_empty() {
+        return Err(format!("password_file {} is empty", path.display()));
+    }
+    Ok(text)
+}
+
+/// Remove one trailing `\n` (or `\r\n`): what an editor or `echo` adds, not part of the secret.
+pub(crate) fn strip_one_newline(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
+}
+
+/// Defence in depth: no server reply or library message should hold the password, but if one ever
+/// does, it does not reach logs or the outbox. Very short passwords are not searched for, since that
+/// would blank out ordinary letters; they are not worth hiding from a message anyway.
+fn scrub(text: &str, password: Option<&str>) -> String {
+    match password {
+        Some(p) if p.len() >= 4 => text.replace(p, "<redacted>"),
+        _ => text.to_string(),
+    }
+}
+
+/// What failed, in words an operator can act on, followed by lettre's own description.
+fn describe_smtp_error(e: &lettre::transport::smtp::Error, with_login: bool) -> String {
+    use std::error::Error as _;
+    let detail = e.to_string();
+    let io_kind = {
+        let mut source = e.source();
+        let mut kind = None;
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                kind = Some(io.kind());
+                break;
+            }
+            source = s.source();
+        }
+        kind
+    };
+    let what = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_tls() {
+        "TLS failed".to_string()
+    } else if e.is_client() && detail.contains("authentication mechanism") {
+        "the server offers no AUTH mechanism that lettre supports (PLAIN, LOGIN) on this \
+         connection, so the credentials were not sent"
+            .to_string()
+    } else if let Some(code) = e.status() {
+        match u16::from(code) {
+            534 | 535 if with_login => "authentication rejected".to_string(),
+            530 => "the server requires authentication".to_string(),
+            c if e.is_transient() => format!("the server refused for now ({c})"),
+            c => format!("the server refused ({c})"),
+        }
+    } else {
+        match io_kind {
+            Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+            Some(std::io::ErrorKind::TimedOut) => "timed out".to_string(),
+            Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) => {
+                "the server closed the connection".to_string()
+            }
+            Some(_) => "network error".to_string(),
+            None if e.is_response() => "unexpected reply from the server".to_string(),
+            None => "SMTP error".to_string(),
+        }
+    };
+    format!("{what} ({detail})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::Status;
+    use crate::checks::Finding;
+    use chrono::{DateTime, Utc};
+    use std::time::Duration;
+
+    fn config(url: &str) -> EmailSinkConfig {
+        EmailSinkConfig {
+            name: None,
+            smtp_url: Url::parse(url).expect("url"),
+            from: "Watchdog <watchdog@example.com>".into(),
+            to: vec!["sec@example.com".into(), "ops@example.com".into()],
+            username: None,
+            password_file: None,
+            min_severity: Severity::Warning,
+            timeout: HumanDuration::secs(2),
+        }
+    }
+
+    fn note() -> Notification {
+        let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        Notification {
+            status: Status::Firing,
+            reminder: false,
+            event: false,
+            test: false,
+            finding: Finding {
+                check: "token-bypass-2fa".into(),
+                subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
+                subject: "token 82e393 (bulk-hardening)".into(),
+                severity: Severity::Critical,
+                summary: "A bypass-2FA token is 2 days old.".into(),
+                why: "It publishes without 2FA.".into(),
+                fix: "Revoke it: `npm token revoke 82e393`.".into(),
+                dod: Some("D9".into()),
+            },
+            first_seen: t,
+            at: t,
+        }
+    }
+
+    #[test]
+    fn schemes_choose_security_and_default_port() {
+        let table = [
+            ("smtp://mail.example.com", Security::Plain, 25),
+            ("smtp://127.0.0.1:2525", Security::Plain, 2525),
+            ("smtp+starttls://mail.example.com", Security::StartTls, 587),
+            (
+                "smtp+starttls://mail.example.com:2587",
+                Security::StartTls,
+                2587,
+            ),
+            ("smtps://mail.example.com", Security::Implicit, 465),
+            ("smtps://mail.example.com:4650", Security::Implicit, 4650),
+        ];
+        for (url, security, port) in table {
+            let e = Endpoint::parse(&Url::parse(url).expect("url")).expect(url);
+            assert_eq!((e.security, e.port), (security, port), "{url}");
+        }
+        let v6 = Endpoint::parse(&Url::parse("smtp://[::1]:2525").expect("url")).expect("v6");
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.shown(), "smtp://[::1]:2525");
+        let err = Endpoint::parse(&Url::parse("http://mail.example.com").expect("url"))
+            .expect_err("http is not smtp");
+        assert!(err.contains("`http`"), "{err}");
+    }
+
+    #[test]
+    fn new_rejects_what_validation_would_and_does_not_panic() {
+        let mut c = config("smtp://127.0.0.1:2525");
+        c.from = "not an address".into();
+        let err = EmailSink::new("email".into(), &c).expect_err("bad from");
+        assert!(
+            err.to_string()
+                .contains("email sink email: from `not an address`"),
+            "{err}"
+        );
+
+        let mut c = config("smtp://127.0.0.1:2525");
+        c.username = Some("watchdog".into());
+        let err = EmailSink::new("email".into(), &c).expect_err("username alone");
+        assert!(err.to_string().contains("go together"), "{err}");
+
+        let mut c = config("smtp://127.0.0.1:2525");
+        c.to.clear();
+        assert!(EmailSink::new("email".into(), &c).is_err());
+
+        assert!(EmailSink::new("email".into(), &config("smtps://mail.example.com")).is_ok());
+        assert!(
+            EmailSink::new("email".into(), &config("smtp+starttls://mail.example.com")).is_ok()
+        );
+    }
+
+    #[test]
+    fn message_has_subject_recipients_filter_headers_and_body() {
+        let sink = EmailSink::new("email".into(), &config("smtp://127.0.0.1:2525")).expect("sink");
+        let raw = String::from_utf8(sink.build_message(&note()).expect("message").formatted())
+            .expect("utf-8");
+        assert!(
+            raw.contains(
+                "Subject: [FIRING:critical] token-bypass-2fa: token 82e393 (bulk-hardening)\r\n"
+            ),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("From: Watchdog <watchdog@example.com>\r\n"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("sec@example.com") && raw.contains("ops@example.com"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("X-Npm-Watchdog-Check: token-bypass-2fa\r\n"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("X-Npm-Watchdog-Severity: critical\r\n"),
+            "{raw}"
+        );
+        assert!(raw.contains("X-Npm-Watchdog-Status: firing\r\n"), "{raw}");
+        assert!(
+            raw.contains("Content-Type: text/plain; charset=utf-8\r\n"),
+            "{raw}"
+        );
+        assert!(raw.contains("npm token revoke 82e393"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn password_file_is_read_with_one_newline_trimmed_and_errors_hide_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("smtp-password");
+        std::fs::write(&p, "s3cret-pass\n\n").expect("write");
+        assert_eq!(read_password(&p).await.expect("read"), "s3cret-pass\n");
+        std::fs::write(&p, "s3cret-pass\r\n").expect("write");
+        assert_eq!(read_password(&p).await.expect("read"), "s3cret-pass");
+        std::fs::write(&p, "\n").expect("write");
+        let err = read_password(&p).await.expect_err("empty");
+        assert_eq!(err, format!("password_file {} is empty", p.display()));
+        let missing = dir.path().join("missing");
+        let err = read_password(&missing).await.expect_err("missing");
+        assert!(
+            err.starts_with(&format!(
+                "cannot read password_file {}: ",
+                missing.display()
+            )),
+            "{err}"
+        );
+        std::fs::write(&p, [0xff, 0xfe, b'x']).expect("write");
+        let err = read_password(&p).await.expect_err("not utf-8");
+        assert!(err.contains(&p.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn debug_shows_where_but_no_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("smtp-password");
+        std::fs::write(&p, "hunter2-very-secret").expect("write");
+        let mut c = config("smtp+starttls://mail.example.com");
+        c.username = Some("watchdog".into());
+        c.password_file = Some(p.clone());
+        let sink = EmailSink::new("email".into(), &c).expect("sink");
+        let shown = format!("{sink:?}");
+        assert!(
+            shown.contains("smtp+starttls://mail.example.com:587"),
+            "{shown}"
+        );
+        assert!(shown.contains("watchdog"), "{shown}");
+        assert!(shown.contains(&p.display().to_string()), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn scrub_hides_the_password_but_not_every_letter() {
+        assert_eq!(
+            scrub("535 bad hunter2x", Some("hunter2x")),
+            "535 bad <redacted>"
+        );
+        assert_eq!(scrub("535 bad", Some("a")), "535 bad");
+        assert_eq!(scrub("535 bad", None), "535 bad");
+    }
+
+    #[tokio::test]
+    async fn closed_port_fails_fast_and_says_connection_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let sink = EmailSink::new("email".into(), &config(&format!("smtp://127.0.0.1:{port}")))
+            .expect("sink");
+        let started = std::time::Instant::now();
+        let err = sink.send(&note()).await.expect_err("nothing listens");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "email sink email: sending to smtp://127.0.0.1:{port} failed: connection refused"
+            )),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_server_is_cut_off_by_the_sink_timeout() {
+        // Accepts the connection and never says a word: lettre waits for the greeting.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut c = config(&format!("smtp://127.0.0.1:{port}"));
+        c.timeout = HumanDuration(Duration::from_millis(500));
+        let sink = EmailSink::new("email".into(), &c).expect("sink");
+        let started = std::time::Instant::now();
+        let err = sink.send(&note()).await.expect_err("silent server");
+        let took = started.elapsed();
+        hold.abort();
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreadable_password_file_fails_before_connecting_and_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("nope");
+        let mut c = config("smtp://127.0.0.1:9");
+        c.username = Some("watchdog".into());
+        c.password_file = Some(p.clone());
+        let sink = EmailSink::new("email".into(), &c).expect("sink");
+        let err = sink
+            .send(&note())
+            .await
+            .expect_err("no password file")
+            .to_string();
+        assert!(
+            err.contains(&format!("cannot read password_file {}", p.display())),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,420 @@
+//! The long-running daemon: a schedule per check group, the notification dispatcher, the HTTP server,
+//! and an orderly stop.
+//!
+//! One cycle of a group reads its sources, runs its checks, plans the alert lifecycle and writes the
+//! outcome (findings, outbox rows, seen tokens) in one transaction; only then is the dispatcher woken to
+//! deliver. Runs of one group never overlap: a tick that finds the previous run still going is skipped.
+//! On SIGTERM/SIGINT the scheduler stops, in-flight runs finish, the outbox gets one last delivery
+//! pass, and the state file is closed, all within about ten seconds.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{watch, Mutex, Notify};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::alerts::{self, lifecycle, Sink, SinkError};
+use crate::checks::{self, Snapshot};
+use crate::config::Schedule;
+use crate::metrics::Metrics;
+use crate::registry::{RegistryClient, RegistryError};
+use crate::runtime::Runtime;
+use crate::server;
+use crate::state::{OutboxItem, State, StateError};
+
+/// Check groups the daemon schedules, with the config key of their schedule.
+pub const GROUPS: &[&str] = &["tokens"];
+
+/// How long an orderly stop may take in all (systemd's default stop timeout is far longer).
+const STOP_BUDGET: Duration = Duration::from_secs(9);
+/// Delivered outbox rows are kept this long for inspection, then pruned.
+const KEEP_DELIVERED: chrono::Duration = chrono::Duration::days(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("alert sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+pub struct Watchdog {
+    rt: Runtime,
+    client: RegistryClient,
+    state: Arc<State>,
+    metrics: Metrics,
+    sinks: Vec<Arc<dyn Sink>>,
+    wake: Notify,
+    ready: Arc<AtomicBool>,
+    locks: BTreeMap<&'static str, Mutex<()>>,
+}
+
+impl Watchdog {
+    pub fn new(rt: Runtime, state: State, metrics: Metrics) -> Result<Self, DaemonError> {
+        let client = rt.client(metrics.clone())?;
+        let sinks = alerts::build_sinks(&rt.config.alerts)?;
+        Ok(Self {
+            rt,
+            client,
+            state: Arc::new(state),
+            metrics,
+            sinks,
+            wake: Notify::new(),
+            ready: Arc::new(AtomicBool::new(false)),
+            locks: GROUPS.iter().map(|g| (*g, Mutex::new(()))).collect(),
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Run one cycle of `group` unless one is already running.
+    pub async fn run_group(&self, group: &str) {
+        let Some(lock) = self.locks.get(group) else {
+            tracing::error!(group, "unknown check group");
+            return;
+        };
+        let Ok(_guard) = lock.try_lock() else {
+            tracing::info!(group, "previous run still in progress; skipping this tick");
+            return;
+        };
+        let started = Instant::now();
+        let result = match group {
+            "tokens" => self.cycle_tokens().await,
+            _ => Ok(()),
+        };
+        self.metrics
+            .check_duration
+            .with_label_values(&[group])
+            .set(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            // The state file could not be written: nothing of this cycle was kept, so the next
+            // cycle will see the same changes again and nothing is lost.
+            tracing::error!(group, error = %e, "cannot record the cycle");
+            self.metrics.check_success.with_label_values(&[group]).set(0);
+        }
+        self.wake.notify_one();
+    }
+
+    async fn cycle_tokens(&self) -> Result<(), StateError> {
+        const GROUP: &str = "tokens";
+        let now = Utc::now();
+        let mut errors = Vec::new();
+        let (tokens, profile) = match self.rt.credential() {
+            Err(e) => {
+                errors.push(format!("credential: {e}"));
+                (None, None)
+            }
+            Ok(cred) => {
+                let (t, p) = tokio::join!(self.client.list_tokens(&cred), self.client.profile(&cred));
+                (
+                    t.map_err(|e| errors.push(e.to_string())).ok(),
+                    p.map_err(|e| errors.push(e.to_string())).ok(),
+                )
+            }
+        };
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
+        let before = self.state.group_health()?;
+        let was_failing = before
+            .iter()
+            .any(|h| h.group == GROUP && h.consecutive_failures > 0);
+        let health = self.state.record_run(GROUP, error.as_deref(), now)?;
+        match &error {
+            Some(e) => tracing::warn!(
+                group = GROUP,
+                failures = health.consecutive_failures,
+                error = %e,
+                "check group could not read the registry; keeping earlier findings"
+            ),
+            None if was_failing => tracing::info!(group = GROUP, "check group recovered"),
+            None => tracing::debug!(group = GROUP, "check group ran"),
+        }
+        let all_health = self.state.group_health()?;
+        let seen = self.state.seen_tokens()?;
+        let snap = Snapshot {
+            now,
+            registry: &self.rt.registry,
+            tokens: tokens.as_deref(),
+            profile: profile.as_ref(),
+            seen_tokens: seen.as_ref(),
+            health: &all_health,
+        };
+        let (findings, ran) = checks::run_group(GROUP, &snap, &self.rt.config.policy);
+        let previous = self.state.active(Some(&ran))?;
+        let events: HashSet<&str> = checks::all()
+            .iter()
+            .filter(|c| c.event)
+            .map(|c| c.id)
+            .collect();
+        let plan = lifecycle::plan(previous, findings, &events, now, &self.rt.config.alerts);
+        for n in &plan.notifications {
+            tracing::info!(
+                status = n.status.as_str(),
+                reminder = n.reminder,
+                check = %n.finding.check,
+                severity = %n.finding.severity,
+                subject = %n.finding.subject,
+                "finding {}",
+                if n.status == alerts::Status::Firing { "fires" } else { "resolved" }
+            );
+        }
+        let sinks: Vec<(String, checks::Severity)> = self
+            .sinks
+            .iter()
+            .map(|s| (s.name().to_string(), s.min_severity()))
+            .collect();
+        let keys = tokens.as_deref().map(crate::registry::model::keys);
+        self.state.commit(&plan, &sinks, keys.as_ref(), now)?;
+        self.state.prune_delivered(now - KEEP_DELIVERED)?;
+
+        if let Some(t) = &tokens {
+            self.metrics.set_tokens(t);
+        }
+        self.metrics.set_findings(&self.state.finding_counts()?);
+        let ok = error.is_none();
+        self.metrics
+            .check_success
+            .with_label_values(&[GROUP])
+            .set(i64::from(ok));
+        if ok {
+            self.metrics
+                .check_last_success
+                .with_label_values(&[GROUP])
+                .set(now.timestamp() as f64);
+        }
+        Ok(())
+    }
+
+    /// Deliver every due outbox row; sinks work in parallel, each in order. A sink that fails stops
+    /// for this pass so that its messages never overtake each other.
+    pub async fn dispatch(self: &Arc<Self>) {
+        let pending = match self.state.pending() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        let mut by_sink: BTreeMap<String, Vec<OutboxItem>> = BTreeMap::new();
+        for item in pending {
+            by_sink.entry(item.sink.clone()).or_default().push(item);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, items) in by_sink {
+            let wd = Arc::clone(self);
+            tasks.spawn(async move { wd.deliver(&name, items).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        self.update_queue_metric();
+    }
+
+    async fn deliver(&self, name: &str, items: Vec<OutboxItem>) {
+        let sink = self.sinks.iter().find(|s| s.name() == name).cloned();
+        for item in items {
+            let now = Utc::now();
+            let Some(sink) = &sink else {
+                tracing::warn!(sink = name, "dropping a queued notification: the sink is no longer configured");
+                self.metrics.notifications.with_label_values(&[name, "dropped"]).inc();
+                if let Err(e) = self.state.mark_delivered(item.id, now, Some("dropped: sink no longer configured")) {
+                    tracing::error!(error = %e, "cannot update the outbox");
+                }
+                continue;
+            };
+            if item.next_attempt > now {
+                break;
+            }
+            match sink.send(&item.notification).await {
+                Ok(()) => {
+                    self.metrics.notifications.with_label_values(&[name, "sent"]).inc();
+                    if let Err(e) = self.state.mark_delivered(item.id, Utc::now(), None) {
+                        tracing::error!(error = %e, "notification sent but the outbox cannot record it; it may be sent again");
+                    }
+                }
+                Err(e) => {
+                    self.metrics.notifications.with_label_values(&[name, "failed"]).inc();
+                    let wait = retry_delay(item.attempts);
+                    tracing::warn!(
+                        sink = name,
+                        attempts = item.attempts + 1,
+                        retry_in_s = wait.num_seconds(),
+                        error = %e,
+                        "notification not delivered; will retry"
+                    );
+                    if let Err(e) = self.state.mark_failed(item.id, &e.to_string(), Utc::now() + wait) {
+                        tracing::error!(error = %e, "cannot update the outbox");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn update_queue_metric(&self) {
+        match self.state.queue_depth() {
+            Ok(depths) => {
+                for s in &self.sinks {
+                    let n = depths
+                        .iter()
+                        .find(|(name, _)| name == s.name())
+                        .map_or(0, |(_, n)| *n);
+                    self.metrics
+                        .notification_queue
+                        .with_label_values(&[s.name()])
+                        .set(n);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the outbox size"),
+        }
+    }
+
+    async fn dispatch_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            self.dispatch().await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop.changed() => {
+                    // One last pass so the final cycle's notifications go out before exit.
+                    self.dispatch().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Outbox retry backoff: 5 s, 10 s, 20 s … up to 15 minutes; delivery is retried until it succeeds.
+fn retry_delay(attempts: u32) -> chrono::Duration {
+    let secs = 5u64.saturating_mul(1u64 << attempts.min(10)).min(900);
+    chrono::Duration::seconds(secs as i64)
+}
+
+fn job(wd: &Arc<Watchdog>, group: &'static str, schedule: &Schedule) -> Result<Job, DaemonError> {
+    let wd = Arc::clone(wd);
+    let run = move |_id, _sched| {
+        let wd = Arc::clone(&wd);
+        Box::pin(async move { wd.run_group(group).await }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    };
+    match schedule {
+        Schedule::Every(d) => Job::new_repeated_async(d.0, run),
+        Schedule::Cron(c) => Job::new_async(c.as_str(), run),
+    }
+    .map_err(|e| DaemonError::Scheduler(format!("{group}: {e}")))
+}
+
+/// Run the daemon until `shutdown` completes.
+pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let state = State::open(&rt.state_path)?;
+    let metrics = Metrics::new();
+    let listen = rt.config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Bind { addr: listen, source })?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    let wd = Arc::new(Watchdog::new(rt, state, metrics)?);
+    log_start(&wd, bound);
+    wd.metrics.set_findings(&wd.state.finding_counts()?);
+    wd.update_queue_metric();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(
+        listener,
+        wd.metrics.clone(),
+        Arc::clone(&wd.ready),
+        stop_rx.clone(),
+    ));
+    let dispatcher = tokio::spawn(Arc::clone(&wd).dispatch_loop(stop_rx.clone()));
+
+    // First runs at start, then on schedule.
+    let first = {
+        let wd = Arc::clone(&wd);
+        tokio::spawn(async move {
+            for g in GROUPS {
+                wd.run_group(g).await;
+            }
+            wd.ready.store(true, Ordering::SeqCst);
+            tracing::info!("first cycle done; ready");
+        })
+    };
+    let mut sched = JobScheduler::new()
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    let schedules = [("tokens", &wd.rt.config.schedule.tokens)];
+    for (group, schedule) in schedules {
+        sched
+            .add(job(&wd, group, schedule)?)
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    }
+    sched
+        .start()
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+
+    shutdown.await;
+    tracing::info!("stopping: finishing running checks and deliveries");
+    let deadline = Instant::now() + STOP_BUDGET;
+    if let Err(e) = sched.shutdown().await {
+        tracing::warn!(error = %e, "scheduler did not stop cleanly");
+    }
+    let in_flight = async {
+        let _ = first.await;
+        for lock in wd.locks.values() {
+            let _held = lock.lock().await;
+        }
+    };
+    if tokio::time::timeout(STOP_BUDGET / 2, in_flight).await.is_err() {
+        tracing::warn!("a check run did not finish in time; its results are discarded and will be redone at next start");
+    }
+    let _ = stop_tx.send(true);
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(remaining, dispatcher).await.is_err() {
+        tracing::warn!("undelivered notifications stay in the outbox and are sent at next start");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_start(wd: &Watchdog, bound: SocketAddr) {
+    let rt = &wd.rt;
+    let sinks: Vec<&str> = wd.sinks.iter().map(|s| s.name()).collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        registry = %rt.registry,
+        registry_origin = %rt.registry_origin,
+        state = %rt.state_path.display(),
+        state_origin = %rt.state_origin,
+        listen = %bound,
+        sinks = ?sinks,
+        tokens_schedule = %rt.config.schedule.tokens,
+        "npm-watchdog starting"
+    );
+    match rt.credential() {
+        Ok(c) => tracing::info!(credential = %c.source, "using credential"),
+        Err(e) => tracing::warn!(error = %e, "no usable credential yet; checks will fail until one is provided"),
+    }
+    if sinks == ["log"] && rt.config.alerts.email.is_empty() && rt.config.alerts.webhook.is_empty() {
+        tracing::info!("no email or webhook sink configured; alerts go to this log");
+    }
+}

@@ -1,0 +1,142 @@
+//! What the configuration leaves open, settled once at start: which registry, where the state lives,
+//! and how to build the registry client. Shared by the daemon and the one-shot commands.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use url::Url;
+
+use crate::config::{Config, DEFAULT_REGISTRY};
+use crate::credential::{self, Credential, CredentialError, Environment, Npmrc};
+use crate::metrics::Metrics;
+use crate::registry::{RegistryClient, RegistryError, RetryPolicy};
+
+/// Where a setting's value came from, for the start-up summary and `config check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Config,
+    NpmUserConfig(PathBuf),
+    SystemdStateDirectory,
+    UserStateFolder,
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Config => f.write_str("from the config"),
+            Origin::NpmUserConfig(p) => write!(f, "from the npm user config {}", p.display()),
+            Origin::SystemdStateDirectory => f.write_str("in systemd's StateDirectory"),
+            Origin::UserStateFolder => f.write_str("in the user's state folder"),
+            Origin::Default => f.write_str("built-in default"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub config: Config,
+    pub env: Environment,
+    pub registry: Url,
+    pub registry_origin: Origin,
+    pub state_path: PathBuf,
+    pub state_origin: Origin,
+}
+
+impl Runtime {
+    pub fn new(config: Config, env: Environment) -> Result<Self, CredentialError> {
+        let (registry, registry_origin) = match &config.registry.url {
+            Some(u) => (u.clone(), Origin::Config),
+            None => {
+                let from_rc = match env.npmrc_path().filter(|p| p.exists()) {
+                    Some(p) => Npmrc::load(&p)?.registry().map(|u| (u, Origin::NpmUserConfig(p))),
+                    None => None,
+                };
+                match from_rc {
+                    Some(found) => found,
+                    None => (
+                        Url::parse(DEFAULT_REGISTRY).expect("DEFAULT_REGISTRY is a valid URL"),
+                        Origin::Default,
+                    ),
+                }
+            }
+        };
+        // A registry URL without a trailing slash would lose its last path segment when joined.
+        let registry = if registry.path().ends_with('/') {
+            registry
+        } else {
+            let mut r = registry;
+            let p = format!("{}/", r.path());
+            r.set_path(&p);
+            r
+        };
+        let (state_path, state_origin) = match (&config.state.path, &env.state_directory, &env.user_state_dir) {
+            (Some(p), _, _) => (p.clone(), Origin::Config),
+            (None, Some(d), _) => (d.join("state.db"), Origin::SystemdStateDirectory),
+            (None, None, Some(d)) => (d.join("npm-watchdog").join("state.db"), Origin::UserStateFolder),
+            (None, None, None) => (PathBuf::from("npm-watchdog-state.db"), Origin::Default),
+        };
+        Ok(Self {
+            config,
+            env,
+            registry,
+            registry_origin,
+            state_path,
+            state_origin,
+        })
+    }
+
+    /// Read the credential afresh (it may have been rotated since the last cycle).
+    pub fn credential(&self) -> Result<Credential, CredentialError> {
+        credential::resolve(
+            self.config.registry.token_file.as_deref(),
+            &self.registry,
+            &self.env,
+        )
+    }
+
+    pub fn client(&self, metrics: Metrics) -> Result<RegistryClient, RegistryError> {
+        RegistryClient::new(
+            self.registry.clone(),
+            self.config.registry.timeout.0,
+            RetryPolicy {
+                retries: self.config.registry.retries,
+                ..RetryPolicy::default()
+            },
+            metrics,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_config_takes_registry_from_npmrc_and_state_from_user_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rc = dir.path().join("npmrc");
+        std::fs::write(&rc, "registry=http://127.0.0.1:4873\n").expect("write");
+        let env = Environment {
+            npm_userconfig: Some(rc.clone()),
+            user_state_dir: Some(dir.path().join("state")),
+            ..Environment::default()
+        };
+        let rt = Runtime::new(Config::default(), env).expect("runtime");
+        assert_eq!(rt.registry.as_str(), "http://127.0.0.1:4873/");
+        assert_eq!(rt.registry_origin, Origin::NpmUserConfig(rc));
+        assert_eq!(rt.state_path, dir.path().join("state/npm-watchdog/state.db"));
+    }
+
+    #[test]
+    fn systemd_state_directory_wins_over_user_folder() {
+        let env = Environment {
+            state_directory: Some("/var/lib/npm-watchdog".into()),
+            user_state_dir: Some("/home/x/.local/state".into()),
+            ..Environment::default()
+        };
+        let rt = Runtime::new(Config::default(), env).expect("runtime");
+        assert_eq!(rt.state_path, PathBuf::from("/var/lib/npm-watchdog/state.db"));
+        assert_eq!(rt.registry.as_str(), DEFAULT_REGISTRY);
+    }
+}
