@@ -208,6 +208,11 @@ impl Watchdog {
     /// Deliver every due outbox row; sinks work in parallel, each in order. A sink that fails stops
     /// for this pass so that its messages never overtake each other.
     pub async fn dispatch(self: &Arc<Self>) {
+        self.dispatch_at(Utc::now()).await
+    }
+
+    /// [`dispatch`](Self::dispatch) as if it were `now`, so a test can step past retry backoff.
+    pub async fn dispatch_at(self: &Arc<Self>, now: chrono::DateTime<Utc>) {
         let pending = match self.state.pending() {
             Ok(p) => p,
             Err(e) => {
@@ -222,16 +227,15 @@ impl Watchdog {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, items) in by_sink {
             let wd = Arc::clone(self);
-            tasks.spawn(async move { wd.deliver(&name, items).await });
+            tasks.spawn(async move { wd.deliver(&name, items, now).await });
         }
         while tasks.join_next().await.is_some() {}
         self.update_queue_metric();
     }
 
-    async fn deliver(&self, name: &str, items: Vec<OutboxItem>) {
+    async fn deliver(&self, name: &str, items: Vec<OutboxItem>, now: chrono::DateTime<Utc>) {
         let sink = self.sinks.iter().find(|s| s.name() == name).cloned();
         for item in items {
-            let now = Utc::now();
             let Some(sink) = &sink else {
                 tracing::warn!(sink = name, "dropping a queued notification: the sink is no longer configured");
                 self.metrics.notifications.with_label_values(&[name, "dropped"]).inc();
@@ -246,7 +250,7 @@ impl Watchdog {
             match sink.send(&item.notification).await {
                 Ok(()) => {
                     self.metrics.notifications.with_label_values(&[name, "sent"]).inc();
-                    if let Err(e) = self.state.mark_delivered(item.id, Utc::now(), None) {
+                    if let Err(e) = self.state.mark_delivered(item.id, now, None) {
                         tracing::error!(error = %e, "notification sent but the outbox cannot record it; it may be sent again");
                     }
                 }
@@ -260,7 +264,7 @@ impl Watchdog {
                         error = %e,
                         "notification not delivered; will retry"
                     );
-                    if let Err(e) = self.state.mark_failed(item.id, &e.to_string(), Utc::now() + wait) {
+                    if let Err(e) = self.state.mark_failed(item.id, &e.to_string(), now + wait) {
                         tracing::error!(error = %e, "cannot update the outbox");
                     }
                     break;

@@ -266,7 +266,11 @@ impl Sink for EmailSink {
         match outcome {
             Ok(Ok(_response)) => Ok(()),
             Ok(Err(e)) => {
-                let text = describe_smtp_error(&e, self.login.is_some());
+                let text = describe_smtp_error(
+                    &e,
+                    self.login.is_some(),
+                    self.endpoint.security != Security::Plain,
+                );
                 let text = scrub(&text, password.as_deref());
                 Err(self.error(format!("sending to {server} failed: {text}")))
             }
@@ -323,7 +327,7 @@ fn scrub(text: &str, password: Option<&str>) -> String {
 }
 
 /// What failed, in words an operator can act on, followed by lettre's own description.
-fn describe_smtp_error(e: &lettre::transport::smtp::Error, with_login: bool) -> String {
+fn describe_smtp_error(e: &lettre::transport::smtp::Error, with_login: bool, tls: bool) -> String {
     use std::error::Error as _;
     let detail = e.to_string();
     let io_kind = {
@@ -342,6 +346,9 @@ fn describe_smtp_error(e: &lettre::transport::smtp::Error, with_login: bool) -> 
         "timed out".to_string()
     } else if e.is_tls() {
         "TLS failed".to_string()
+    } else if e.is_client() && detail.contains("STARTTLS") {
+        "the server does not offer STARTTLS, which smtp+starttls:// requires, so nothing was sent"
+            .to_string()
     } else if e.is_client() && detail.contains("authentication mechanism") {
         "the server offers no AUTH mechanism that lettre supports (PLAIN, LOGIN) on this \
          connection, so the credentials were not sent"
@@ -356,6 +363,9 @@ fn describe_smtp_error(e: &lettre::transport::smtp::Error, with_login: bool) -> 
     } else {
         match io_kind {
             Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+            // tokio-rustls reports handshake failures (bad certificate, a server that does not
+            // speak TLS) as invalid data.
+            Some(std::io::ErrorKind::InvalidData) if tls => "TLS failed".to_string(),
             Some(std::io::ErrorKind::TimedOut) => "timed out".to_string(),
             Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) => {
                 "the server closed the connection".to_string()

@@ -1,0 +1,300 @@
+//! The daemon's cycle against the in-process fake registry, stepped by hand: first run, new tokens,
+//! restarts, registry outages, recovery, a sink that is down. Every notification is caught by a webhook
+//! receiver, so the assertions are about what a user would be sent.
+
+mod fake_registry;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State as AxState;
+use axum::http::StatusCode;
+use axum::Router;
+use fake_registry::{Fault, FakeRegistry};
+use npm_watchdog::checks::Severity;
+use npm_watchdog::config::{Config, HumanDuration, WebhookSinkConfig};
+use npm_watchdog::credential::Environment;
+use npm_watchdog::daemon::Watchdog;
+use npm_watchdog::metrics::Metrics;
+use npm_watchdog::runtime::Runtime;
+use npm_watchdog::state::State;
+use serde_json::{json, Value};
+
+const SECRET: &str = "npm_DaemonCycleSecretToken_0123456789abcdef";
+
+/// A webhook endpoint that records JSON bodies and answers with a settable status.
+#[derive(Clone, Default)]
+struct Hook {
+    bodies: Arc<Mutex<Vec<Value>>>,
+    status: Arc<AtomicU16>,
+}
+
+impl Hook {
+    async fn start() -> (Hook, String) {
+        let hook = Hook::default();
+        hook.status.store(200, Ordering::SeqCst);
+        let app = Router::new()
+            .fallback(|AxState(h): AxState<Hook>, body: String| async move {
+                let code = h.status.load(Ordering::SeqCst);
+                if code == 200 {
+                    if let Ok(v) = serde_json::from_str(&body) {
+                        h.bodies.lock().expect("lock").push(v);
+                    }
+                }
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            })
+            .with_state(hook.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (hook, url)
+    }
+
+    /// `STATUS check subject` of every notification received, then forget them.
+    fn take(&self) -> Vec<String> {
+        let mut b = self.bodies.lock().expect("lock");
+        let out = b
+            .iter()
+            .map(|v| {
+                let mut s = format!("{} {} {}", v["status"].as_str().unwrap_or("?").to_uppercase(), v["check"].as_str().unwrap_or("?"), v["subject"].as_str().unwrap_or("?"));
+                if v["reminder"] == json!(true) {
+                    s.push_str(" (reminder)");
+                }
+                s
+            })
+            .collect();
+        b.clear();
+        out
+    }
+
+    fn raw(&self) -> String {
+        serde_json::to_string(&*self.bodies.lock().expect("lock")).expect("json")
+    }
+}
+
+fn token(key: &str, name: &str, bypass: bool) -> Value {
+    json!({
+        "name": name, "key": key, "token": "npm_ab...yz", "cidr": null, "bypass_2fa": bypass,
+        "created": "2026-11-26T00:00:00.000Z", "expiry": "2026-12-20T00:00:00.000Z",
+        "permissions": [{"name": "package", "action": "write"}], "revoked": null
+    })
+}
+
+struct Setup {
+    registry: FakeRegistry,
+    hook: Hook,
+    hook_url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let registry = FakeRegistry::start().await;
+        registry.set_valid_tokens(vec![SECRET.to_string()]);
+        registry.set_username("alice");
+        registry.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
+        registry.set_page_size(2);
+        let (hook, hook_url) = Hook::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("token"), format!("{SECRET}\n")).expect("write token");
+        Setup { registry, hook, hook_url, dir }
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// A fresh daemon over the same state file: what a restart does.
+    fn watchdog(&self) -> Arc<Watchdog> {
+        let mut cfg = Config::default();
+        cfg.registry.url = Some(url::Url::parse(&self.registry.url).expect("url"));
+        cfg.registry.token_file = Some(self.dir.path().join("token"));
+        cfg.registry.retries = 0;
+        cfg.policy.blind_after = 2;
+        cfg.state.path = Some(self.state_path());
+        cfg.alerts.webhook.push(WebhookSinkConfig {
+            name: None,
+            url: url::Url::parse(&self.hook_url).expect("url"),
+            secret_file: None,
+            min_severity: Severity::Info,
+            timeout: HumanDuration::secs(5),
+        });
+        let rt = Runtime::new(cfg, Environment::default()).expect("runtime");
+        let state = State::open(&self.state_path()).expect("state");
+        Arc::new(Watchdog::new(rt, state, Metrics::new()).expect("watchdog"))
+    }
+}
+
+async fn cycle(wd: &Arc<Watchdog>) {
+    wd.run_group("tokens").await;
+    wd.dispatch().await;
+}
+
+fn metric(wd: &Watchdog, line_start: &str) -> Option<String> {
+    wd.metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+}
+
+fn assert_no_secret(text: &str, path: &Path) {
+    assert!(!text.contains(SECRET), "the npm token leaked into {}", path.display());
+}
+
+#[tokio::test]
+async fn first_run_new_token_restart_outage_and_recovery() {
+    let s = Setup::new().await;
+    s.registry.set_tokens(vec![
+        token("aaaaaa11111111111111", "old-one", false),
+        token("bbbbbb22222222222222", "old-two", false),
+        token("cccccc33333333333333", "old-three", false),
+    ]);
+
+    // First run: existing tokens are present, not "created".
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    let mut got = s.hook.take();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "FIRING token-present token aaaaaa (old-one)",
+            "FIRING token-present token bbbbbb (old-two)",
+            "FIRING token-present token cccccc (old-three)",
+            "FIRING token-unrestricted token aaaaaa (old-one)",
+            "FIRING token-unrestricted token bbbbbb (old-two)",
+            "FIRING token-unrestricted token cccccc (old-three)",
+        ]
+    );
+    assert_eq!(metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(), Some("1"));
+    // Three tokens over pages of two: the second page came through `urls.next`.
+    assert!(s.registry.requests_to("/-/npm/v1/tokens").len() >= 2);
+
+    // Nothing changed: nothing sent.
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty());
+
+    // A bypass-2FA token appears.
+    let mut tokens = vec![
+        token("aaaaaa11111111111111", "old-one", false),
+        token("bbbbbb22222222222222", "old-two", false),
+        token("cccccc33333333333333", "old-three", false),
+        token("dddddd44444444444444", "bulk-hardening", true),
+    ];
+    s.registry.set_tokens(tokens.clone());
+    cycle(&wd).await;
+    let mut got = s.hook.take();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "FIRING token-bypass-2fa token dddddd (bulk-hardening)",
+            "FIRING token-created token dddddd (bulk-hardening)",
+            "FIRING token-present token dddddd (bulk-hardening)",
+            "FIRING token-unrestricted token dddddd (bulk-hardening)",
+        ]
+    );
+
+    // Restart: no duplicate FIRING, and the same token is not "created" again.
+    drop(wd);
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty());
+
+    // A token created while the daemon was down is still reported as created.
+    drop(wd);
+    tokens.push(token("eeeeee55555555555555", "while-down", false));
+    s.registry.set_tokens(tokens.clone());
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    assert!(s.hook.take().contains(&"FIRING token-created token eeeeee (while-down)".to_string()));
+
+    // Registry outage: check fails, nothing resolves; blind after two failed runs.
+    s.registry.push_faults("/-/npm/v1", Fault::Status(500), 100);
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty(), "an outage must not resolve anything");
+    assert_eq!(metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(), Some("0"));
+    cycle(&wd).await;
+    assert_eq!(s.hook.take(), vec!["FIRING watchdog-blind check group tokens"]);
+    assert_eq!(
+        metric(&wd, "npm_watchdog_findings{check=\"token-present\",severity=\"warning\"}").as_deref(),
+        Some("5"),
+        "findings are kept while blind"
+    );
+
+    // Recovery, and meanwhile two tokens were revoked.
+    s.registry.clear_faults();
+    tokens.retain(|t| t["key"] != "aaaaaa11111111111111" && t["key"] != "dddddd44444444444444");
+    s.registry.set_tokens(tokens);
+    cycle(&wd).await;
+    let mut got = s.hook.take();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "RESOLVED token-bypass-2fa token dddddd (bulk-hardening)",
+            "RESOLVED token-present token aaaaaa (old-one)",
+            "RESOLVED token-present token dddddd (bulk-hardening)",
+            "RESOLVED token-unrestricted token aaaaaa (old-one)",
+            "RESOLVED token-unrestricted token dddddd (bulk-hardening)",
+            "RESOLVED watchdog-blind check group tokens",
+        ]
+    );
+    assert_eq!(metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(), Some("1"));
+    assert_no_secret(&wd.metrics().render(), Path::new("/metrics"));
+    assert_no_secret(&s.hook.raw(), Path::new("webhook bodies"));
+    let db = std::fs::read(s.state_path()).expect("state file");
+    assert_no_secret(&String::from_utf8_lossy(&db), &s.state_path());
+}
+
+#[tokio::test]
+async fn a_down_sink_keeps_notifications_until_it_is_back_and_sends_each_once() {
+    let s = Setup::new().await;
+    s.registry.set_tokens(vec![token("ffffff66666666666666", "laptop", false)]);
+    s.hook.status.store(503, Ordering::SeqCst);
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty());
+    assert_eq!(metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(), Some("2"));
+    assert_eq!(metric(&wd, "npm_watchdog_notifications_total{outcome=\"failed\",sink=\"webhook\"}").as_deref(), Some("1"));
+
+    // Restart while the sink is still down: the outbox survives.
+    drop(wd);
+    s.hook.status.store(200, Ordering::SeqCst);
+    let wd = s.watchdog();
+    // Not due yet (backoff): nothing is sent early.
+    wd.dispatch().await;
+    assert!(s.hook.take().is_empty());
+    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(1)).await;
+    let mut got = s.hook.take();
+    got.sort();
+    assert_eq!(
+        got,
+        vec!["FIRING token-present token ffffff (laptop)", "FIRING token-unrestricted token ffffff (laptop)"]
+    );
+    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(2)).await;
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty(), "each notification is delivered once");
+    assert_eq!(metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn a_rejected_credential_is_never_read_as_no_tokens() {
+    let s = Setup::new().await;
+    s.registry.set_tokens(vec![token("abcdef77777777777777", "ci", false)]);
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    assert_eq!(s.hook.take().len(), 2);
+    // The token is revoked server-side: every request is now 401.
+    s.registry.set_valid_tokens(vec!["something-else".into()]);
+    s.registry.set_tokens(vec![]);
+    cycle(&wd).await;
+    cycle(&wd).await;
+    assert_eq!(s.hook.take(), vec!["FIRING watchdog-blind check group tokens"]);
+    let health = wd.state().group_health().expect("health");
+    let err = health[0].last_error.clone().unwrap_or_default();
+    assert!(err.contains("unauthorized (401)"), "{err}");
+    assert!(!err.contains(SECRET));
+}
