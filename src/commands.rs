@@ -132,14 +132,22 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
     let allowlisted: Vec<&str> = live
         .tokens
         .iter()
-        .filter(|t| checks::not_allowlisted(std::slice::from_ref(*t), &rt.config.policy, live.now).next().is_none())
+        .filter(|t| {
+            checks::not_allowlisted(std::slice::from_ref(*t), &rt.config.policy, live.now)
+                .next()
+                .is_none()
+        })
         .map(|t| t.key.as_str())
         .collect();
     let rows: Vec<TokenRow> = live
         .tokens
         .iter()
         .map(|t| {
-            let mine: Vec<&Finding> = live.findings.iter().filter(|f| f.subject_key == t.key).collect();
+            let mine: Vec<&Finding> = live
+                .findings
+                .iter()
+                .filter(|f| f.subject_key == t.key)
+                .collect();
             TokenRow {
                 id: &t.id,
                 key: &t.key,
@@ -185,13 +193,26 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
                     })
                     .collect();
                 table(
-                    &["ID", "NAME", "KIND", "ACCESS", "BYPASS-2FA", "CREATED", "EXPIRES", "LAST USED", "RISK"],
+                    &[
+                        "ID",
+                        "NAME",
+                        "KIND",
+                        "ACCESS",
+                        "BYPASS-2FA",
+                        "CREATED",
+                        "EXPIRES",
+                        "LAST USED",
+                        "RISK",
+                    ],
                     &body,
                 )
             }
         }
     };
-    Ok(Outcome { code: EXIT_OK, stdout })
+    Ok(Outcome {
+        code: EXIT_OK,
+        stdout,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -223,14 +244,31 @@ struct AuditReport<'a> {
 }
 
 /// The Definition-of-Done rows this version can judge from the token list.
-pub fn dod_rows(tokens: &[Token], findings: &[Finding], now: DateTime<Utc>, policy: &crate::config::PolicyConfig) -> Vec<DodRow> {
+pub fn dod_rows(
+    tokens: &[Token],
+    findings: &[Finding],
+    now: DateTime<Utc>,
+    policy: &crate::config::PolicyConfig,
+) -> Vec<DodRow> {
     let present: Vec<String> = checks::not_allowlisted(tokens, policy, now)
-        .map(|t| format!("{} ({} {}, created {})", t.label(), t.kind.as_str(), t.access.as_str(), date(t.created)))
+        .map(|t| {
+            format!(
+                "{} ({} {}, created {})",
+                t.label(),
+                t.kind.as_str(),
+                t.access.as_str(),
+                date(t.created)
+            )
+        })
         .collect();
     let d5 = DodRow {
         id: "D5",
         title: "every static npm token on the account is deleted",
-        status: if present.is_empty() { Verdict::Pass } else { Verdict::Fail },
+        status: if present.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
         evidence: if present.is_empty() {
             vec![format!("{} token(s) listed, all allowlisted", tokens.len())]
         } else {
@@ -245,7 +283,11 @@ pub fn dod_rows(tokens: &[Token], findings: &[Finding], now: DateTime<Utc>, poli
     let d9 = DodRow {
         id: "D9",
         title: "the temporary bypass-2FA bulk-hardening token has been deleted",
-        status: if bypass.is_empty() { Verdict::Pass } else { Verdict::Fail },
+        status: if bypass.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
         evidence: if bypass.is_empty() {
             vec!["no bypass-2FA token on the account".into()]
         } else {
@@ -319,10 +361,10 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
     let _ = writeln!(
         out,
         "# config file: {}",
-        loaded
-            .file
-            .as_ref()
-            .map_or("none (built-in defaults and environment)".to_string(), |p| p.display().to_string())
+        loaded.file.as_ref().map_or(
+            "none (built-in defaults and environment)".to_string(),
+            |p| p.display().to_string()
+        )
     );
     let _ = writeln!(out, "# registry: {} ({})", rt.registry, rt.registry_origin);
     match rt.credential() {
@@ -334,7 +376,12 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
             problems.push(e.to_string());
         }
     }
-    let _ = writeln!(out, "# state: {} ({})", rt.state_path.display(), rt.state_origin);
+    let _ = writeln!(
+        out,
+        "# state: {} ({})",
+        rt.state_path.display(),
+        rt.state_origin
+    );
     let cfg = &rt.config;
     let mut secret_files = Vec::new();
     for (i, e) in cfg.alerts.email.iter().enumerate() {
@@ -357,7 +404,10 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
         }
     }
     let sinks: Vec<String> = match alerts::build_sinks(&cfg.alerts) {
-        Ok(s) => s.iter().map(|s| format!("{} (min {})", s.name(), s.min_severity())).collect(),
+        Ok(s) => s
+            .iter()
+            .map(|s| format!("{} (min {})", s.name(), s.min_severity()))
+            .collect(),
         Err(e) => {
             problems.push(format!("alerts: {e}"));
             Vec::new()
@@ -370,7 +420,11 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
         let _ = writeln!(out, "# PROBLEM: {p}");
     }
     Outcome {
-        code: if problems.is_empty() { EXIT_OK } else { EXIT_CANNOT_RUN },
+        code: if problems.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_CANNOT_RUN
+        },
         stdout: out,
     }
 }
@@ -426,12 +480,20 @@ mod tests {
         let rows = dod_rows(&tokens, &findings, fixtures::now(), &fixtures::policy());
         assert_eq!(rows[0].status, Verdict::Fail);
         assert_eq!(rows[0].evidence.len(), 4);
-        assert!(rows[0].evidence[0].starts_with("token b5c1d2 (bulk-hardening) (granular read-write"));
+        assert!(
+            rows[0].evidence[0].starts_with("token b5c1d2 (bulk-hardening) (granular read-write")
+        );
         assert_eq!(rows[1].status, Verdict::Fail);
         assert_eq!(rows[1].evidence.len(), 2);
         let none = dod_rows(&tokens[..1], &[], fixtures::now(), &fixtures::policy());
-        assert_eq!((none[0].status, none[1].status), (Verdict::Pass, Verdict::Pass));
-        assert_eq!(none[0].evidence, vec!["1 token(s) listed, all allowlisted".to_string()]);
+        assert_eq!(
+            (none[0].status, none[1].status),
+            (Verdict::Pass, Verdict::Pass)
+        );
+        assert_eq!(
+            none[0].evidence,
+            vec!["1 token(s) listed, all allowlisted".to_string()]
+        );
     }
 
     #[test]

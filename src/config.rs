@@ -278,7 +278,12 @@ impl fmt::Display for HumanDuration {
     /// `config check` prints reads like what a user writes and parses back to the same value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        for (unit, size) in [
+            ("d", 86_400_000u128),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
             if ms >= size && ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
             }
@@ -301,8 +306,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 fn parse_duration(text: &str) -> Result<HumanDuration, String> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration like \"30s\", \"24h\" or \"90d\" ({e})"))?;
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration like \"30s\", \"24h\" or \"90d\" ({e})")
+    })?;
     if d.is_zero() {
         return Err(format!("`{text}`: the duration must be greater than zero"));
     }
@@ -486,7 +492,10 @@ fn describe_one(e: &figment::Error) -> String {
         Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
         Kind::InvalidLength(len, expected) => format!("expected {expected}, found length {len}"),
         Kind::UnknownVariant(v, expected) => {
-            format!("unknown value `{v}` (expected one of: {})", expected.join(", "))
+            format!(
+                "unknown value `{v}` (expected one of: {})",
+                expected.join(", ")
+            )
         }
         Kind::Message(m) => m.clone(),
         other => other.to_string(),
@@ -528,20 +537,32 @@ impl Config {
         for (i, a) in self.policy.allow_tokens.iter().enumerate() {
             let key = format!("policy.allow_tokens[{i}].key_prefix");
             if a.key_prefix.len() < 6 {
-                return Err((key, "needs at least 6 characters so that it names one token".into()));
+                return Err((
+                    key,
+                    "needs at least 6 characters so that it names one token".into(),
+                ));
             }
             if !a.key_prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err((key, "must be the start of a token key (letters and digits)".into()));
+                return Err((
+                    key,
+                    "must be the start of a token key (letters and digits)".into(),
+                ));
             }
             if a.reason.trim().is_empty() {
-                return Err((format!("policy.allow_tokens[{i}].reason"), "must say why".into()));
+                return Err((
+                    format!("policy.allow_tokens[{i}].reason"),
+                    "must say why".into(),
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, e) in self.alerts.email.iter().enumerate() {
             let key = |k: &str| format!("alerts.email[{i}].{k}");
             if !matches!(e.smtp_url.scheme(), "smtp" | "smtp+starttls" | "smtps") {
-                return Err((key("smtp_url"), "scheme must be smtp, smtp+starttls or smtps".into()));
+                return Err((
+                    key("smtp_url"),
+                    "scheme must be smtp, smtp+starttls or smtps".into(),
+                ));
             }
             if e.smtp_url.host_str().is_none_or(str::is_empty) {
                 return Err((key("smtp_url"), "needs a host".into()));
@@ -581,7 +602,10 @@ impl Config {
                 ));
             }
             if !names.insert(self.alerts.webhook_name(i)) {
-                return Err((format!("alerts.webhook[{i}].name"), "another sink has this name".into()));
+                return Err((
+                    format!("alerts.webhook[{i}].name"),
+                    "another sink has this name".into(),
+                ));
             }
         }
         Ok(())
@@ -634,12 +658,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).expect("write config");
-        load_with_env(Some(&path), Env::prefixed("NPM_WATCHDOG_TEST_UNUSED_").split("__")).map_err(
-            |e| {
-                // Make the message independent of the temporary folder's name.
-                ConfigError::Invalid(e.to_string().replace(&path.display().to_string(), "F"))
-            },
+        load_with_env(
+            Some(&path),
+            Env::prefixed("NPM_WATCHDOG_TEST_UNUSED_").split("__"),
         )
+        .map_err(|e| {
+            // Make the message independent of the temporary folder's name.
+            ConfigError::Invalid(e.to_string().replace(&path.display().to_string(), "F"))
+        })
     }
 
     #[test]
@@ -657,7 +683,10 @@ mod tests {
         assert!(c.alerts.send_resolved);
         assert_eq!(c.registry.concurrency, 16);
         assert_eq!(c.policy.token_max_lifetime.to_string(), "90d");
-        assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(
+            HumanDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
         assert_eq!(HumanDuration::secs(5400).to_string(), "90m");
     }
 
@@ -710,7 +739,10 @@ path = "/var/lib/npm-watchdog/state.db"
         .expect("design example loads")
         .config;
         assert_eq!(c.schedule.packages, Schedule::Cron("0 */5 * * * *".into()));
-        assert_eq!(c.policy.allow_tokens[0].expires, NaiveDate::from_ymd_opt(2027, 1, 31));
+        assert_eq!(
+            c.policy.allow_tokens[0].expires,
+            NaiveDate::from_ymd_opt(2027, 1, 31)
+        );
         assert_eq!(c.alerts.email[0].min_severity, Severity::Warning);
         assert_eq!(c.alerts.email_name(0), "email");
         assert_eq!(c.alerts.webhook_name(0), "webhook");
@@ -838,6 +870,7 @@ path = "/var/lib/npm-watchdog/state.db"
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
     fn environment_overrides_file_and_names_the_variable_on_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.toml");
@@ -858,7 +891,10 @@ path = "/var/lib/npm-watchdog/state.db"
     #[test]
     fn missing_explicit_file_is_an_error() {
         let err = load(Some(Path::new("/nonexistent/npm-watchdog.toml"))).expect_err("missing");
-        assert_eq!(err.to_string(), "config file /nonexistent/npm-watchdog.toml: not found");
+        assert_eq!(
+            err.to_string(),
+            "config file /nonexistent/npm-watchdog.toml: not found"
+        );
     }
 
     #[test]
@@ -868,7 +904,11 @@ path = "/var/lib/npm-watchdog/state.db"
             reason: "r".into(),
             expires: NaiveDate::from_ymd_opt(2027, 1, 31),
         };
-        let t = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
         assert!(!a.is_expired(t("2027-01-31T23:59:59Z")));
         assert!(a.is_expired(t("2027-02-01T00:00:00Z")));
         assert!(a.matches("82E393ffff"));
@@ -877,12 +917,17 @@ path = "/var/lib/npm-watchdog/state.db"
 
     #[test]
     fn redacted_output_hides_webhook_path_and_debug_too() {
-        let c = load_text("[[alerts.webhook]]\nurl = \"https://hooks.example.com/services/T0/B0/SECRETPART\"\n")
-            .expect("loads")
-            .config;
+        let c = load_text(
+            "[[alerts.webhook]]\nurl = \"https://hooks.example.com/services/T0/B0/SECRETPART\"\n",
+        )
+        .expect("loads")
+        .config;
         let shown = c.to_redacted_toml();
         assert!(!shown.contains("SECRETPART"), "{shown}");
-        assert!(shown.contains("https://hooks.example.com/<redacted>"), "{shown}");
+        assert!(
+            shown.contains("https://hooks.example.com/<redacted>"),
+            "{shown}"
+        );
         assert!(!format!("{c:?}").contains("SECRETPART"));
     }
 }

@@ -28,7 +28,11 @@ pub struct Environment {
 
 impl Environment {
     pub fn from_process() -> Self {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         Self {
             credentials_directory: var("CREDENTIALS_DIRECTORY"),
             npm_userconfig: var("NPM_CONFIG_USERCONFIG").or_else(|| var("npm_config_userconfig")),
@@ -284,10 +288,22 @@ mod tests {
 
     #[test]
     fn nerf_darts_match_npm() {
-        assert_eq!(nerf_dart(&url("https://registry.npmjs.org/")), "//registry.npmjs.org/");
-        assert_eq!(nerf_dart(&url("http://127.0.0.1:4873/")), "//127.0.0.1:4873/");
-        assert_eq!(nerf_dart(&url("https://r.example.com:443/npm/")), "//r.example.com/npm/");
-        assert_eq!(nerf_dart(&url("https://r.example.com/npm")), "//r.example.com/");
+        assert_eq!(
+            nerf_dart(&url("https://registry.npmjs.org/")),
+            "//registry.npmjs.org/"
+        );
+        assert_eq!(
+            nerf_dart(&url("http://127.0.0.1:4873/")),
+            "//127.0.0.1:4873/"
+        );
+        assert_eq!(
+            nerf_dart(&url("https://r.example.com:443/npm/")),
+            "//r.example.com/npm/"
+        );
+        assert_eq!(
+            nerf_dart(&url("https://r.example.com/npm")),
+            "//r.example.com/"
+        );
     }
 
     #[test]
@@ -295,8 +311,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("tok");
         std::fs::write(&f, format!("\n{SECRET}\n")).expect("write");
-        let c = resolve(Some(&f), &url("https://registry.npmjs.org/"), &Environment::default())
-            .expect("resolve");
+        let c = resolve(
+            Some(&f),
+            &url("https://registry.npmjs.org/"),
+            &Environment::default(),
+        )
+        .expect("resolve");
         assert_eq!(c.expose(), SECRET);
         assert_eq!(c.source, Source::TokenFile(f));
         assert!(!format!("{c:?}").contains(SECRET));
@@ -309,7 +329,10 @@ mod tests {
         std::fs::write(&f, "  \n").expect("write");
         let reg = url("https://registry.npmjs.org/");
         let err = resolve(Some(&f), &reg, &Environment::default()).expect_err("empty");
-        assert_eq!(err.to_string(), format!("credential file {}: empty", f.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("credential file {}: empty", f.display())
+        );
         let missing = dir.path().join("nope");
         let err = resolve(Some(&missing), &reg, &Environment::default()).expect_err("missing");
         assert_eq!(
@@ -337,28 +360,53 @@ mod tests {
         let reg = url("http://127.0.0.1:4873/");
         let c = resolve(None, &reg, &env).expect("npmrc");
         assert_eq!(c.expose(), SECRET);
-        assert_eq!(c.source.to_string(), format!("npm user config {} (//127.0.0.1:4873/:_authToken)", rc.display()));
+        assert_eq!(
+            c.source.to_string(),
+            format!(
+                "npm user config {} (//127.0.0.1:4873/:_authToken)",
+                rc.display()
+            )
+        );
         std::fs::write(creds.join("npm-token"), "from-systemd").expect("write");
         let c = resolve(None, &reg, &env).expect("systemd");
         assert_eq!(c.expose(), "from-systemd");
-        let err = resolve(None, &url("http://127.0.0.1:9999/"), &Environment { credentials_directory: None, ..env })
-            .expect_err("no line for that registry");
-        assert!(err.to_string().contains("//127.0.0.1:9999/:_authToken"), "{err}");
+        let err = resolve(
+            None,
+            &url("http://127.0.0.1:9999/"),
+            &Environment {
+                credentials_directory: None,
+                ..env
+            },
+        )
+        .expect_err("no line for that registry");
+        assert!(
+            err.to_string().contains("//127.0.0.1:9999/:_authToken"),
+            "{err}"
+        );
         assert!(!err.to_string().contains(SECRET));
     }
 
     #[test]
     fn npmrc_expands_environment_and_reports_unset_variables() {
         let rc = Npmrc::parse("//r/:_authToken=${PATH}\n").expect("parse");
-        assert_eq!(rc.get("//r/:_authToken"), std::env::var("PATH").ok().as_deref());
+        assert_eq!(
+            rc.get("//r/:_authToken"),
+            std::env::var("PATH").ok().as_deref()
+        );
         let err = Npmrc::parse("; comment\n//r/:_authToken=${NPM_WATCHDOG_SURELY_UNSET_VAR}\n")
             .expect_err("unset");
-        assert_eq!(err, "line 2: `${NPM_WATCHDOG_SURELY_UNSET_VAR}` is not set in the environment");
+        assert_eq!(
+            err,
+            "line 2: `${NPM_WATCHDOG_SURELY_UNSET_VAR}` is not set in the environment"
+        );
     }
 
     #[test]
     fn own_key_is_sha512_hex() {
-        let c = Credential::new(SecretString::from("abc".to_string()), Source::TokenFile("x".into()));
+        let c = Credential::new(
+            SecretString::from("abc".to_string()),
+            Source::TokenFile("x".into()),
+        );
         assert!(c.registry_key().starts_with("ddaf35a193617aba"));
     }
 }

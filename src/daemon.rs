@@ -111,7 +111,10 @@ impl Watchdog {
             // The state file could not be written: nothing of this cycle was kept, so the next
             // cycle will see the same changes again and nothing is lost.
             tracing::error!(group, error = %e, "cannot record the cycle");
-            self.metrics.check_success.with_label_values(&[group]).set(0);
+            self.metrics
+                .check_success
+                .with_label_values(&[group])
+                .set(0);
         }
         self.wake.notify_one();
     }
@@ -126,7 +129,8 @@ impl Watchdog {
                 (None, None)
             }
             Ok(cred) => {
-                let (t, p) = tokio::join!(self.client.list_tokens(&cred), self.client.profile(&cred));
+                let (t, p) =
+                    tokio::join!(self.client.list_tokens(&cred), self.client.profile(&cred));
                 (
                     t.map_err(|e| errors.push(e.to_string())).ok(),
                     p.map_err(|e| errors.push(e.to_string())).ok(),
@@ -237,9 +241,19 @@ impl Watchdog {
         let sink = self.sinks.iter().find(|s| s.name() == name).cloned();
         for item in items {
             let Some(sink) = &sink else {
-                tracing::warn!(sink = name, "dropping a queued notification: the sink is no longer configured");
-                self.metrics.notifications.with_label_values(&[name, "dropped"]).inc();
-                if let Err(e) = self.state.mark_delivered(item.id, now, Some("dropped: sink no longer configured")) {
+                tracing::warn!(
+                    sink = name,
+                    "dropping a queued notification: the sink is no longer configured"
+                );
+                self.metrics
+                    .notifications
+                    .with_label_values(&[name, "dropped"])
+                    .inc();
+                if let Err(e) = self.state.mark_delivered(
+                    item.id,
+                    now,
+                    Some("dropped: sink no longer configured"),
+                ) {
                     tracing::error!(error = %e, "cannot update the outbox");
                 }
                 continue;
@@ -249,13 +263,19 @@ impl Watchdog {
             }
             match sink.send(&item.notification).await {
                 Ok(()) => {
-                    self.metrics.notifications.with_label_values(&[name, "sent"]).inc();
+                    self.metrics
+                        .notifications
+                        .with_label_values(&[name, "sent"])
+                        .inc();
                     if let Err(e) = self.state.mark_delivered(item.id, now, None) {
                         tracing::error!(error = %e, "notification sent but the outbox cannot record it; it may be sent again");
                     }
                 }
                 Err(e) => {
-                    self.metrics.notifications.with_label_values(&[name, "failed"]).inc();
+                    self.metrics
+                        .notifications
+                        .with_label_values(&[name, "failed"])
+                        .inc();
                     let wait = retry_delay(item.attempts);
                     tracing::warn!(
                         sink = name,
@@ -317,7 +337,8 @@ fn job(wd: &Arc<Watchdog>, group: &'static str, schedule: &Schedule) -> Result<J
     let wd = Arc::clone(wd);
     let run = move |_id, _sched| {
         let wd = Arc::clone(&wd);
-        Box::pin(async move { wd.run_group(group).await }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        Box::pin(async move { wd.run_group(group).await })
+            as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
     };
     match schedule {
         Schedule::Every(d) => Job::new_repeated_async(d.0, run),
@@ -333,7 +354,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let listen = rt.config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| DaemonError::Bind { addr: listen, source })?;
+        .map_err(|source| DaemonError::Bind {
+            addr: listen,
+            source,
+        })?;
     let bound = listener.local_addr().unwrap_or(listen);
     let wd = Arc::new(Watchdog::new(rt, state, metrics)?);
     log_start(&wd, bound);
@@ -387,7 +411,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             let _held = lock.lock().await;
         }
     };
-    if tokio::time::timeout(STOP_BUDGET / 2, in_flight).await.is_err() {
+    if tokio::time::timeout(STOP_BUDGET / 2, in_flight)
+        .await
+        .is_err()
+    {
         tracing::warn!("a check run did not finish in time; its results are discarded and will be redone at next start");
     }
     let _ = stop_tx.send(true);
@@ -416,9 +443,12 @@ fn log_start(wd: &Watchdog, bound: SocketAddr) {
     );
     match rt.credential() {
         Ok(c) => tracing::info!(credential = %c.source, "using credential"),
-        Err(e) => tracing::warn!(error = %e, "no usable credential yet; checks will fail until one is provided"),
+        Err(e) => {
+            tracing::warn!(error = %e, "no usable credential yet; checks will fail until one is provided")
+        }
     }
-    if sinks == ["log"] && rt.config.alerts.email.is_empty() && rt.config.alerts.webhook.is_empty() {
+    if sinks == ["log"] && rt.config.alerts.email.is_empty() && rt.config.alerts.webhook.is_empty()
+    {
         tracing::info!("no email or webhook sink configured; alerts go to this log");
     }
 }

@@ -4,7 +4,9 @@
 //! of the product's contract (DESIGN.md): dashboards and alert rules depend on them. Label values are
 //! token id prefixes, names, check ids and sink names, never a secret.
 
-use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::checks::Severity;
 use crate::registry::model::Token;
@@ -46,17 +48,26 @@ impl Metrics {
         // `register` can only fail on a duplicate name, which the unit test below rules out.
         let m = Self {
             tokens: IntGaugeVec::new(
-                opts("tokens", "Tokens on the account, by access and bypass-2FA flag."),
+                opts(
+                    "tokens",
+                    "Tokens on the account, by access and bypass-2FA flag.",
+                ),
                 &["access", "bypass_2fa"],
             )
             .expect("static metric"),
             token_created: GaugeVec::new(
-                opts("token_created_timestamp_seconds", "When each token on the account was created."),
+                opts(
+                    "token_created_timestamp_seconds",
+                    "When each token on the account was created.",
+                ),
                 &token_labels,
             )
             .expect("static metric"),
             token_expiry: GaugeVec::new(
-                opts("token_expiry_timestamp_seconds", "When each token expires (tokens with an expiry only)."),
+                opts(
+                    "token_expiry_timestamp_seconds",
+                    "When each token expires (tokens with an expiry only).",
+                ),
                 &token_labels,
             )
             .expect("static metric"),
@@ -66,7 +77,10 @@ impl Metrics {
             )
             .expect("static metric"),
             check_success: IntGaugeVec::new(
-                opts("check_success", "1 if the check group's last run read all its sources, else 0."),
+                opts(
+                    "check_success",
+                    "1 if the check group's last run read all its sources, else 0.",
+                ),
                 &["check"],
             )
             .expect("static metric"),
@@ -79,27 +93,42 @@ impl Metrics {
             )
             .expect("static metric"),
             check_duration: GaugeVec::new(
-                opts("check_duration_seconds", "How long the check group's last run took."),
+                opts(
+                    "check_duration_seconds",
+                    "How long the check group's last run took.",
+                ),
                 &["check"],
             )
             .expect("static metric"),
             registry_requests: IntCounterVec::new(
-                opts("registry_requests_total", "Requests made to the registry, by endpoint and status code."),
+                opts(
+                    "registry_requests_total",
+                    "Requests made to the registry, by endpoint and status code.",
+                ),
                 &["endpoint", "code"],
             )
             .expect("static metric"),
             notifications: IntCounterVec::new(
-                opts("notifications_total", "Notification attempts by sink and outcome."),
+                opts(
+                    "notifications_total",
+                    "Notification attempts by sink and outcome.",
+                ),
                 &["sink", "outcome"],
             )
             .expect("static metric"),
             notification_queue: IntGaugeVec::new(
-                opts("notification_queue", "Notifications waiting in the outbox, by sink."),
+                opts(
+                    "notification_queue",
+                    "Notifications waiting in the outbox, by sink.",
+                ),
                 &["sink"],
             )
             .expect("static metric"),
             build_info: IntGaugeVec::new(
-                opts("build_info", "Always 1; the version label says which build runs."),
+                opts(
+                    "build_info",
+                    "Always 1; the version label says which build runs.",
+                ),
                 &["version"],
             )
             .expect("static metric"),
@@ -204,7 +233,9 @@ mod tests {
     #[test]
     fn all_families_render_with_prefix_and_help() {
         let m = Metrics::new();
-        m.registry_requests.with_label_values(&["tokens", "200"]).inc();
+        m.registry_requests
+            .with_label_values(&["tokens", "200"])
+            .inc();
         m.check_success.with_label_values(&["tokens"]).set(1);
         m.set_findings(&[]);
         let text = m.render();
@@ -214,8 +245,13 @@ mod tests {
             "npm_watchdog_check_success",
             "npm_watchdog_findings",
         ] {
-            assert!(text.contains(&format!("# HELP {name} ")), "{name} missing:\n{text}");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} missing:\n{text}"
+            );
         }
-        assert!(text.contains("npm_watchdog_findings{check=\"token-present\",severity=\"critical\"} 0"));
+        assert!(
+            text.contains("npm_watchdog_findings{check=\"token-present\",severity=\"critical\"} 0")
+        );
     }
 }

@@ -49,7 +49,9 @@ impl Runtime {
             Some(u) => (u.clone(), Origin::Config),
             None => {
                 let from_rc = match env.npmrc_path().filter(|p| p.exists()) {
-                    Some(p) => Npmrc::load(&p)?.registry().map(|u| (u, Origin::NpmUserConfig(p))),
+                    Some(p) => Npmrc::load(&p)?
+                        .registry()
+                        .map(|u| (u, Origin::NpmUserConfig(p))),
                     None => None,
                 };
                 match from_rc {
@@ -70,10 +72,17 @@ impl Runtime {
             r.set_path(&p);
             r
         };
-        let (state_path, state_origin) = match (&config.state.path, &env.state_directory, &env.user_state_dir) {
+        let (state_path, state_origin) = match (
+            &config.state.path,
+            &env.state_directory,
+            &env.user_state_dir,
+        ) {
             (Some(p), _, _) => (p.clone(), Origin::Config),
             (None, Some(d), _) => (d.join("state.db"), Origin::SystemdStateDirectory),
-            (None, None, Some(d)) => (d.join("npm-watchdog").join("state.db"), Origin::UserStateFolder),
+            (None, None, Some(d)) => (
+                d.join("npm-watchdog").join("state.db"),
+                Origin::UserStateFolder,
+            ),
             (None, None, None) => (PathBuf::from("npm-watchdog-state.db"), Origin::Default),
         };
         Ok(Self {
@@ -125,7 +134,10 @@ mod tests {
         let rt = Runtime::new(Config::default(), env).expect("runtime");
         assert_eq!(rt.registry.as_str(), "http://127.0.0.1:4873/");
         assert_eq!(rt.registry_origin, Origin::NpmUserConfig(rc));
-        assert_eq!(rt.state_path, dir.path().join("state/npm-watchdog/state.db"));
+        assert_eq!(
+            rt.state_path,
+            dir.path().join("state/npm-watchdog/state.db")
+        );
     }
 
     #[test]
@@ -136,7 +148,10 @@ mod tests {
             ..Environment::default()
         };
         let rt = Runtime::new(Config::default(), env).expect("runtime");
-        assert_eq!(rt.state_path, PathBuf::from("/var/lib/npm-watchdog/state.db"));
+        assert_eq!(
+            rt.state_path,
+            PathBuf::from("/var/lib/npm-watchdog/state.db")
+        );
         assert_eq!(rt.registry.as_str(), DEFAULT_REGISTRY);
     }
 }

@@ -52,7 +52,10 @@ async fn index() -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }
@@ -61,6 +64,9 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "first check cycle not finished\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "first check cycle not finished\n",
+        )
     }
 }

@@ -134,15 +134,13 @@ impl State {
         match s.meta("schema_version")? {
             None => s.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) => {
-                return Err(StateError::Corrupt {
-                    path: s.path.clone(),
-                    detail: format!(
-                        "schema version {v} is newer than this build understands ({SCHEMA_VERSION}); \
+            Some(v) => return Err(StateError::Corrupt {
+                path: s.path.clone(),
+                detail: format!(
+                    "schema version {v} is newer than this build understands ({SCHEMA_VERSION}); \
                          run the newer npm-watchdog or move the file away"
-                    ),
-                })
-            }
+                ),
+            }),
         }
         Ok(s)
     }
@@ -153,7 +151,10 @@ impl State {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
         let mut c = self.lock();
         f(&mut c).map_err(|source| StateError::Sqlite {
             path: self.path.clone(),
@@ -273,10 +274,11 @@ impl State {
             if checks.is_some_and(|cs| !cs.contains(&check.as_str())) {
                 continue;
             }
-            let finding: Finding = serde_json::from_str(&body).map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("finding of check {check}: {e}"),
-            })?;
+            let finding: Finding =
+                serde_json::from_str(&body).map_err(|e| StateError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("finding of check {check}: {e}"),
+                })?;
             out.push(Active {
                 finding,
                 first_seen: from_ts(first),
@@ -394,10 +396,11 @@ impl State {
         })?;
         rows.into_iter()
             .map(|(id, sink, body, attempts, next)| {
-                let notification = serde_json::from_str(&body).map_err(|e| StateError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("outbox row {id}: {e}"),
-                })?;
+                let notification =
+                    serde_json::from_str(&body).map_err(|e| StateError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("outbox row {id}: {e}"),
+                    })?;
                 Ok(OutboxItem {
                     id,
                     sink,
@@ -409,7 +412,12 @@ impl State {
             .collect()
     }
 
-    pub fn mark_delivered(&self, id: i64, now: DateTime<Utc>, note: Option<&str>) -> Result<(), StateError> {
+    pub fn mark_delivered(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
                 "UPDATE outbox SET delivered = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
@@ -419,7 +427,12 @@ impl State {
         })
     }
 
-    pub fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StateError> {
+    pub fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt = ?3 WHERE id = ?1",
@@ -473,7 +486,9 @@ mod tests {
     }
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z").expect("t").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -485,7 +500,12 @@ mod tests {
             assert_eq!(s.seen_tokens().expect("seen"), None);
             let f = finding("aaaaaa", Severity::Warning);
             let plan = Plan {
-                upserts: vec![Active { finding: f.clone(), first_seen: now(), last_seen: now(), last_notified: Some(now()) }],
+                upserts: vec![Active {
+                    finding: f.clone(),
+                    first_seen: now(),
+                    last_seen: now(),
+                    last_notified: Some(now()),
+                }],
                 resolved: vec![],
                 notifications: vec![Notification {
                     status: Status::Firing,
@@ -498,25 +518,48 @@ mod tests {
                 }],
             };
             let keys: HashSet<String> = ["aaaaaa".to_string()].into();
-            let sinks = vec![("email".to_string(), Severity::Info), ("pager".to_string(), Severity::Critical)];
-            assert_eq!(s.commit(&plan, &sinks, Some(&keys), now()).expect("commit"), 1);
+            let sinks = vec![
+                ("email".to_string(), Severity::Info),
+                ("pager".to_string(), Severity::Critical),
+            ];
+            assert_eq!(
+                s.commit(&plan, &sinks, Some(&keys), now()).expect("commit"),
+                1
+            );
         }
         let s = State::open(&path).expect("reopen");
-        assert_eq!(s.seen_tokens().expect("seen"), Some(["aaaaaa".to_string()].into()));
+        assert_eq!(
+            s.seen_tokens().expect("seen"),
+            Some(["aaaaaa".to_string()].into())
+        );
         assert_eq!(s.active(None).expect("active").len(), 1);
         let pending = s.pending().expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].sink, "email");
-        s.mark_delivered(pending[0].id, now(), None).expect("deliver");
+        s.mark_delivered(pending[0].id, now(), None)
+            .expect("deliver");
         assert!(s.pending().expect("pending").is_empty());
-        assert_eq!(s.finding_counts().expect("counts"), vec![("token-present".into(), Severity::Warning, 1)]);
+        assert_eq!(
+            s.finding_counts().expect("counts"),
+            vec![("token-present".into(), Severity::Warning, 1)]
+        );
     }
 
     #[test]
     fn health_counts_consecutive_failures() {
         let s = State::open_in_memory().expect("open");
-        assert_eq!(s.record_run("tokens", Some("x"), now()).expect("run").consecutive_failures, 1);
-        assert_eq!(s.record_run("tokens", Some("y"), now()).expect("run").consecutive_failures, 2);
+        assert_eq!(
+            s.record_run("tokens", Some("x"), now())
+                .expect("run")
+                .consecutive_failures,
+            1
+        );
+        assert_eq!(
+            s.record_run("tokens", Some("y"), now())
+                .expect("run")
+                .consecutive_failures,
+            2
+        );
         let h = s.record_run("tokens", None, now()).expect("run");
         assert_eq!((h.consecutive_failures, h.last_error), (0, None));
         assert_eq!(s.last_success("tokens").expect("last"), Some(now()));
@@ -526,7 +569,10 @@ mod tests {
     fn newer_schema_is_refused_without_touching_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.db");
-        State::open(&path).expect("open").set_meta("schema_version", "99").expect("set");
+        State::open(&path)
+            .expect("open")
+            .set_meta("schema_version", "99")
+            .expect("set");
         let err = State::open(&path).err().expect("refused").to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
     }

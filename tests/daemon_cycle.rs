@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::Router;
-use fake_registry::{Fault, FakeRegistry};
+use fake_registry::{FakeRegistry, Fault};
 use npm_watchdog::checks::Severity;
 use npm_watchdog::config::{Config, HumanDuration, WebhookSinkConfig};
 use npm_watchdog::credential::Environment;
@@ -45,7 +45,9 @@ impl Hook {
                 StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             })
             .with_state(hook.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         (hook, url)
@@ -57,7 +59,12 @@ impl Hook {
         let out = b
             .iter()
             .map(|v| {
-                let mut s = format!("{} {} {}", v["status"].as_str().unwrap_or("?").to_uppercase(), v["check"].as_str().unwrap_or("?"), v["subject"].as_str().unwrap_or("?"));
+                let mut s = format!(
+                    "{} {} {}",
+                    v["status"].as_str().unwrap_or("?").to_uppercase(),
+                    v["check"].as_str().unwrap_or("?"),
+                    v["subject"].as_str().unwrap_or("?")
+                );
                 if v["reminder"] == json!(true) {
                     s.push_str(" (reminder)");
                 }
@@ -93,12 +100,19 @@ impl Setup {
         let registry = FakeRegistry::start().await;
         registry.set_valid_tokens(vec![SECRET.to_string()]);
         registry.set_username("alice");
-        registry.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
+        registry.set_profile(
+            json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}),
+        );
         registry.set_page_size(2);
         let (hook, hook_url) = Hook::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), format!("{SECRET}\n")).expect("write token");
-        Setup { registry, hook, hook_url, dir }
+        Setup {
+            registry,
+            hook,
+            hook_url,
+            dir,
+        }
     }
 
     fn state_path(&self) -> PathBuf {
@@ -140,7 +154,11 @@ fn metric(wd: &Watchdog, line_start: &str) -> Option<String> {
 }
 
 fn assert_no_secret(text: &str, path: &Path) {
-    assert!(!text.contains(SECRET), "the npm token leaked into {}", path.display());
+    assert!(
+        !text.contains(SECRET),
+        "the npm token leaked into {}",
+        path.display()
+    );
 }
 
 #[tokio::test]
@@ -168,7 +186,10 @@ async fn first_run_new_token_restart_outage_and_recovery() {
             "FIRING token-unrestricted token cccccc (old-three)",
         ]
     );
-    assert_eq!(metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(), Some("1"));
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        Some("1")
+    );
     // Three tokens over pages of two: the second page came through `urls.next`.
     assert!(s.registry.requests_to("/-/npm/v1/tokens").len() >= 2);
 
@@ -209,17 +230,33 @@ async fn first_run_new_token_restart_outage_and_recovery() {
     s.registry.set_tokens(tokens.clone());
     let wd = s.watchdog();
     cycle(&wd).await;
-    assert!(s.hook.take().contains(&"FIRING token-created token eeeeee (while-down)".to_string()));
+    assert!(s
+        .hook
+        .take()
+        .contains(&"FIRING token-created token eeeeee (while-down)".to_string()));
 
     // Registry outage: check fails, nothing resolves; blind after two failed runs.
     s.registry.push_faults("/-/npm/v1", Fault::Status(500), 100);
     cycle(&wd).await;
-    assert!(s.hook.take().is_empty(), "an outage must not resolve anything");
-    assert_eq!(metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(), Some("0"));
-    cycle(&wd).await;
-    assert_eq!(s.hook.take(), vec!["FIRING watchdog-blind check group tokens"]);
+    assert!(
+        s.hook.take().is_empty(),
+        "an outage must not resolve anything"
+    );
     assert_eq!(
-        metric(&wd, "npm_watchdog_findings{check=\"token-present\",severity=\"warning\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        Some("0")
+    );
+    cycle(&wd).await;
+    assert_eq!(
+        s.hook.take(),
+        vec!["FIRING watchdog-blind check group tokens"]
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_findings{check=\"token-present\",severity=\"warning\"}"
+        )
+        .as_deref(),
         Some("5"),
         "findings are kept while blind"
     );
@@ -242,7 +279,10 @@ async fn first_run_new_token_restart_outage_and_recovery() {
             "RESOLVED watchdog-blind check group tokens",
         ]
     );
-    assert_eq!(metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(), Some("1"));
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        Some("1")
+    );
     assert_no_secret(&wd.metrics().render(), Path::new("/metrics"));
     assert_no_secret(&s.hook.raw(), Path::new("webhook bodies"));
     let db = std::fs::read(s.state_path()).expect("state file");
@@ -252,13 +292,24 @@ async fn first_run_new_token_restart_outage_and_recovery() {
 #[tokio::test]
 async fn a_down_sink_keeps_notifications_until_it_is_back_and_sends_each_once() {
     let s = Setup::new().await;
-    s.registry.set_tokens(vec![token("ffffff66666666666666", "laptop", false)]);
+    s.registry
+        .set_tokens(vec![token("ffffff66666666666666", "laptop", false)]);
     s.hook.status.store(503, Ordering::SeqCst);
     let wd = s.watchdog();
     cycle(&wd).await;
     assert!(s.hook.take().is_empty());
-    assert_eq!(metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(), Some("2"));
-    assert_eq!(metric(&wd, "npm_watchdog_notifications_total{outcome=\"failed\",sink=\"webhook\"}").as_deref(), Some("1"));
+    assert_eq!(
+        metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_notifications_total{outcome=\"failed\",sink=\"webhook\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
 
     // Restart while the sink is still down: the outbox survives.
     drop(wd);
@@ -267,23 +318,35 @@ async fn a_down_sink_keeps_notifications_until_it_is_back_and_sends_each_once() 
     // Not due yet (backoff): nothing is sent early.
     wd.dispatch().await;
     assert!(s.hook.take().is_empty());
-    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(1)).await;
+    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(1))
+        .await;
     let mut got = s.hook.take();
     got.sort();
     assert_eq!(
         got,
-        vec!["FIRING token-present token ffffff (laptop)", "FIRING token-unrestricted token ffffff (laptop)"]
+        vec![
+            "FIRING token-present token ffffff (laptop)",
+            "FIRING token-unrestricted token ffffff (laptop)"
+        ]
     );
-    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(2)).await;
+    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(2))
+        .await;
     cycle(&wd).await;
-    assert!(s.hook.take().is_empty(), "each notification is delivered once");
-    assert_eq!(metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(), Some("0"));
+    assert!(
+        s.hook.take().is_empty(),
+        "each notification is delivered once"
+    );
+    assert_eq!(
+        metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(),
+        Some("0")
+    );
 }
 
 #[tokio::test]
 async fn a_rejected_credential_is_never_read_as_no_tokens() {
     let s = Setup::new().await;
-    s.registry.set_tokens(vec![token("abcdef77777777777777", "ci", false)]);
+    s.registry
+        .set_tokens(vec![token("abcdef77777777777777", "ci", false)]);
     let wd = s.watchdog();
     cycle(&wd).await;
     assert_eq!(s.hook.take().len(), 2);
@@ -292,7 +355,10 @@ async fn a_rejected_credential_is_never_read_as_no_tokens() {
     s.registry.set_tokens(vec![]);
     cycle(&wd).await;
     cycle(&wd).await;
-    assert_eq!(s.hook.take(), vec!["FIRING watchdog-blind check group tokens"]);
+    assert_eq!(
+        s.hook.take(),
+        vec!["FIRING watchdog-blind check group tokens"]
+    );
     let health = wd.state().group_health().expect("health");
     let err = health[0].last_error.clone().unwrap_or_default();
     assert!(err.contains("unauthorized (401)"), "{err}");

@@ -109,7 +109,8 @@ pub struct EmailSink {
     /// Server, port, TLS parameters (with the root store loaded once) and timeout; credentials are
     /// added per send because the password may have been rotated.
     builder: AsyncSmtpTransportBuilder,
-    /// Built once when no login is configured.
+    /// Built once when no login is configured. (lettre's `pool` feature is off, so every send opens
+    /// its own connection: nothing stale survives a mail server restart.)
     transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
 }
 
@@ -306,7 +307,7 @@ async fn read_password(path: &Path) -> Result<String, String> {
 }
 
 /// Remove one trailing `\n` (or `\r\n`): what an editor or `echo` adds, not part of the secret.
-pub(crate) fn strip_one_newline(mut text: String) -> String {
+fn strip_one_newline(mut text: String) -> String {
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {
@@ -317,8 +318,8 @@ pub(crate) fn strip_one_newline(mut text: String) -> String {
 }
 
 /// Defence in depth: no server reply or library message should hold the password, but if one ever
-/// does, it does not reach logs or the outbox. Very short passwords are not searched for, since that
-/// would blank out ordinary letters; they are not worth hiding from a message anyway.
+/// does, it does not reach logs or the outbox. Passwords shorter than 4 bytes are not searched for:
+/// replacing them would garble ordinary words of the message.
 fn scrub(text: &str, password: Option<&str>) -> String {
     match password {
         Some(p) if p.len() >= 4 => text.replace(p, "<redacted>"),

@@ -93,7 +93,7 @@ pub fn plan(
         }
     }
     let mut gone: Vec<Active> = prev.into_values().collect();
-    gone.sort_by(|a, b| a.finding.fingerprint().cmp(&b.finding.fingerprint()));
+    gone.sort_by_key(|a| a.finding.fingerprint());
     for old in gone {
         out.resolved.push(old.finding.fingerprint());
         if cfg.send_resolved {
@@ -111,7 +111,12 @@ pub fn plan(
     out
 }
 
-fn firing(f: &Finding, first_seen: DateTime<Utc>, now: DateTime<Utc>, reminder: bool) -> Notification {
+fn firing(
+    f: &Finding,
+    first_seen: DateTime<Utc>,
+    now: DateTime<Utc>,
+    reminder: bool,
+) -> Notification {
     Notification {
         status: Status::Firing,
         reminder,
@@ -142,7 +147,9 @@ mod tests {
     }
 
     fn t(h: i64) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-26T00:00:00Z").expect("t").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-26T00:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc)
             + chrono::Duration::hours(h)
     }
 
@@ -164,17 +171,29 @@ mod tests {
         let ev = HashSet::new();
         let a = f("token-bypass-2fa", "aaa", Severity::Warning);
         let p1 = plan(vec![], vec![a.clone()], &ev, t(0), &cfg);
-        assert_eq!(statuses(&p1), vec![("token-bypass-2fa:aaa".into(), Status::Firing, false)]);
+        assert_eq!(
+            statuses(&p1),
+            vec![("token-bypass-2fa:aaa".into(), Status::Firing, false)]
+        );
         let p2 = plan(next(&p1), vec![a.clone()], &ev, t(1), &cfg);
         assert!(p2.notifications.is_empty(), "no repeat within 4h");
         let p3 = plan(next(&p2), vec![a.clone()], &ev, t(4), &cfg);
-        assert_eq!(statuses(&p3), vec![("token-bypass-2fa:aaa".into(), Status::Firing, true)]);
+        assert_eq!(
+            statuses(&p3),
+            vec![("token-bypass-2fa:aaa".into(), Status::Firing, true)]
+        );
         let crit = f("token-bypass-2fa", "aaa", Severity::Critical);
         let p4 = plan(next(&p3), vec![crit], &ev, t(5), &cfg);
-        assert_eq!(statuses(&p4), vec![("token-bypass-2fa:aaa".into(), Status::Firing, false)]);
+        assert_eq!(
+            statuses(&p4),
+            vec![("token-bypass-2fa:aaa".into(), Status::Firing, false)]
+        );
         assert_eq!(p4.upserts[0].first_seen, t(0));
         let p5 = plan(next(&p4), vec![], &ev, t(6), &cfg);
-        assert_eq!(statuses(&p5), vec![("token-bypass-2fa:aaa".into(), Status::Resolved, false)]);
+        assert_eq!(
+            statuses(&p5),
+            vec![("token-bypass-2fa:aaa".into(), Status::Resolved, false)]
+        );
         assert_eq!(p5.resolved, vec!["token-bypass-2fa:aaa".to_string()]);
         assert_eq!(p5.notifications[0].first_seen, t(0));
     }
@@ -182,7 +201,13 @@ mod tests {
     #[test]
     fn events_fire_once_and_are_not_kept() {
         let ev: HashSet<&str> = ["token-created"].into();
-        let p = plan(vec![], vec![f("token-created", "bbb", Severity::Critical)], &ev, t(0), &AlertsConfig::default());
+        let p = plan(
+            vec![],
+            vec![f("token-created", "bbb", Severity::Critical)],
+            &ev,
+            t(0),
+            &AlertsConfig::default(),
+        );
         assert_eq!(p.notifications.len(), 1);
         assert!(p.notifications[0].event);
         assert!(p.upserts.is_empty());
@@ -190,8 +215,17 @@ mod tests {
 
     #[test]
     fn no_resolved_when_disabled() {
-        let cfg = AlertsConfig { send_resolved: false, ..AlertsConfig::default() };
-        let prev = plan(vec![], vec![f("token-present", "c", Severity::Warning)], &HashSet::new(), t(0), &cfg);
+        let cfg = AlertsConfig {
+            send_resolved: false,
+            ..AlertsConfig::default()
+        };
+        let prev = plan(
+            vec![],
+            vec![f("token-present", "c", Severity::Warning)],
+            &HashSet::new(),
+            t(0),
+            &cfg,
+        );
         let p = plan(next(&prev), vec![], &HashSet::new(), t(1), &cfg);
         assert!(p.notifications.is_empty());
         assert_eq!(p.resolved.len(), 1);

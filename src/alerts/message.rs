@@ -109,7 +109,9 @@ mod tests {
     use crate::checks::{Finding, Severity};
 
     fn note(status: Status, reminder: bool) -> Notification {
-        let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z").expect("t").with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
         Notification {
             status,
             reminder,
@@ -154,11 +156,15 @@ mod tests {
 
     #[test]
     fn webhook_payload_is_stable() {
-        let v = serde_json::to_value(webhook_payload(&note(Status::Resolved, false))).expect("json");
+        let v =
+            serde_json::to_value(webhook_payload(&note(Status::Resolved, false))).expect("json");
         assert_eq!(v["version"], "1");
         assert_eq!(v["status"], "resolved");
         assert_eq!(v["severity"], "critical");
-        assert_eq!(v["fingerprint"], "token-bypass-2fa:82e3930f1c5a6a7f0d2b9c44e1f3a5b6");
+        assert_eq!(
+            v["fingerprint"],
+            "token-bypass-2fa:82e3930f1c5a6a7f0d2b9c44e1f3a5b6"
+        );
         assert_eq!(v["first_seen"], "2026-11-26T12:00:00Z");
     }
 }

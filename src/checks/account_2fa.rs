@@ -18,9 +18,15 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
     };
     let (severity, state) = match &profile.tfa {
         TfaMode::AuthAndWrites => return Vec::new(),
-        TfaMode::AuthOnly => (Severity::Warning, "covers login only (auth-only)".to_string()),
+        TfaMode::AuthOnly => (
+            Severity::Warning,
+            "covers login only (auth-only)".to_string(),
+        ),
         TfaMode::Disabled => (Severity::Critical, "is disabled".to_string()),
-        TfaMode::Pending => (Severity::Critical, "is still pending, so it is not in force".to_string()),
+        TfaMode::Pending => (
+            Severity::Critical,
+            "is still pending, so it is not in force".to_string(),
+        ),
         TfaMode::Other(m) => (Severity::Warning, format!("is in an unknown mode `{m}`")),
     };
     let user = profile.name.clone().unwrap_or_else(|| "the account".into());
@@ -48,18 +54,32 @@ mod tests {
 
     fn check(profile_json: &str) -> Vec<Finding> {
         let reg = registry();
-        let profile = parse_profile(&serde_json::from_str(profile_json).expect("json")).expect("profile");
-        let snap = Snapshot { now: now(), registry: &reg, tokens: None, profile: Some(&profile), seen_tokens: None, health: &[] };
+        let profile =
+            parse_profile(&serde_json::from_str(profile_json).expect("json")).expect("profile");
+        let snap = Snapshot {
+            now: now(),
+            registry: &reg,
+            tokens: None,
+            profile: Some(&profile),
+            seen_tokens: None,
+            health: &[],
+        };
         evaluate(&snap, &policy())
     }
 
     #[test]
     fn modes() {
-        assert!(check(r#"{"name":"alice","tfa":{"mode":"auth-and-writes","pending":false}}"#).is_empty());
+        assert!(
+            check(r#"{"name":"alice","tfa":{"mode":"auth-and-writes","pending":false}}"#)
+                .is_empty()
+        );
         let got = check(r#"{"name":"alice","tfa":{"mode":"auth-only","pending":false}}"#);
         assert_eq!(got[0].severity, Severity::Warning);
         let got = check(r#"{"name":"alice","email":"a@example.com","tfa":false}"#);
-        assert_eq!((got[0].severity, got[0].subject.as_str()), (Severity::Critical, "account alice"));
+        assert_eq!(
+            (got[0].severity, got[0].subject.as_str()),
+            (Severity::Critical, "account alice")
+        );
         let got = check(r#"{"name":"alice","tfa":{"mode":"auth-and-writes","pending":true}}"#);
         assert_eq!(got[0].severity, Severity::Critical);
     }

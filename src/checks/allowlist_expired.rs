@@ -47,8 +47,19 @@ mod tests {
     #[test]
     fn fires_the_day_after_expiry() {
         let reg = registry();
-        let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("t").with_timezone(&Utc);
-        let snap = |now| Snapshot { now, registry: &reg, tokens: None, profile: None, seen_tokens: None, health: &[] };
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("t")
+                .with_timezone(&Utc)
+        };
+        let snap = |now| Snapshot {
+            now,
+            registry: &reg,
+            tokens: None,
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+        };
         assert!(evaluate(&snap(at("2027-01-31T23:00:00Z")), &policy()).is_empty());
         let got = evaluate(&snap(at("2027-02-01T00:00:00Z")), &policy());
         assert_eq!(got.len(), 1);

@@ -284,7 +284,10 @@ mod tests {
         let mut seen = HashSet::new();
         for c in all() {
             assert!(seen.insert(c.id), "duplicate {}", c.id);
-            assert!(c.id.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-' || ch.is_ascii_digit()));
+            assert!(c
+                .id
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch == '-' || ch.is_ascii_digit()));
         }
     }
 

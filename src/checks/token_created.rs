@@ -69,7 +69,10 @@ mod tests {
         let mut seen: HashSet<String> = tokens().iter().map(|t| t.key.clone()).collect();
         assert!(run(&CHECK, Some(&seen)).is_empty());
         for t in tokens() {
-            if matches!(t.name.as_deref(), Some("fresh-bypass" | "laptop-read" | "watchdog")) {
+            if matches!(
+                t.name.as_deref(),
+                Some("fresh-bypass" | "laptop-read" | "watchdog")
+            ) {
                 seen.remove(&t.key);
             }
         }

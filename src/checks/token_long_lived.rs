@@ -67,6 +67,10 @@ mod tests {
             ]
         );
         assert_eq!(got[1].summary, "The token never expires.");
-        assert!(got[0].summary.contains("until 2027-11-20"), "{}", got[0].summary);
+        assert!(
+            got[0].summary.contains("until 2027-11-20"),
+            "{}",
+            got[0].summary
+        );
     }
 }

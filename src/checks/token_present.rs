@@ -58,7 +58,10 @@ mod tests {
                 ("token 0dd0dd (laptop-read)".into(), Severity::Warning),
             ]
         );
-        assert_eq!(got[1].fix.split('`').nth(1), Some("npm token revoke c1a55c"));
+        assert_eq!(
+            got[1].fix.split('`').nth(1),
+            Some("npm token revoke c1a55c")
+        );
     }
 
     #[test]
@@ -68,7 +71,14 @@ mod tests {
         let later = chrono::DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z")
             .expect("t")
             .with_timezone(&chrono::Utc);
-        let snap = Snapshot { now: later, registry: &reg, tokens: Some(&tokens), profile: None, seen_tokens: None, health: &[] };
+        let snap = Snapshot {
+            now: later,
+            registry: &reg,
+            tokens: Some(&tokens),
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+        };
         let got = evaluate(&snap, &super::super::fixtures::policy());
         assert!(got.iter().any(|f| f.subject == "token 82e393 (watchdog)"));
     }

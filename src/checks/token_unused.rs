@@ -47,7 +47,12 @@ mod tests {
     #[test]
     fn only_the_token_idle_since_2025_fires() {
         let got = run(&CHECK, None);
-        assert_eq!(subjects(&got), vec![("token c1a55c (ci-legacy)".into(), Severity::Info)]);
-        assert!(got[0].summary.starts_with("The token was last used 2025-06-01"));
+        assert_eq!(
+            subjects(&got),
+            vec![("token c1a55c (ci-legacy)".into(), Severity::Info)]
+        );
+        assert!(got[0]
+            .summary
+            .starts_with("The token was last used 2025-06-01"));
     }
 }

@@ -48,9 +48,22 @@ mod tests {
     #[test]
     fn fires_at_the_threshold() {
         let reg = registry();
-        let health = |n| vec![GroupHealth { group: "tokens".into(), consecutive_failures: n, last_error: Some("tokens: unreachable".into()) }];
+        let health = |n| {
+            vec![GroupHealth {
+                group: "tokens".into(),
+                consecutive_failures: n,
+                last_error: Some("tokens: unreachable".into()),
+            }]
+        };
         let run = |h: &[GroupHealth]| {
-            let snap = Snapshot { now: now(), registry: &reg, tokens: None, profile: None, seen_tokens: None, health: h };
+            let snap = Snapshot {
+                now: now(),
+                registry: &reg,
+                tokens: None,
+                profile: None,
+                seen_tokens: None,
+                health: h,
+            };
             evaluate(&snap, &policy())
         };
         assert!(run(&health(2)).is_empty());

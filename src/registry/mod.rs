@@ -178,13 +178,17 @@ impl RegistryClient {
 
     /// Resolve a path or a `urls.next` value the way npm-registry-fetch does: an absolute URL as is, a
     /// relative one appended to the registry URL with its trailing slash trimmed.
+    /// Errors describe the problem without echoing the value, whose query could carry anything.
     pub fn resolve(&self, path_or_url: &str) -> Result<Url, String> {
-        if path_or_url.contains("://") {
-            return Url::parse(path_or_url).map_err(|e| format!("`{path_or_url}`: {e}"));
+        match Url::parse(path_or_url) {
+            Ok(absolute) => return Ok(absolute),
+            Err(url::ParseError::RelativeUrlWithoutBase) => {}
+            Err(e) => return Err(format!("a link the registry sent is not a valid URL ({e})")),
         }
         let base = self.base.as_str().trim_end_matches('/');
         let rel = path_or_url.trim_start_matches('/');
-        Url::parse(&format!("{base}/{rel}")).map_err(|e| format!("`{path_or_url}`: {e}"))
+        Url::parse(&format!("{base}/{rel}"))
+            .map_err(|e| format!("a relative link the registry sent is not a valid path ({e})"))
     }
 
     /// `GET /-/npm/v1/tokens`, following `urls.next` across pages.
@@ -204,13 +208,21 @@ impl RegistryClient {
                 )));
             }
             if !visited.insert(url.clone()) {
-                return Err(malformed(format!("page {} links back to a page already read", page)));
+                return Err(malformed(format!(
+                    "page {} links back to a page already read",
+                    page
+                )));
             }
             let body = self.get_json(EP, url.clone(), Some(cred)).await?;
             let objects = body
                 .get("objects")
                 .and_then(Value::as_array)
-                .ok_or_else(|| malformed(format!("page {}: `objects` is missing or not an array", page + 1)))?;
+                .ok_or_else(|| {
+                    malformed(format!(
+                        "page {}: `objects` is missing or not an array",
+                        page + 1
+                    ))
+                })?;
             let parsed = model::parse_tokens(objects, tokens.len())
                 .map_err(|e| malformed(format!("page {}: {e}", page + 1)))?;
             tokens.extend(parsed);
@@ -271,7 +283,8 @@ impl RegistryClient {
     }
 
     fn endpoint_url(&self, endpoint: &'static str, path: &str) -> Result<Url, RegistryError> {
-        self.resolve(path).map_err(|detail| RegistryError::Malformed { endpoint, detail })
+        self.resolve(path)
+            .map_err(|detail| RegistryError::Malformed { endpoint, detail })
     }
 
     /// A GET with retries, returning the parsed JSON body.
@@ -297,7 +310,12 @@ impl RegistryClient {
                     self.count(endpoint, if e.is_timeout() { "timeout" } else { "error" });
                     if retries_left {
                         let d = self.retry.delay(attempt - 1, None);
-                        tracing::debug!(endpoint, attempt, delay_ms = d.as_millis() as u64, "registry unreachable, retrying");
+                        tracing::debug!(
+                            endpoint,
+                            attempt,
+                            delay_ms = d.as_millis() as u64,
+                            "registry unreachable, retrying"
+                        );
                         tokio::time::sleep(d).await;
                         continue;
                     }
@@ -310,24 +328,50 @@ impl RegistryClient {
                 Ok(resp) => {
                     let status = resp.status();
                     self.count(endpoint, status.as_str());
-                    let retryable = matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
+                    let retryable =
+                        matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
                     if retryable && retries_left {
                         let ra = retry_after(resp.headers());
                         let d = self.retry.delay(attempt - 1, ra);
-                        tracing::debug!(endpoint, attempt, status = status.as_u16(), delay_ms = d.as_millis() as u64, "registry busy, retrying");
+                        tracing::debug!(
+                            endpoint,
+                            attempt,
+                            status = status.as_u16(),
+                            delay_ms = d.as_millis() as u64,
+                            "registry busy, retrying"
+                        );
                         tokio::time::sleep(d).await;
                         continue;
                     }
                     let headers = resp.headers().clone();
-                    let bytes = resp.bytes().await.map_err(|e| RegistryError::Network {
-                        endpoint,
-                        attempts: attempt,
-                        detail: describe_reqwest(&e),
-                    })?;
+                    let bytes = match resp.bytes().await {
+                        Ok(b) => b,
+                        // A body cut off mid-way is a connection error like any other: retry it.
+                        Err(_) if retries_left => {
+                            let d = self.retry.delay(attempt - 1, None);
+                            tracing::debug!(
+                                endpoint,
+                                attempt,
+                                delay_ms = d.as_millis() as u64,
+                                "response cut off, retrying"
+                            );
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(RegistryError::Network {
+                                endpoint,
+                                attempts: attempt,
+                                detail: describe_reqwest(&e),
+                            })
+                        }
+                    };
                     if status.is_success() {
-                        return serde_json::from_slice(&bytes).map_err(|e| RegistryError::Malformed {
-                            endpoint,
-                            detail: format!("body is not JSON ({e})"),
+                        return serde_json::from_slice(&bytes).map_err(|e| {
+                            RegistryError::Malformed {
+                                endpoint,
+                                detail: format!("body is not JSON ({e})"),
+                            }
                         });
                     }
                     return Err(classify(endpoint, status, &headers, &bytes, attempt));
@@ -370,11 +414,7 @@ fn body_detail(bytes: &[u8]) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let clean: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
+    let clean: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
     if clean.is_empty() {
         String::new()
     } else {
@@ -477,7 +517,10 @@ mod tests {
             assert!(d <= Duration::from_secs(1), "{d:?}");
         }
         assert!(p.delay(0, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(600))), Duration::from_secs(5));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(600))),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]
@@ -485,7 +528,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
@@ -495,15 +541,39 @@ mod tests {
     fn classification_follows_npm() {
         let mut h = HeaderMap::new();
         h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, OTP"));
-        assert_eq!(classify("t", StatusCode::UNAUTHORIZED, &h, b"{}", 1).label(), "otp_required");
+        assert_eq!(
+            classify("t", StatusCode::UNAUTHORIZED, &h, b"{}", 1).label(),
+            "otp_required"
+        );
         h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("IPAddress"));
-        assert_eq!(classify("t", StatusCode::UNAUTHORIZED, &h, b"{}", 1).label(), "ip_blocked");
+        assert_eq!(
+            classify("t", StatusCode::UNAUTHORIZED, &h, b"{}", 1).label(),
+            "ip_blocked"
+        );
         let none = HeaderMap::new();
         let body = br#"{"error":"You must provide a one-time pass."}"#;
-        assert_eq!(classify("t", StatusCode::UNAUTHORIZED, &none, body, 1).label(), "otp_required");
-        let e = classify("t", StatusCode::UNAUTHORIZED, &none, br#"{"error":"bad token"}"#, 1);
-        assert_eq!(e.to_string(), "t: unauthorized (401): the credential was rejected: bad token");
-        assert_eq!(classify("t", StatusCode::NOT_FOUND, &none, b"", 1).label(), "not_found");
-        assert_eq!(classify("t", StatusCode::BAD_GATEWAY, &none, b"", 4).label(), "server_error");
+        assert_eq!(
+            classify("t", StatusCode::UNAUTHORIZED, &none, body, 1).label(),
+            "otp_required"
+        );
+        let e = classify(
+            "t",
+            StatusCode::UNAUTHORIZED,
+            &none,
+            br#"{"error":"bad token"}"#,
+            1,
+        );
+        assert_eq!(
+            e.to_string(),
+            "t: unauthorized (401): the credential was rejected: bad token"
+        );
+        assert_eq!(
+            classify("t", StatusCode::NOT_FOUND, &none, b"", 1).label(),
+            "not_found"
+        );
+        assert_eq!(
+            classify("t", StatusCode::BAD_GATEWAY, &none, b"", 4).label(),
+            "server_error"
+        );
     }
 }

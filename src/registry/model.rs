@@ -176,7 +176,10 @@ fn parse_token(value: &Value, index: usize) -> Result<Option<Token>, FieldError>
     let access = if raw.readonly == Some(true) {
         Access::ReadOnly
     } else if !permissions.is_empty() {
-        if permissions.iter().any(|p| p.action.as_deref() != Some("read")) {
+        if permissions
+            .iter()
+            .any(|p| p.action.as_deref() != Some("read"))
+        {
             // "write", or an action this version does not know: assume it can write.
             Access::ReadWrite
         } else {
@@ -189,13 +192,21 @@ fn parse_token(value: &Value, index: usize) -> Result<Option<Token>, FieldError>
     };
     let mut cidr = raw.cidr_whitelist.unwrap_or_default();
     cidr.extend(raw.cidr.unwrap_or_default());
-    let expiry_field = if raw.expiry.is_some() { "expiry" } else { "expires" };
+    let expiry_field = if raw.expiry.is_some() {
+        "expiry"
+    } else {
+        "expires"
+    };
     Ok(Some(Token {
         id: key.clone(),
         key,
         name: raw.name,
         description: raw.description,
-        kind: if granular { TokenKind::Granular } else { TokenKind::Classic },
+        kind: if granular {
+            TokenKind::Granular
+        } else {
+            TokenKind::Classic
+        },
         access,
         bypass_2fa: raw.bypass_2fa.unwrap_or(false),
         cidr,
@@ -324,30 +335,54 @@ mod tests {
         let mut t = parse_tokens(&objects, 0).expect("parse");
         assign_ids(&mut t);
         assert_eq!(t.len(), 3);
-        assert_eq!((t[0].kind, t[0].access), (TokenKind::Classic, Access::ReadWrite));
+        assert_eq!(
+            (t[0].kind, t[0].access),
+            (TokenKind::Classic, Access::ReadWrite)
+        );
         assert_eq!(t[0].cidr, vec!["10.0.0.0/8"]);
-        assert_eq!((t[1].kind, t[1].access), (TokenKind::Granular, Access::ReadWrite));
+        assert_eq!(
+            (t[1].kind, t[1].access),
+            (TokenKind::Granular, Access::ReadWrite)
+        );
         assert!(t[1].bypass_2fa);
-        assert_eq!(t[1].expires.map(|e| e.to_rfc3339()), Some("2026-02-01T00:00:00+00:00".into()));
+        assert_eq!(
+            t[1].expires.map(|e| e.to_rfc3339()),
+            Some("2026-02-01T00:00:00+00:00".into())
+        );
         assert_eq!(t[1].scopes, vec!["package:@acme/a"]);
         assert_eq!(t[1].label(), "token bbbbbb (bulk-hardening)");
-        assert_eq!((t[2].kind, t[2].access), (TokenKind::Classic, Access::ReadOnly));
+        assert_eq!(
+            (t[2].kind, t[2].access),
+            (TokenKind::Classic, Access::ReadOnly)
+        );
         assert!(t[2].cidr.is_empty());
         assert_eq!(t[2].label(), "token cccccc");
     }
 
     #[test]
     fn missing_key_names_the_field() {
-        let err = parse_tokens(&[json!({"key":"aaaaaaa"}), json!({"name":"x"})], 20).expect_err("no key");
-        assert_eq!(err.to_string(), "objects[21].key: missing: every token needs its key");
+        let err =
+            parse_tokens(&[json!({"key":"aaaaaaa"}), json!({"name":"x"})], 20).expect_err("no key");
+        assert_eq!(
+            err.to_string(),
+            "objects[21].key: missing: every token needs its key"
+        );
     }
 
     #[test]
     fn bad_date_and_bad_type_name_the_field() {
-        let err = parse_tokens(&[json!({"key":"a1b2c3d4","created":"last week"})], 0).expect_err("date");
-        assert!(err.to_string().starts_with("objects[0].created: `last week` is not"), "{err}");
+        let err =
+            parse_tokens(&[json!({"key":"a1b2c3d4","created":"last week"})], 0).expect_err("date");
+        assert!(
+            err.to_string()
+                .starts_with("objects[0].created: `last week` is not"),
+            "{err}"
+        );
         let err = parse_tokens(&[json!({"key":"a1b2c3d4","readonly":"yes"})], 0).expect_err("type");
-        assert!(err.to_string().starts_with("objects[0]: invalid type"), "{err}");
+        assert!(
+            err.to_string().starts_with("objects[0]: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -370,7 +405,12 @@ mod tests {
     #[test]
     fn ids_are_the_shortest_unique_prefix_of_at_least_six() {
         let mut t = parse_tokens(
-            &[json!({"key":"abcdef1234"}), json!({"key":"abcdef1299"}), json!({"key":"zzzzzzzzzz"}), json!({"key":"abc"})],
+            &[
+                json!({"key":"abcdef1234"}),
+                json!({"key":"abcdef1299"}),
+                json!({"key":"zzzzzzzzzz"}),
+                json!({"key":"abc"}),
+            ],
             0,
         )
         .expect("parse");
@@ -381,12 +421,25 @@ mod tests {
 
     #[test]
     fn profile_tfa_modes() {
-        let mode = |v: Value| parse_profile(&json!({"name":"a","tfa":v})).expect("profile").tfa;
+        let mode = |v: Value| {
+            parse_profile(&json!({"name":"a","tfa":v}))
+                .expect("profile")
+                .tfa
+        };
         assert_eq!(mode(json!(false)), TfaMode::Disabled);
         assert_eq!(mode(Value::Null), TfaMode::Disabled);
-        assert_eq!(mode(json!({"mode":"auth-only","pending":false})), TfaMode::AuthOnly);
-        assert_eq!(mode(json!({"mode":"auth-and-writes"})), TfaMode::AuthAndWrites);
-        assert_eq!(mode(json!({"mode":"auth-and-writes","pending":true})), TfaMode::Pending);
+        assert_eq!(
+            mode(json!({"mode":"auth-only","pending":false})),
+            TfaMode::AuthOnly
+        );
+        assert_eq!(
+            mode(json!({"mode":"auth-and-writes"})),
+            TfaMode::AuthAndWrites
+        );
+        assert_eq!(
+            mode(json!({"mode":"auth-and-writes","pending":true})),
+            TfaMode::Pending
+        );
         assert!(parse_profile(&json!({"tfa":"on"})).is_err());
     }
 }

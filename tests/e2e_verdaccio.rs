@@ -1,0 +1,348 @@
+//! End to end with real peers: the `npm-watchdog` binary watches a real Verdaccio registry, tokens are
+//! made and revoked with the real npm CLI, alerts arrive at a real SMTP server (aiosmtpd), and promtool
+//! lints the live `/metrics`. Every secret used is searched for in the logs, metrics, emails and state.
+
+mod peers;
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use peers::{
+    free_port, http, npm_token_create, npm_token_revoke, wait_until, Mail, Smtp, Verdaccio,
+};
+use serde_json::json;
+
+const PASSWORD: &str = "e2e-Pa55word-for-alice";
+/// `schedule.tokens` in this test.
+const PERIOD: Duration = Duration::from_secs(2);
+/// Generous bound for slow steps (restarts, outages); the fast paths are measured and printed.
+const SLOW: Duration = Duration::from_secs(60);
+
+struct Daemon {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    npmrc: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, port: u16, log: &Path, npmrc: &Path) -> Daemon {
+        let mut d = Daemon {
+            child: None,
+            port,
+            config: config.into(),
+            log: log.into(),
+            npmrc: npmrc.into(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))
+            .args(["--config", self.config.to_str().expect("utf-8 path"), "run"])
+            .env("RUST_LOG", "info")
+            // The daemon must not read the developer's own npm config.
+            .env("NPM_CONFIG_USERCONFIG", &self.npmrc)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start npm-watchdog");
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        wait_until("npm-watchdog /readyz answers 200", SLOW, || {
+            matches!(http("GET", &url, None, None), Ok((200, _))).then_some(())
+        });
+    }
+
+    /// SIGTERM, then wait for the exit; returns the status and how long the stop took.
+    fn stop(&mut self) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("daemon running");
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let exit = wait_until(
+            "npm-watchdog exits after SIGTERM",
+            Duration::from_secs(15),
+            || child.try_wait().expect("try_wait"),
+        );
+        (exit, started.elapsed())
+    }
+
+    fn metrics(&self) -> String {
+        let (code, text) = http(
+            "GET",
+            &format!("http://127.0.0.1:{}/metrics", self.port),
+            None,
+            None,
+        )
+        .expect("GET /metrics");
+        assert_eq!(code, 200);
+        text
+    }
+
+    /// The value of the series whose line starts with `series` (name and labels, as exposed).
+    fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn subjects(smtp: &Smtp) -> Vec<String> {
+    smtp.messages().into_iter().map(|m| m.subject).collect()
+}
+
+fn count(smtp: &Smtp, prefix: &str) -> usize {
+    subjects(smtp)
+        .iter()
+        .filter(|s| s.starts_with(prefix))
+        .count()
+}
+
+fn wait_for_mail(smtp: &Smtp, prefix: &str, timeout: Duration) -> (Mail, Duration) {
+    let started = Instant::now();
+    let mail = wait_until(
+        &format!("an email whose subject starts with {prefix:?}"),
+        timeout,
+        || {
+            smtp.messages()
+                .into_iter()
+                .find(|m| m.subject.starts_with(prefix))
+        },
+    );
+    (mail, started.elapsed())
+}
+
+#[test]
+fn tokens_made_and_revoked_with_npm_reach_the_mailbox_and_outages_are_reported() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut verdaccio = Verdaccio::start();
+    let session = verdaccio.add_user("alice", PASSWORD);
+    let npmrc = work.path().join("npmrc");
+    verdaccio.write_npmrc(&npmrc, &session);
+
+    // The daemon's own credential: a read-only, CIDR-bound token, as the README recommends.
+    let (code, body) = http(
+        "POST",
+        &format!("{}-/npm/v1/tokens", verdaccio.url),
+        Some(&session),
+        Some(&json!({"password": PASSWORD, "readonly": true, "cidr_whitelist": ["127.0.0.1/32"]})),
+    )
+    .expect("create the daemon's token");
+    assert!(
+        code == 200 || code == 201,
+        "token create answered {code}: {body}"
+    );
+    let created: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let own_secret = created["token"].as_str().expect("token").to_string();
+    let own_key = created["key"].as_str().expect("key").to_string();
+    let token_file = work.path().join("npm-token");
+    std::fs::write(&token_file, &own_secret).expect("write token file");
+
+    let smtp = Smtp::start();
+    let port = free_port();
+    let config = work.path().join("config.toml");
+    let state = work.path().join("state.db");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[registry]
+url = "{url}"
+token_file = "{token_file}"
+timeout = "5s"
+retries = 1
+
+[schedule]
+tokens = "2s"
+
+[policy]
+blind_after = 2
+allow_tokens = [{{ key_prefix = "{own_prefix}", reason = "the watchdog's own read-only credential" }}]
+
+[[alerts.email]]
+smtp_url = "smtp://127.0.0.1:{smtp_port}"
+from = "npm-watchdog@example.test"
+to = ["security@example.test"]
+timeout = "5s"
+
+[server]
+listen = "127.0.0.1:{port}"
+
+[state]
+path = "{state}"
+"#,
+            url = verdaccio.url,
+            token_file = token_file.display(),
+            own_prefix = &own_key[..8],
+            smtp_port = smtp.port,
+            state = state.display(),
+        ),
+    )
+    .expect("write config");
+    let log = work.path().join("daemon.log");
+    let mut daemon = Daemon::start(&config, port, &log, &npmrc);
+
+    // First run: Verdaccio reports 2FA off (a true finding); the allowlisted own token is not reported.
+    wait_for_mail(&smtp, "[FIRING:critical] account-2fa: account alice", SLOW);
+    assert_eq!(
+        count(&smtp, "[FIRING:warning] token-present"),
+        0,
+        "{:?}",
+        subjects(&smtp)
+    );
+    assert_eq!(
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        Some(1.0)
+    );
+    peers::promtool_check_metrics(&daemon.metrics()).expect("promtool accepts /metrics");
+
+    // A token made with the real npm CLI fires within two periods.
+    let made = npm_token_create(&verdaccio, &npmrc, PASSWORD, &[]);
+    let id = &made.key[..6];
+    let (mail, latency) = wait_for_mail(
+        &smtp,
+        &format!("[FIRING:critical] token-created: token {id}"),
+        2 * PERIOD + Duration::from_secs(4),
+    );
+    println!("token created -> FIRING email: {latency:?} (schedule.tokens = {PERIOD:?})");
+    assert!(
+        mail.body.contains(&format!("npm token revoke {id}")),
+        "{}",
+        mail.body
+    );
+    assert!(mail.to.contains("security@example.test"));
+    for check in ["token-present", "token-long-lived", "token-unrestricted"] {
+        wait_for_mail(
+            &smtp,
+            &format!("[FIRING:warning] {check}: token {id}"),
+            SLOW,
+        );
+    }
+    let metrics = daemon.metrics();
+    assert!(
+        metrics.contains(&format!("npm_watchdog_token_created_timestamp_seconds{{access=\"read-write\",bypass_2fa=\"false\",name=\"\",token=\"{id}\"}}")),
+        "{metrics}"
+    );
+    peers::promtool_check_metrics(&metrics).expect("promtool accepts /metrics with tokens");
+
+    // A restart sends no duplicate FIRING.
+    let firing_before = count(&smtp, "[FIRING");
+    let (status, took) = daemon.stop();
+    println!("SIGTERM -> exit: {took:?}");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    daemon.spawn();
+    wait_until("two token cycles after the restart", SLOW, || {
+        (daemon.metric("npm_watchdog_registry_requests_total{code=\"200\",endpoint=\"tokens\"}")?
+            >= 2.0)
+            .then_some(())
+    });
+    assert_eq!(
+        count(&smtp, "[FIRING"),
+        firing_before,
+        "{:?}",
+        subjects(&smtp)
+    );
+
+    // Revoking it with the real npm CLI resolves it.
+    npm_token_revoke(&verdaccio, &npmrc, id);
+    let (_, latency) = wait_for_mail(
+        &smtp,
+        &format!("[RESOLVED] token-present: token {id}"),
+        SLOW,
+    );
+    println!("token revoked -> RESOLVED email: {latency:?}");
+    for check in ["token-long-lived", "token-unrestricted"] {
+        wait_for_mail(&smtp, &format!("[RESOLVED] {check}: token {id}"), SLOW);
+    }
+    // An event never resolves.
+    assert_eq!(count(&smtp, "[RESOLVED] token-created"), 0);
+
+    // Registry down: the check fails, nothing resolves, and the watchdog reports itself blind.
+    let resolved_before = count(&smtp, "[RESOLVED]");
+    verdaccio.stop();
+    wait_until("check_success 0 while the registry is down", SLOW, || {
+        (daemon.metric("npm_watchdog_check_success{check=\"tokens\"}")? == 0.0).then_some(())
+    });
+    wait_for_mail(
+        &smtp,
+        "[FIRING:critical] watchdog-blind: check group tokens",
+        SLOW,
+    );
+    assert_eq!(
+        count(&smtp, "[RESOLVED]"),
+        resolved_before,
+        "{:?}",
+        subjects(&smtp)
+    );
+    assert_eq!(
+        daemon.metric("npm_watchdog_findings{check=\"account-2fa\",severity=\"critical\"}"),
+        Some(1.0),
+        "findings are kept while blind"
+    );
+
+    // Registry back: recovery, and the blind finding resolves.
+    verdaccio.restart();
+    wait_until("check_success 1 after the registry is back", SLOW, || {
+        (daemon.metric("npm_watchdog_check_success{check=\"tokens\"}")? == 1.0).then_some(())
+    });
+    wait_for_mail(&smtp, "[RESOLVED] watchdog-blind: check group tokens", SLOW);
+    let final_metrics = daemon.metrics();
+    peers::promtool_check_metrics(&final_metrics)
+        .expect("promtool accepts /metrics after recovery");
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+
+    // No secret anywhere a user or an attacker could read.
+    let log_text = std::fs::read_to_string(&log).expect("daemon log");
+    assert!(log_text.contains("npm-watchdog starting"), "{log_text}");
+    let mails: String = smtp
+        .messages()
+        .into_iter()
+        .map(|m| m.raw)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let state_bytes =
+        String::from_utf8_lossy(&std::fs::read(&state).expect("state db")).into_owned();
+    for (what, secret) in [
+        ("the daemon's token", own_secret.as_str()),
+        ("the npm CLI's token", made.token.as_str()),
+        ("alice's session token", session.as_str()),
+        ("alice's password", PASSWORD),
+    ] {
+        for (place, text) in [
+            ("daemon log", &log_text),
+            ("emails", &mails),
+            ("/metrics", &final_metrics),
+            ("state database", &state_bytes),
+        ] {
+            assert!(!text.contains(secret), "{what} leaked into the {place}");
+        }
+    }
+}

@@ -1,0 +1,915 @@
+//! `RegistryClient` against the in-process fake registry: pagination, retries, error classification,
+//! metrics and credential hygiene. Token-object parsing itself is unit-tested in `registry/model.rs`.
+
+mod fake_registry;
+
+use std::time::{Duration, Instant};
+
+use fake_registry::{
+    escaped_entity, escaped_name, FakeRegistry, Fault, NextStyle, TOKEN, TOKENS_PATH,
+};
+use npm_watchdog::credential::{Credential, Source};
+use npm_watchdog::metrics::Metrics;
+use npm_watchdog::registry::model::{TfaMode, Token, TokenKind};
+use npm_watchdog::registry::{RegistryClient, RegistryError, RetryPolicy};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use url::Url;
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        retries: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        retry_after_cap: Duration::from_secs(2),
+    }
+}
+
+fn client_with(url: &str, retry: RetryPolicy, timeout: Duration) -> (RegistryClient, Metrics) {
+    let metrics = Metrics::new();
+    let client = RegistryClient::new(
+        Url::parse(url).expect("registry url"),
+        timeout,
+        retry,
+        metrics.clone(),
+    )
+    .expect("client");
+    (client, metrics)
+}
+
+fn client(url: &str) -> (RegistryClient, Metrics) {
+    client_with(url, fast_retry(), Duration::from_secs(5))
+}
+
+fn cred_with(secret: &str) -> Credential {
+    Credential::new(
+        SecretString::from(secret.to_string()),
+        Source::TokenFile("/run/npm-watchdog/token".into()),
+    )
+}
+
+fn cred() -> Credential {
+    cred_with(TOKEN)
+}
+
+/// A classic token object; key prefixes differ in the first six characters.
+fn token_obj(i: usize) -> Value {
+    json!({
+        "token": format!("npm_{i:02}…"),
+        "key": key_of(i),
+        "name": format!("token-{i}"),
+        "created": "2026-01-01T00:00:00.000Z",
+        "updated": "2026-01-01T00:00:00.000Z",
+        "readonly": false,
+        "cidr_whitelist": null,
+    })
+}
+
+fn key_of(i: usize) -> String {
+    format!("{:06x}{}", 0xa00000 + i, "0".repeat(122))
+}
+
+fn tokens(n: usize) -> Vec<Value> {
+    (0..n).map(token_obj).collect()
+}
+
+fn keys(t: &[Token]) -> Vec<String> {
+    t.iter().map(|t| t.key.clone()).collect()
+}
+
+fn paths(reg: &FakeRegistry) -> Vec<String> {
+    reg.requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect()
+}
+
+/// The error's Display and Debug, after checking neither holds the credential.
+fn text(err: &RegistryError) -> String {
+    assert_secret_absent(err, TOKEN);
+    err.to_string()
+}
+
+fn assert_secret_absent(err: &RegistryError, secret: &str) {
+    let display = err.to_string();
+    let debug = format!("{err:?}");
+    assert!(!display.contains(secret), "secret in Display: {display}");
+    assert!(!debug.contains(secret), "secret in Debug: {debug}");
+}
+
+fn metric_line(metrics: &Metrics, endpoint: &str, code: &str) -> Option<u64> {
+    let prefix =
+        format!("npm_watchdog_registry_requests_total{{code=\"{code}\",endpoint=\"{endpoint}\"}} ");
+    metrics.render().lines().find_map(|l| {
+        l.strip_prefix(&prefix)
+            .map(|v| v.trim().parse().expect("counter value"))
+    })
+}
+
+/// A 7-token list in pages of 3 (3 pages).
+async fn three_page_registry(style: NextStyle) -> FakeRegistry {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(7));
+    reg.set_page_size(3);
+    reg.set_next_style(style);
+    reg
+}
+
+const PAGE_PATHS: [&str; 3] = [
+    "/-/npm/v1/tokens",
+    "/-/npm/v1/tokens?page=2",
+    "/-/npm/v1/tokens?page=3",
+];
+
+// ---------------------------------------------------------------------------------------------------
+// Pagination
+
+#[tokio::test]
+async fn three_pages_with_relative_next() {
+    let reg = three_page_registry(NextStyle::Relative).await;
+    let (c, metrics) = client(&reg.url);
+    let list = c.list_tokens(&cred()).await.expect("token list");
+    assert_eq!(keys(&list), (0..7).map(key_of).collect::<Vec<_>>());
+    assert_eq!(list[0].id, "a00000");
+    assert_eq!(list[6].label(), "token a00006 (token-6)");
+    assert!(list.iter().all(|t| t.kind == TokenKind::Classic));
+    assert_eq!(paths(&reg), PAGE_PATHS);
+    for r in reg.requests() {
+        assert_eq!(r.method, "GET");
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        assert_eq!(r.header("accept"), Some("application/json"));
+        assert_eq!(
+            r.header("npm-otp"),
+            None,
+            "an unattended client has no OTP to send"
+        );
+        assert!(
+            r.header("user-agent")
+                .unwrap_or("")
+                .starts_with("npm-watchdog/"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(metric_line(&metrics, "tokens", "200"), Some(3));
+}
+
+#[tokio::test]
+async fn three_pages_with_absolute_next() {
+    let reg = three_page_registry(NextStyle::Absolute).await;
+    let (c, _) = client(&reg.url);
+    let list = c.list_tokens(&cred()).await.expect("token list");
+    assert_eq!(list.len(), 7);
+    assert_eq!(paths(&reg), PAGE_PATHS);
+}
+
+#[tokio::test]
+async fn next_null_empty_or_absent_ends_the_list() {
+    for end in [NextStyle::Null, NextStyle::Empty, NextStyle::NoNextKey] {
+        let reg = three_page_registry(NextStyle::Relative).await;
+        reg.set_end_style(end);
+        let (c, _) = client(&reg.url);
+        let list = c
+            .list_tokens(&cred())
+            .await
+            .unwrap_or_else(|e| panic!("{end:?}: {e}"));
+        assert_eq!(list.len(), 7, "{end:?}");
+        assert_eq!(paths(&reg), PAGE_PATHS, "{end:?}");
+    }
+    // A single page that ends at once.
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(2));
+    reg.set_end_style(NextStyle::Empty);
+    let (c, _) = client(&reg.url);
+    assert_eq!(c.list_tokens(&cred()).await.expect("one page").len(), 2);
+    assert_eq!(paths(&reg), ["/-/npm/v1/tokens"]);
+}
+
+#[tokio::test]
+async fn empty_account_is_an_empty_list_not_an_error() {
+    let reg = FakeRegistry::start().await;
+    let (c, _) = client(&reg.url);
+    assert!(c.list_tokens(&cred()).await.expect("empty list").is_empty());
+}
+
+#[tokio::test]
+async fn missing_urls_is_malformed() {
+    // On the last page, after two good ones.
+    let reg = three_page_registry(NextStyle::Relative).await;
+    reg.set_end_style(NextStyle::Missing);
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("no urls");
+    assert_eq!(err.label(), "malformed");
+    assert_eq!(
+        text(&err),
+        "tokens: malformed response: page 3: `urls` is missing"
+    );
+    // On the first page.
+    let reg = three_page_registry(NextStyle::Missing).await;
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("no urls");
+    assert_eq!(
+        text(&err),
+        "tokens: malformed response: page 1: `urls` is missing"
+    );
+    assert_eq!(reg.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn next_that_loops_back_is_an_error() {
+    // Page 1 links to itself.
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(2));
+    reg.set_next_override(Some(TOKENS_PATH.to_string()));
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("loop");
+    assert_eq!(err.label(), "malformed");
+    assert!(
+        text(&err).contains("page 1 links back to a page already read"),
+        "{err}"
+    );
+    assert_eq!(reg.requests().len(), 1);
+
+    // Page 2 links to itself, written as an absolute URL this time.
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(2));
+    reg.set_next_override(Some(reg.url_for("/-/npm/v1/tokens?page=2")));
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("loop");
+    assert!(text(&err).contains("page 2 links back"), "{err}");
+    assert_eq!(paths(&reg), ["/-/npm/v1/tokens", "/-/npm/v1/tokens?page=2"]);
+}
+
+#[tokio::test]
+async fn endless_distinct_pages_stop_at_the_page_cap() {
+    let reg = FakeRegistry::start().await;
+    reg.set_min_pages(usize::MAX);
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("endless");
+    assert_eq!(err.label(), "malformed");
+    assert!(text(&err).contains("more than 1000 pages"), "{err}");
+    assert_eq!(
+        reg.requests().len(),
+        npm_watchdog::registry::MAX_TOKEN_PAGES
+    );
+}
+
+#[tokio::test]
+async fn next_to_another_origin_is_refused_and_gets_no_credential() {
+    let other = FakeRegistry::start().await;
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(2));
+    let (c, _) = client(&reg.url);
+    let cases = [
+        // Another port on the same host.
+        other.url_for("/-/npm/v1/tokens?page=2"),
+        // Same port, other host name (origin differs: localhost is not 127.0.0.1).
+        format!("http://localhost:{}/-/npm/v1/tokens?page=2", reg.port()),
+        // Same host and port, other scheme.
+        format!("https://127.0.0.1:{}/-/npm/v1/tokens?page=2", reg.port()),
+    ];
+    for next in cases {
+        reg.clear_requests();
+        reg.set_next_override(Some(next.clone()));
+        let err = c.list_tokens(&cred()).await.expect_err("off-origin next");
+        assert_eq!(err.label(), "malformed", "{next}");
+        let msg = text(&err);
+        assert!(
+            msg.contains("page 1: `urls.next` points away from the registry"),
+            "{msg}"
+        );
+        // Only the origin is named, never the path and query of the link.
+        assert!(!msg.contains("page=2"), "{msg}");
+        assert_eq!(reg.requests().len(), 1, "{next}");
+    }
+    let err = {
+        reg.set_next_override(Some(other.url_for("/-/npm/v1/tokens?page=2")));
+        c.list_tokens(&cred()).await.expect_err("off-origin")
+    };
+    assert!(
+        text(&err).contains(&format!("(http://127.0.0.1:{}/<redacted>)", other.port())),
+        "{err}"
+    );
+    assert!(
+        other.requests().is_empty(),
+        "the other origin was contacted: {:?}",
+        other.requests()
+    );
+}
+
+/// npm-registry-fetch treats a `next` as absolute only when it parses as a URL on its own
+/// (`urlIsValid(uri)`, `new URL(uri)`), and otherwise appends it to the registry URL. A relative link
+/// whose query holds a URL (unencoded `://` is legal in a query) is therefore relative.
+#[tokio::test]
+async fn relative_next_with_a_url_in_its_query_is_followed() {
+    let reg = three_page_registry(NextStyle::Relative).await;
+    reg.set_next_override(Some(
+        "/-/npm/v1/tokens?page={next}&from=https://registry.example/".to_string(),
+    ));
+    let (c, _) = client(&reg.url);
+    let list = c.list_tokens(&cred()).await.expect("token list");
+    assert_eq!(list.len(), 7);
+    assert_eq!(
+        paths(&reg),
+        [
+            "/-/npm/v1/tokens",
+            "/-/npm/v1/tokens?page=2&from=https://registry.example/",
+            "/-/npm/v1/tokens?page=3&from=https://registry.example/"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn redirect_is_not_followed_and_gets_no_credential() {
+    let other = FakeRegistry::start().await;
+    let reg = FakeRegistry::start().await;
+    reg.push_fault(TOKENS_PATH, Fault::Redirect(other.url_for(TOKENS_PATH)));
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("redirect");
+    assert_eq!(err.label(), "unexpected_status");
+    assert!(text(&err).contains("unexpected status 302"), "{err}");
+    assert!(other.requests().is_empty());
+    assert_eq!(reg.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn registry_under_a_path_prefix() {
+    for style in [NextStyle::Relative, NextStyle::Absolute] {
+        let reg = FakeRegistry::start_at("/npm/").await;
+        assert!(reg.url.ends_with("/npm/"), "{}", reg.url);
+        reg.set_tokens(tokens(7));
+        reg.set_page_size(3);
+        reg.set_next_style(style);
+        // The configured URL with and without its trailing slash.
+        for url in [reg.url.clone(), reg.url.trim_end_matches('/').to_string()] {
+            reg.clear_requests();
+            let (c, _) = client(&url);
+            let list = c
+                .list_tokens(&cred())
+                .await
+                .unwrap_or_else(|e| panic!("{style:?} {url}: {e}"));
+            assert_eq!(list.len(), 7);
+            assert_eq!(
+                paths(&reg),
+                [
+                    "/npm/-/npm/v1/tokens",
+                    "/npm/-/npm/v1/tokens?page=2",
+                    "/npm/-/npm/v1/tokens?page=3"
+                ],
+                "{style:?} {url}"
+            );
+            assert_eq!(c.whoami(&cred()).await.expect("whoami"), "alice");
+            assert_eq!(
+                reg.requests()
+                    .last()
+                    .map(|r| r.path_and_query.clone())
+                    .as_deref(),
+                Some("/npm/-/whoami")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_without_key_on_page_two_names_its_global_index() {
+    let reg = FakeRegistry::start().await;
+    let mut list = tokens(7);
+    list[4].as_object_mut().expect("object").remove("key");
+    reg.set_tokens(list);
+    reg.set_page_size(3);
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("no key");
+    assert_eq!(err.label(), "malformed");
+    assert_eq!(
+        text(&err),
+        "tokens: malformed response: page 2: objects[4].key: missing: every token needs its key"
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_name_the_problem() {
+    let cases = [
+        ("{not json", "body is not JSON"),
+        (
+            r#"{"urls":{}}"#,
+            "page 1: `objects` is missing or not an array",
+        ),
+        (
+            r#"{"objects":{},"urls":{}}"#,
+            "page 1: `objects` is missing or not an array",
+        ),
+        (
+            r#"{"objects":[],"urls":{"next":7}}"#,
+            "page 1: `urls.next` should be a string, found 7",
+        ),
+        (
+            r#"{"objects":[{"key":"abcdef1","created":"yesterday"}],"urls":{}}"#,
+            "objects[0].created: `yesterday` is not",
+        ),
+    ];
+    for (body, expected) in cases {
+        let reg = FakeRegistry::start().await;
+        reg.push_fault(TOKENS_PATH, Fault::Malformed(body.to_string()));
+        let (c, _) = client(&reg.url);
+        let err = c.list_tokens(&cred()).await.expect_err(body);
+        assert_eq!(err.label(), "malformed", "{body}");
+        assert!(text(&err).contains(expected), "{body}: {err}");
+        assert_eq!(reg.requests().len(), 1, "a malformed answer is not retried");
+    }
+    // whoami and profile.
+    let reg = FakeRegistry::start().await;
+    let (c, _) = client(&reg.url);
+    reg.push_fault("/-/whoami", Fault::Malformed("{}".into()));
+    let err = c.whoami(&cred()).await.expect_err("no username");
+    assert_eq!(
+        text(&err),
+        "whoami: malformed response: `username` is missing: the credential is not recognised"
+    );
+    reg.set_profile(json!({"name": "alice", "tfa": "on"}));
+    let err = c.profile(&cred()).await.expect_err("bad tfa");
+    assert_eq!(err.label(), "malformed");
+    assert!(
+        text(&err)
+            .starts_with("profile: malformed response: tfa: expected null, false or an object"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Retries
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_seconds_is_honoured() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(1));
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::RateLimited {
+            retry_after: Some("1".into()),
+        },
+    );
+    let (c, metrics) = client(&reg.url);
+    let list = c.list_tokens(&cred()).await.expect("after the retry");
+    assert_eq!(list.len(), 1);
+    let reqs = reg.requests();
+    assert_eq!(reqs.len(), 2);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_millis(900),
+        "retried after {gap:?}, before the 1 s Retry-After"
+    );
+    assert_eq!(metric_line(&metrics, "tokens", "429"), Some(1));
+    assert_eq!(metric_line(&metrics, "tokens", "200"), Some(1));
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_date_is_honoured() {
+    let reg = FakeRegistry::start().await;
+    let when = std::time::SystemTime::now() + Duration::from_secs(2);
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::RateLimited {
+            retry_after: Some(httpdate::fmt_http_date(when)),
+        },
+    );
+    let (c, _) = client(&reg.url);
+    c.list_tokens(&cred()).await.expect("after the retry");
+    let reqs = reg.requests();
+    assert_eq!(reqs.len(), 2);
+    // The date has one-second resolution, so the wait is between 1 and 2 s.
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= Duration::from_millis(900), "retried after {gap:?}");
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_cap_is_cut_to_the_cap() {
+    let reg = FakeRegistry::start().await;
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::RateLimited {
+            retry_after: Some("3600".into()),
+        },
+    );
+    let retry = RetryPolicy {
+        retry_after_cap: Duration::from_millis(300),
+        ..fast_retry()
+    };
+    let (c, _) = client_with(&reg.url, retry, Duration::from_secs(5));
+    let started = Instant::now();
+    c.list_tokens(&cred()).await.expect("after the retry");
+    let reqs = reg.requests();
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_millis(250),
+        "retried after {gap:?}, before the cap"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited the full hour?"
+    );
+}
+
+#[tokio::test]
+async fn persistent_rate_limit_is_rate_limited_after_all_attempts() {
+    let reg = FakeRegistry::start().await;
+    reg.push_faults("/-/whoami", Fault::RateLimited { retry_after: None }, 10);
+    let (c, metrics) = client(&reg.url);
+    let err = c.whoami(&cred()).await.expect_err("rate limited");
+    assert_eq!(err.label(), "rate_limited");
+    assert_eq!(text(&err), "whoami: rate limited (429) after 4 attempts");
+    assert_eq!(reg.requests().len(), 4);
+    assert_eq!(metric_line(&metrics, "whoami", "429"), Some(4));
+}
+
+#[tokio::test]
+async fn server_error_then_success() {
+    let reg = three_page_registry(NextStyle::Relative).await;
+    // The 500 hits page 2, and the retry asks for page 2 again, not page 1.
+    reg.push_fault("/-/npm/v1/tokens?page=2", Fault::Status(500));
+    let (c, metrics) = client(&reg.url);
+    let list = c.list_tokens(&cred()).await.expect("after the retry");
+    assert_eq!(list.len(), 7);
+    assert_eq!(
+        paths(&reg),
+        [
+            "/-/npm/v1/tokens",
+            "/-/npm/v1/tokens?page=2",
+            "/-/npm/v1/tokens?page=2",
+            "/-/npm/v1/tokens?page=3"
+        ]
+    );
+    assert_eq!(metric_line(&metrics, "tokens", "500"), Some(1));
+    assert_eq!(metric_line(&metrics, "tokens", "200"), Some(3));
+}
+
+#[tokio::test]
+async fn persistent_503_is_a_server_error_after_retries_plus_one_attempts() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(1));
+    reg.push_faults(TOKENS_PATH, Fault::Status(503), 10);
+    let (c, metrics) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("503");
+    assert_eq!(err.label(), "server_error");
+    assert!(
+        matches!(
+            err,
+            RegistryError::Server {
+                status: 503,
+                attempts: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        text(&err),
+        "tokens: server error (503) after 4 attempts: Service Unavailable"
+    );
+    assert_eq!(reg.requests().len(), 4);
+    assert_eq!(reg.pending_faults(), 6);
+    assert_eq!(metric_line(&metrics, "tokens", "503"), Some(4));
+}
+
+#[tokio::test]
+async fn npm_retryable_statuses_are_retried_and_others_are_not() {
+    let reg = FakeRegistry::start().await;
+    for code in [408, 420, 502, 504] {
+        reg.push_fault("/-/whoami", Fault::Status(code));
+    }
+    let (c, metrics) = client_with(
+        &reg.url,
+        RetryPolicy {
+            retries: 4,
+            ..fast_retry()
+        },
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        c.whoami(&cred()).await.expect("after four retries"),
+        "alice"
+    );
+    assert_eq!(reg.requests().len(), 5);
+    for code in ["408", "420", "502", "504", "200"] {
+        assert_eq!(metric_line(&metrics, "whoami", code), Some(1), "{code}");
+    }
+    reg.clear_requests();
+    reg.push_fault("/-/whoami", Fault::Status(418));
+    let err = c.whoami(&cred()).await.expect_err("418");
+    assert_eq!(err.label(), "unexpected_status");
+    assert_eq!(text(&err), "whoami: unexpected status 418: I'm a teapot");
+    assert_eq!(reg.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn slow_answer_times_out_and_is_retried() {
+    let reg = FakeRegistry::start().await;
+    reg.push_fault("/-/whoami", Fault::Delay(Duration::from_secs(3)));
+    let (c, metrics) = client_with(&reg.url, fast_retry(), Duration::from_millis(300));
+    assert_eq!(c.whoami(&cred()).await.expect("after the retry"), "alice");
+    assert_eq!(reg.requests().len(), 2);
+    assert_eq!(metric_line(&metrics, "whoami", "timeout"), Some(1));
+    assert_eq!(metric_line(&metrics, "whoami", "200"), Some(1));
+}
+
+#[tokio::test]
+async fn dropped_connection_is_retried() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(1));
+    reg.push_fault(TOKENS_PATH, Fault::Drop);
+    let (c, metrics) = client(&reg.url);
+    assert_eq!(
+        c.list_tokens(&cred()).await.expect("after the retry").len(),
+        1
+    );
+    assert_eq!(reg.requests().len(), 2);
+    assert_eq!(metric_line(&metrics, "tokens", "error"), Some(1));
+    assert_eq!(metric_line(&metrics, "tokens", "200"), Some(1));
+}
+
+#[tokio::test]
+async fn persistently_dropped_connection_is_unreachable() {
+    let reg = FakeRegistry::start().await;
+    reg.push_faults(TOKENS_PATH, Fault::Drop, 10);
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("dropped");
+    assert_eq!(err.label(), "unreachable");
+    assert!(
+        text(&err).starts_with("tokens: cannot reach the registry after 4 attempts: "),
+        "{err}"
+    );
+    assert_eq!(reg.requests().len(), 4);
+}
+
+/// The module documentation promises retries on connection errors; a 200 whose body breaks off is one.
+#[tokio::test]
+async fn truncated_body_is_retried() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(1));
+    reg.push_fault(TOKENS_PATH, Fault::TruncatedBody);
+    let (c, _) = client(&reg.url);
+    let list = c.list_tokens(&cred()).await.expect("after the retry");
+    assert_eq!(list.len(), 1);
+    assert_eq!(reg.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn truncated_body_is_an_error_not_an_empty_list() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(1));
+    reg.push_faults(TOKENS_PATH, Fault::TruncatedBody, 10);
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("truncated");
+    assert_eq!(err.label(), "unreachable", "{err:?}");
+    assert!(text(&err).contains("reading the response failed"), "{err}");
+}
+
+#[tokio::test]
+async fn stopped_registry_is_unreachable_and_recovers_after_restart() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(2));
+    let (c, metrics) = client(&reg.url);
+    // A pooled keep-alive connection exists before the outage.
+    assert_eq!(c.list_tokens(&cred()).await.expect("before").len(), 2);
+    reg.stop().await;
+    reg.clear_requests();
+    let err = c.list_tokens(&cred()).await.expect_err("outage");
+    assert_eq!(err.label(), "unreachable");
+    assert!(
+        matches!(err, RegistryError::Network { attempts: 4, .. }),
+        "{err:?}"
+    );
+    let msg = text(&err);
+    assert!(
+        msg.starts_with("tokens: cannot reach the registry after 4 attempts: connection failed"),
+        "{msg}"
+    );
+    assert!(reg.requests().is_empty());
+    assert_eq!(metric_line(&metrics, "tokens", "error"), Some(4));
+    reg.restart().await;
+    assert_eq!(
+        c.list_tokens(&cred()).await.expect("after restart").len(),
+        2
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Authentication failures: classified like npm-registry-fetch, never retried
+
+#[tokio::test]
+async fn otp_in_www_authenticate_is_otp_required_and_not_retried() {
+    let reg = FakeRegistry::start().await;
+    reg.push_faults(TOKENS_PATH, Fault::Otp, 5);
+    let (c, metrics) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("otp");
+    assert_eq!(err.label(), "otp_required");
+    assert!(text(&err).contains("EOTP"), "{err}");
+    assert_eq!(reg.requests().len(), 1);
+    assert_eq!(reg.requests()[0].header("npm-otp"), None);
+    assert_eq!(metric_line(&metrics, "tokens", "401"), Some(1));
+}
+
+#[tokio::test]
+async fn otp_in_the_body_is_otp_required_and_not_retried() {
+    let reg = FakeRegistry::start().await;
+    reg.push_faults("/-/npm/v1/user", Fault::OtpBody, 5);
+    let (c, _) = client(&reg.url);
+    let err = c.profile(&cred()).await.expect_err("otp");
+    assert_eq!(err.label(), "otp_required");
+    assert_eq!(reg.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn ip_block_is_ip_blocked() {
+    let reg = FakeRegistry::start().await;
+    reg.push_faults(TOKENS_PATH, Fault::IpBlocked, 5);
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("ip");
+    assert_eq!(err.label(), "ip_blocked");
+    assert!(text(&err).contains("EAUTHIP"), "{err}");
+    assert_eq!(reg.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_token_is_unauthorized_with_the_registry_words() {
+    let reg = FakeRegistry::start().await;
+    let wrong = "npm_WrongTokenValue9876543210zyxwvu";
+    let (c, _) = client(&reg.url);
+    let err = c
+        .list_tokens(&cred_with(wrong))
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.label(), "unauthorized");
+    assert_secret_absent(&err, wrong);
+    assert_eq!(
+        err.to_string(),
+        "tokens: unauthorized (401): the credential was rejected: bad token"
+    );
+    assert_eq!(reg.requests().len(), 1);
+    assert_eq!(
+        reg.requests()[0].header("authorization"),
+        Some(format!("Bearer {wrong}").as_str())
+    );
+    // A rotated credential is accepted once the registry knows it.
+    reg.set_valid_tokens(vec![wrong.to_string()]);
+    c.list_tokens(&cred_with(wrong)).await.expect("now valid");
+}
+
+#[tokio::test]
+async fn forbidden_and_not_found_are_not_retried() {
+    let reg = FakeRegistry::start().await;
+    reg.push_fault("/-/whoami", Fault::Status(403));
+    reg.push_fault("/-/npm/v1/user", Fault::Status(404));
+    let (c, _) = client(&reg.url);
+    let err = c.whoami(&cred()).await.expect_err("403");
+    assert_eq!(err.label(), "forbidden");
+    assert_eq!(text(&err), "whoami: forbidden (403): Forbidden");
+    let err = c.profile(&cred()).await.expect_err("404");
+    assert_eq!(err.label(), "not_found");
+    assert_eq!(reg.requests().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Profile, whoami, metrics, credential hygiene
+
+#[tokio::test]
+async fn profile_and_whoami_parse() {
+    let reg = FakeRegistry::start().await;
+    reg.set_username("bob");
+    let (c, _) = client(&reg.url);
+    assert_eq!(c.whoami(&cred()).await.expect("whoami"), "bob");
+    let p = c.profile(&cred()).await.expect("profile");
+    assert_eq!(p.name.as_deref(), Some("alice"));
+    assert_eq!(p.tfa, TfaMode::AuthAndWrites);
+    reg.set_profile(json!({"name": "bob", "tfa": {"mode": "auth-only", "pending": true}, "cidr_whitelist": null}));
+    assert_eq!(
+        c.profile(&cred()).await.expect("profile").tfa,
+        TfaMode::Pending
+    );
+    reg.set_profile(json!({"name": "bob", "tfa": false}));
+    assert_eq!(
+        c.profile(&cred()).await.expect("profile").tfa,
+        TfaMode::Disabled
+    );
+    assert_eq!(
+        paths(&reg),
+        [
+            "/-/whoami",
+            "/-/npm/v1/user",
+            "/-/npm/v1/user",
+            "/-/npm/v1/user"
+        ]
+    );
+    for r in reg.requests() {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_per_endpoint_and_code() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(1));
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::RateLimited {
+            retry_after: Some("0".into()),
+        },
+    );
+    reg.push_fault("/-/npm/v1/user", Fault::Status(502));
+    reg.push_fault("/-/whoami", Fault::Otp);
+    let (c, metrics) = client(&reg.url);
+    c.list_tokens(&cred()).await.expect("tokens");
+    c.profile(&cred()).await.expect("profile");
+    c.whoami(&cred()).await.expect_err("otp");
+    let text = metrics.render();
+    for line in [
+        r#"npm_watchdog_registry_requests_total{code="429",endpoint="tokens"} 1"#,
+        r#"npm_watchdog_registry_requests_total{code="200",endpoint="tokens"} 1"#,
+        r#"npm_watchdog_registry_requests_total{code="502",endpoint="profile"} 1"#,
+        r#"npm_watchdog_registry_requests_total{code="200",endpoint="profile"} 1"#,
+        r#"npm_watchdog_registry_requests_total{code="401",endpoint="whoami"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    assert!(!text.contains(TOKEN), "the credential is in the metrics");
+}
+
+#[tokio::test]
+async fn the_credential_never_appears_in_errors() {
+    let other = FakeRegistry::start().await;
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(4));
+    reg.set_page_size(2);
+    let (c, _) = client(&reg.url);
+    let mut errors = Vec::new();
+    for fault in [
+        Fault::Otp,
+        Fault::OtpBody,
+        Fault::IpBlocked,
+        Fault::Status(403),
+        Fault::Status(404),
+        Fault::Status(418),
+        Fault::Malformed("{oops".into()),
+        Fault::Redirect(other.url_for(TOKENS_PATH)),
+    ] {
+        reg.push_fault(TOKENS_PATH, fault);
+        errors.push(c.list_tokens(&cred()).await.expect_err("fault"));
+    }
+    reg.push_faults(TOKENS_PATH, Fault::Status(500), 4);
+    errors.push(c.list_tokens(&cred()).await.expect_err("500"));
+    reg.push_faults(TOKENS_PATH, Fault::Drop, 4);
+    errors.push(c.list_tokens(&cred()).await.expect_err("drop"));
+    // A next link that carries the credential in its query must not echo it either.
+    reg.set_next_override(Some(format!("{}-/npm/v1/tokens?token={TOKEN}", other.url)));
+    errors.push(c.list_tokens(&cred()).await.expect_err("off-origin"));
+    reg.set_next_override(None);
+    reg.stop().await;
+    errors.push(c.list_tokens(&cred()).await.expect_err("stopped"));
+    assert_eq!(errors.len(), 12);
+    for err in &errors {
+        assert_secret_absent(err, TOKEN);
+    }
+    // But it was sent where it belongs.
+    assert!(reg
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization") == Some(&format!("Bearer {TOKEN}"))));
+    assert!(other.requests().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The fake itself
+
+#[tokio::test]
+async fn fake_registry_answers_like_verdaccio_without_credentials() {
+    let reg = FakeRegistry::start().await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(reg.url_for(TOKENS_PATH))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json"),
+        json!({"error": "no credentials provided"})
+    );
+    let resp = http
+        .get(reg.url_for("/-/nope"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(escaped_name("@a/b"), "@a%2fb");
+    assert_eq!(escaped_name("@a/b/c"), "@a%2fb/c");
+    assert_eq!(escaped_name("lodash"), "lodash");
+    assert_eq!(escaped_entity("@myorg"), "myorg");
+    assert_eq!(escaped_entity("my org:x"), "my%20org%3Ax");
+}
