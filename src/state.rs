@@ -134,13 +134,15 @@ impl State {
         match s.meta("schema_version")? {
             None => s.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) => return Err(StateError::Corrupt {
-                path: s.path.clone(),
-                detail: format!(
+            Some(v) => {
+                return Err(StateError::Corrupt {
+                    path: s.path.clone(),
+                    detail: format!(
                     "schema version {v} is newer than this build understands ({SCHEMA_VERSION}); \
                          run the newer npm-watchdog or move the file away"
                 ),
-            }),
+                })
+            }
         }
         Ok(s)
     }

@@ -1,0 +1,344 @@
+//! The `npm-watchdog` binary's one-shot verbs and its zero-config start, run as a user would run them,
+//! against the in-process fake registry. Each test checks the exit code and what is printed, and that
+//! the token never is.
+
+mod fake_registry;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use fake_registry::{FakeRegistry, TOKEN};
+use serde_json::{json, Value};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_npm-watchdog");
+
+fn token(key: &str, name: &str, bypass: bool, readonly: bool) -> Value {
+    json!({
+        "name": name, "key": key, "token": "npm_ab...yz", "cidr": ["127.0.0.1/32"], "bypass_2fa": bypass,
+        "created": "2026-11-01T00:00:00.000Z", "expiry": "2026-12-20T00:00:00.000Z",
+        "permissions": [{"name": "package", "action": if readonly { "read" } else { "write" }}],
+        "revoked": null
+    })
+}
+
+/// A fake registry with the given tokens, and a config file pointing at it.
+async fn setup(tokens: Vec<Value>, extra_config: &str) -> (FakeRegistry, tempfile::TempDir) {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens);
+    reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[registry]\nurl = \"{}\"\ntoken_file = \"{}\"\nretries = 0\n[state]\npath = \"{}\"\n{extra_config}",
+            reg.url,
+            dir.path().join("token").display(),
+            dir.path().join("state.db").display()
+        ),
+    )
+    .expect("config");
+    (reg, dir)
+}
+
+async fn run(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .args(args)
+        .env("NPM_CONFIG_USERCONFIG", dir.join("no-npmrc"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run npm-watchdog");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains(TOKEN),
+        "the token leaked into the output of {args:?}:\n{all}"
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_scores_d5_and_d9_and_exits_by_result() {
+    let (reg, dir) = setup(
+        vec![
+            token("82e3930000000000aaaa", "watchdog", false, true),
+            token("b5c1d20000000000bbbb", "bulk-hardening", true, false),
+        ],
+        "[policy]\nallow_tokens = [{ key_prefix = \"82e393\", reason = \"own credential\" }]\n",
+    )
+    .await;
+    let out = run(dir.path(), &["audit"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("D5  FAIL"), "{text}");
+    assert!(
+        text.contains("- token b5c1d2 (bulk-hardening) (granular read-write"),
+        "{text}"
+    );
+    assert!(text.contains("D9  FAIL"), "{text}");
+    assert!(
+        text.contains("[critical] token-bypass-2fa: token b5c1d2 (bulk-hardening)"),
+        "{text}"
+    );
+    assert!(text.contains("fix: Revoke it as soon as the job it was made for is done: `npm token revoke b5c1d2 --registry"), "{text}");
+
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    assert_eq!(v["schema"], 1);
+    assert_eq!(v["result"], "fail");
+    assert_eq!(v["account"], "alice");
+    assert_eq!(v["dod"][0]["id"], "D5");
+    assert_eq!(v["dod"][0]["status"], "FAIL");
+    assert_eq!(v["dod"][1]["id"], "D9");
+    assert!(v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| f["check"] == "token-bypass-2fa"));
+
+    // The bulk token is revoked: only the allowlisted credential is left, so everything passes.
+    reg.set_tokens(vec![token("82e3930000000000aaaa", "watchdog", false, true)]);
+    let out = run(dir.path(), &["audit"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("D5  PASS"));
+    assert!(stdout(&out).contains("D9  PASS"));
+    assert!(stdout(&out).contains("Findings (0)"));
+
+    // The registry rejects the credential: the audit could not run, which is not a pass.
+    reg.set_valid_tokens(vec!["another".into()]);
+    let out = run(dir.path(), &["audit"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unauthorized (401)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_lists_every_token_with_its_risk() {
+    let (_reg, dir) = setup(
+        vec![
+            token("82e3930000000000aaaa", "watchdog", false, true),
+            token("b5c1d20000000000bbbb", "bulk-hardening", true, false),
+        ],
+        "[policy]\nallow_tokens = [{ key_prefix = \"82e393\", reason = \"own credential\" }]\n",
+    )
+    .await;
+    let out = run(dir.path(), &["tokens"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ID      NAME            KIND      ACCESS      BYPASS-2FA  CREATED     EXPIRES     LAST USED  RISK"), "{text}");
+    assert!(lines[1].starts_with("82e393  watchdog"), "{text}");
+    assert!(lines[1].ends_with("allowlisted"), "{text}");
+    assert!(
+        lines[2].contains("yes") && lines[2].contains("critical: token-present, token-bypass-2fa"),
+        "{text}"
+    );
+
+    let out = run(dir.path(), &["tokens", "--format", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[1]["id"], "b5c1d2");
+    assert_eq!(v[1]["bypass_2fa"], true);
+    assert_eq!(v[1]["risk"], "critical");
+    assert_eq!(v[0]["allowlisted"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_redacts_and_reports_problems() {
+    let (_reg, dir) = setup(
+        vec![],
+        "[[alerts.webhook]]\nurl = \"https://hooks.example.com/services/T0/B0/HOOKSECRET\"\nsecret_file = \"/nonexistent/hook-key\"\n",
+    )
+    .await;
+    let out = run(dir.path(), &["config", "check"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains("HOOKSECRET"), "{text}");
+    assert!(
+        text.contains("url = \"https://hooks.example.com/<redacted>\""),
+        "{text}"
+    );
+    assert!(text.contains("# credential: token file"), "{text}");
+    assert!(
+        text.contains(
+            "# PROBLEM: alerts.webhook[0].secret_file: /nonexistent/hook-key: entity not found"
+        ),
+        "{text}"
+    );
+
+    std::fs::write(dir.path().join("config.toml"), "[registry]\nurll = 1\n").expect("write");
+    let out = run(dir.path(), &["config", "check"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "npm-watchdog: config file {}: registry.urll: unknown key (expected one of: url, token_file, timeout, concurrency, retries)",
+            dir.path().join("config.toml").display()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_test_reports_each_sink() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (_reg, dir) = setup(
+        vec![],
+        &format!(
+            "[[alerts.webhook]]\nurl = \"{hook}\"\n[[alerts.webhook]]\nname = \"dead\"\nurl = \"http://127.0.0.1:{closed}/x\"\ntimeout = \"2s\"\n"
+        ),
+    )
+    .await;
+    let out = run(dir.path(), &["notify-test"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("webhook: ok"), "{text}");
+    assert!(text.contains("dead: FAILED: "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn version_and_help() {
+    let out = Command::new(BIN)
+        .arg("--version")
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("npm-watchdog {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Command::new(BIN).arg("--help").output().await.expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for verb in ["run", "tokens", "audit", "config", "notify-test"] {
+        assert!(help.contains(&format!("  {verb} ")), "{help}");
+    }
+}
+
+/// With no config file, `run` takes the registry and credential from the npm user config, alerts to
+/// the log, keeps state in the user's state folder, serves metrics on loopback, and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_config_run_uses_the_npm_user_config() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(vec![token(
+        "c1a55c0000000000cccc",
+        "ci-legacy",
+        false,
+        false,
+    )]);
+    reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
+    let home = tempfile::tempdir().expect("tempdir");
+    let port = reg.port();
+    std::fs::write(
+        home.path().join(".npmrc"),
+        format!(
+            "registry={}\n//127.0.0.1:{port}/:_authToken=${{NPMW_TEST_TOKEN}}\n",
+            reg.url
+        ),
+    )
+    .expect("npmrc");
+    let state_home = home.path().join("state");
+    let child = Command::new(BIN)
+        .arg("run")
+        .env("HOME", home.path())
+        .env("XDG_STATE_HOME", &state_home)
+        .env("NPMW_TEST_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .env_remove("NPM_CONFIG_USERCONFIG")
+        .env_remove("npm_config_userconfig")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = client
+            .get("http://127.0.0.1:9858/readyz")
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        if matches!(ready, Ok(200)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready on 127.0.0.1:9858: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = client
+        .get("http://127.0.0.1:9858/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("npm_watchdog_tokens{access=\"read-write\",bypass_2fa=\"false\"} 1"),
+        "{metrics}"
+    );
+    assert!(state_home.join("npm-watchdog/state.db").exists());
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("no config file: using built-in defaults"),
+        "{log}"
+    );
+    assert!(log.contains("alerts go to this log"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "registry_origin=from the npm user config {}",
+            home.path().join(".npmrc").display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("[FIRING:warning] token-present: token c1a55c (ci-legacy)"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN), "token leaked into the log");
+}
