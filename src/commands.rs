@@ -129,16 +129,6 @@ struct TokenRow<'a> {
 /// `npm-watchdog tokens`: every token with its risk.
 pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandError> {
     let live = read_live(rt).await?;
-    let allowlisted: Vec<&str> = live
-        .tokens
-        .iter()
-        .filter(|t| {
-            checks::not_allowlisted(std::slice::from_ref(*t), &rt.config.policy, live.now)
-                .next()
-                .is_none()
-        })
-        .map(|t| t.key.as_str())
-        .collect();
     let rows: Vec<TokenRow> = live
         .tokens
         .iter()
@@ -159,7 +149,7 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
                 created: t.created,
                 expires: t.expires,
                 last_used: t.accessed,
-                allowlisted: allowlisted.contains(&t.key.as_str()),
+                allowlisted: rt.config.policy.is_allowlisted(&t.key, live.now),
                 risk: mine.iter().map(|f| f.severity).max(),
                 findings: mine.iter().map(|f| f.check.as_str()).collect(),
             }

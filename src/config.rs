@@ -123,6 +123,15 @@ impl Default for PolicyConfig {
 }
 
 /// A token that is known and accepted, matched by the start of its `key` (the revoke handle).
+impl PolicyConfig {
+    /// Whether an unexpired allowlist entry covers the token with this key.
+    pub fn is_allowlisted(&self, key: &str, now: DateTime<Utc>) -> bool {
+        self.allow_tokens
+            .iter()
+            .any(|a| !a.is_expired(now) && a.matches(key))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AllowToken {

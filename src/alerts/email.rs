@@ -382,9 +382,8 @@ fn describe_smtp_error(e: &lettre::transport::smtp::Error, with_login: bool, tls
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::fixtures::note;
     use crate::alerts::Status;
-    use crate::checks::Finding;
-    use chrono::{DateTime, Utc};
     use std::time::Duration;
 
     fn config(url: &str) -> EmailSinkConfig {
@@ -397,30 +396,6 @@ mod tests {
             password_file: None,
             min_severity: Severity::Warning,
             timeout: HumanDuration::secs(2),
-        }
-    }
-
-    fn note() -> Notification {
-        let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
-            .expect("t")
-            .with_timezone(&Utc);
-        Notification {
-            status: Status::Firing,
-            reminder: false,
-            event: false,
-            test: false,
-            finding: Finding {
-                check: "token-bypass-2fa".into(),
-                subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
-                subject: "token 82e393 (bulk-hardening)".into(),
-                severity: Severity::Critical,
-                summary: "A bypass-2FA token is 2 days old.".into(),
-                why: "It publishes without 2FA.".into(),
-                fix: "Revoke it: `npm token revoke 82e393`.".into(),
-                dod: Some("D9".into()),
-            },
-            first_seen: t,
-            at: t,
         }
     }
 
@@ -479,8 +454,12 @@ mod tests {
     #[test]
     fn message_has_subject_recipients_filter_headers_and_body() {
         let sink = EmailSink::new("email".into(), &config("smtp://127.0.0.1:2525")).expect("sink");
-        let raw = String::from_utf8(sink.build_message(&note()).expect("message").formatted())
-            .expect("utf-8");
+        let raw = String::from_utf8(
+            sink.build_message(&note(Status::Firing, false))
+                .expect("message")
+                .formatted(),
+        )
+        .expect("utf-8");
         assert!(
             raw.contains(
                 "Subject: [FIRING:critical] token-bypass-2fa: token 82e393 (bulk-hardening)\r\n"
@@ -573,7 +552,10 @@ mod tests {
         let sink = EmailSink::new("email".into(), &config(&format!("smtp://127.0.0.1:{port}")))
             .expect("sink");
         let started = std::time::Instant::now();
-        let err = sink.send(&note()).await.expect_err("nothing listens");
+        let err = sink
+            .send(&note(Status::Firing, false))
+            .await
+            .expect_err("nothing listens");
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -605,7 +587,10 @@ mod tests {
         c.timeout = HumanDuration(Duration::from_millis(500));
         let sink = EmailSink::new("email".into(), &c).expect("sink");
         let started = std::time::Instant::now();
-        let err = sink.send(&note()).await.expect_err("silent server");
+        let err = sink
+            .send(&note(Status::Firing, false))
+            .await
+            .expect_err("silent server");
         let took = started.elapsed();
         hold.abort();
         assert!(took < Duration::from_secs(2), "{took:?}");
@@ -621,7 +606,7 @@ mod tests {
         c.password_file = Some(p.clone());
         let sink = EmailSink::new("email".into(), &c).expect("sink");
         let err = sink
-            .send(&note())
+            .send(&note(Status::Firing, false))
             .await
             .expect_err("no password file")
             .to_string();

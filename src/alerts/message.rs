@@ -106,31 +106,7 @@ pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::{Finding, Severity};
-
-    fn note(status: Status, reminder: bool) -> Notification {
-        let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
-            .expect("t")
-            .with_timezone(&Utc);
-        Notification {
-            status,
-            reminder,
-            event: false,
-            test: false,
-            finding: Finding {
-                check: "token-bypass-2fa".into(),
-                subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
-                subject: "token 82e393 (bulk-hardening)".into(),
-                severity: Severity::Critical,
-                summary: "A bypass-2FA token is 2days old.".into(),
-                why: "It publishes without 2FA.".into(),
-                fix: "Revoke it: `npm token revoke 82e393`.".into(),
-                dod: Some("D9".into()),
-            },
-            first_seen: t,
-            at: t,
-        }
-    }
+    use crate::alerts::fixtures::note;
 
     #[test]
     fn subjects_name_state_severity_check_and_subject() {
@@ -148,7 +124,7 @@ mod tests {
     #[test]
     fn body_has_what_why_and_fix() {
         let b = body(&note(Status::Firing, false));
-        assert!(b.starts_with("A bypass-2FA token is 2days old.\n\nWhy it matters: "));
+        assert!(b.starts_with("A bypass-2FA token is 2d old.\n\nWhy it matters: "));
         assert!(b.contains("Fix: Revoke it: `npm token revoke 82e393`."));
         assert!(b.contains("DoD box:     D9"));
         assert!(b.contains("Fingerprint: token-bypass-2fa:82e3930f1c5a6a7f\n"));

@@ -113,3 +113,33 @@ pub fn build_sinks(cfg: &AlertsConfig) -> Result<Vec<Arc<dyn Sink>>, SinkError> 
     }
     Ok(sinks)
 }
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// The bulk-hardening token's stale bypass-2FA finding, as a notification.
+    pub fn note(status: Status, reminder: bool) -> Notification {
+        let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .expect("fixture time")
+            .with_timezone(&Utc);
+        Notification {
+            status,
+            reminder,
+            event: false,
+            test: false,
+            finding: Finding {
+                check: "token-bypass-2fa".into(),
+                subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
+                subject: "token 82e393 (bulk-hardening)".into(),
+                severity: Severity::Critical,
+                summary: "A bypass-2FA token is 2d old.".into(),
+                why: "It publishes without 2FA.".into(),
+                fix: "Revoke it: `npm token revoke 82e393`.".into(),
+                dod: Some("D9".into()),
+            },
+            first_seen: t,
+            at: t,
+        }
+    }
+}

@@ -169,18 +169,12 @@ pub fn of_group(group: &str) -> impl Iterator<Item = &'static CheckDef> + '_ {
 /// Tokens that no (unexpired) allowlist entry covers.
 pub fn not_allowlisted<'t>(
     tokens: &'t [Token],
-    policy: &PolicyConfig,
+    policy: &'t PolicyConfig,
     now: DateTime<Utc>,
 ) -> impl Iterator<Item = &'t Token> {
-    let active: Vec<_> = policy
-        .allow_tokens
-        .iter()
-        .filter(|a| !a.is_expired(now))
-        .cloned()
-        .collect();
     tokens
         .iter()
-        .filter(move |t| !active.iter().any(|a| a.matches(&t.key)))
+        .filter(move |t| !policy.is_allowlisted(&t.key, now))
 }
 
 /// Run every check of `group` whose source is in the snapshot. Returns the findings and the ids of the
@@ -201,15 +195,23 @@ pub fn run_group(
     (findings, ran)
 }
 
-/// Human age of a token, `6d 2h`.
+/// A compact age: `6d 2h`, `5h 12m`, `42m`, `30s` (the two largest units).
 pub(crate) fn age(from: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (now - from).num_seconds().max(0) as u64;
-    let rounded = if secs >= 86400 {
-        secs / 3600 * 3600
-    } else {
-        secs / 60 * 60
-    };
-    humantime::format_duration(std::time::Duration::from_secs(rounded)).to_string()
+    let secs = (now - from).num_seconds().max(0);
+    let (d, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +309,17 @@ mod tests {
         assert!(!ran.contains(&"token-present"));
         assert!(ran.contains(&"allowlist-expired"));
         assert!(ran.contains(&"watchdog-blind"));
+    }
+
+    #[test]
+    fn ages_are_compact() {
+        let now = fixtures::now();
+        let ago = |s: i64| age(now - chrono::Duration::seconds(s), now);
+        assert_eq!(ago(30), "30s");
+        assert_eq!(ago(42 * 60), "42m");
+        assert_eq!(ago(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(ago(6 * 86400 + 2 * 3600 + 59), "6d 2h");
+        assert_eq!(ago(2 * 86400 + 30), "2d");
     }
 
     #[test]

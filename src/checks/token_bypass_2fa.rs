@@ -70,7 +70,7 @@ mod tests {
                 ("token f7e5b9 (fresh-bypass)".into(), Severity::Warning),
             ]
         );
-        assert!(got[0].summary.contains("6days"), "{}", got[0].summary);
+        assert!(got[0].summary.contains("6d 2h old"), "{}", got[0].summary);
         assert!(got[1].summary.contains("6h old"), "{}", got[1].summary);
     }
 }
