@@ -7,19 +7,24 @@
 //! turned into an empty result.
 
 pub mod model;
+pub mod package;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
 use crate::credential::Credential;
 use crate::metrics::Metrics;
-use model::{Profile, Token};
+use model::{FieldError, Profile, Token};
+use package::{escape_entity, escape_package, Packument, ProvenanceSource, TrustConfig};
 
 /// Upper bound on token-list pages, against a registry whose `next` links go round in circles.
 pub const MAX_TOKEN_PAGES: usize = 1000;
@@ -63,6 +68,49 @@ impl RetryPolicy {
             None => jittered,
         }
     }
+}
+
+/// A reply the caller handles (2xx or 304).
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+/// A packument fetch: unchanged since the stored ETag, or a fresh slim copy.
+#[derive(Debug)]
+pub enum Fetched {
+    NotModified,
+    Fresh {
+        packument: Packument,
+        etag: Option<String>,
+        /// Size of the full document as received.
+        bytes: usize,
+    },
+}
+
+fn parse_json(endpoint: &'static str, body: &[u8]) -> Result<Value, RegistryError> {
+    serde_json::from_slice(body).map_err(|e| RegistryError::Malformed {
+        endpoint,
+        detail: format!("body is not JSON ({e})"),
+    })
+}
+
+fn malformed(endpoint: &'static str, e: FieldError) -> RegistryError {
+    RegistryError::Malformed {
+        endpoint,
+        detail: e.to_string(),
+    }
+}
+
+/// The headers npm sends with a one-time password (`--otp` also forces `auth-type=legacy`).
+fn otp_headers(otp: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(code) = otp.and_then(|c| HeaderValue::from_str(c.trim()).ok()) {
+        h.insert(HeaderName::from_static("npm-otp"), code);
+        h.insert(HeaderName::from_static("npm-auth-type"), HeaderValue::from_static("legacy"));
+    }
+    h
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +330,100 @@ impl RegistryClient {
             })
     }
 
+    /// `GET /-/user/<user>/package`: packages a user can access, with `read` or `write`.
+    pub async fn user_packages(&self, user: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.string_map("user_packages", &format!("/-/user/{}/package", escape_entity(user)), cred).await
+    }
+
+    /// `GET /-/org/<org>/package`. Unlike the npm CLI this never falls back to the user route on a 404:
+    /// a missing org is an error for that org, not someone else's package list.
+    pub async fn org_packages(&self, org: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.string_map("org_packages", &format!("/-/org/{}/package", escape_entity(org)), cred).await
+    }
+
+    /// `GET /-/org/<org>/user`: member → `owner` | `admin` | `developer`.
+    pub async fn org_roster(&self, org: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.string_map("org_roster", &format!("/-/org/{}/user", escape_entity(org)), cred).await
+    }
+
+    /// `GET /-/org/<org>/team?format=cli`: team names, without the `org:` prefix.
+    pub async fn org_teams(&self, org: &str, cred: &Credential) -> Result<Vec<String>, RegistryError> {
+        const EP: &str = "org_teams";
+        let url = self.endpoint_url(EP, &format!("/-/org/{}/team?format=cli", escape_entity(org)))?;
+        let body = self.get_json(EP, url, Some(cred)).await?;
+        let list = package::parse_string_list(&body, "teams").map_err(|e| malformed(EP, e))?;
+        Ok(list
+            .into_iter()
+            .map(|t| t.trim_start_matches('@').split_once(':').map_or(t.clone(), |(_, team)| team.to_string()))
+            .collect())
+    }
+
+    /// `GET /-/team/<org>/<team>/package`: package → `read` | `write`.
+    pub async fn team_packages(&self, org: &str, team: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.string_map(
+            "team_packages",
+            &format!("/-/team/{}/{}/package", escape_entity(org), escape_entity(team)),
+            cred,
+        )
+        .await
+    }
+
+    async fn string_map(&self, endpoint: &'static str, path: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
+        let url = self.endpoint_url(endpoint, path)?;
+        let body = self.get_json(endpoint, url, Some(cred)).await?;
+        package::parse_string_map(&body, endpoint).map_err(|e| malformed(endpoint, e))
+    }
+
+    /// `GET /<pkg>` (the full document), conditional on `etag` when one is stored.
+    pub async fn packument(&self, name: &str, cred: Option<&Credential>, etag: Option<&str>) -> Result<Fetched, RegistryError> {
+        const EP: &str = "packument";
+        let url = self.endpoint_url(EP, &format!("/{}", escape_package(name)))?;
+        let mut headers = HeaderMap::new();
+        if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.insert(IF_NONE_MATCH, tag);
+        }
+        let reply = self.get(EP, url, cred, headers).await?;
+        if reply.status == StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified);
+        }
+        let packument = package::parse_packument(&reply.body, name).map_err(|e| malformed(EP, e))?;
+        Ok(Fetched::Fresh {
+            packument,
+            etag: reply.headers.get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_string),
+            bytes: reply.body.len(),
+        })
+    }
+
+    /// The repository and workflow named by a version's provenance statement, if it has one.
+    pub async fn provenance_source(&self, name: &str, version: &str, cred: Option<&Credential>) -> Result<Option<ProvenanceSource>, RegistryError> {
+        const EP: &str = "attestations";
+        let url = self.endpoint_url(EP, &format!("/-/npm/v1/attestations/{name}@{version}"))?;
+        let body = match self.get_json(EP, url, cred).await {
+            Ok(b) => b,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(package::parse_provenance(&body).map_err(|e| malformed(EP, e))?)
+    }
+
+    /// `GET /-/package/<pkg>/trust`. npm puts this behind 2FA: without `otp` expect
+    /// [`RegistryError::OtpRequired`], which means "unknown", never "none configured".
+    pub async fn trust(&self, name: &str, cred: &Credential, otp: Option<&str>) -> Result<Vec<TrustConfig>, RegistryError> {
+        const EP: &str = "trust";
+        let url = self.endpoint_url(EP, &format!("/-/package/{}/trust", escape_package(name)))?;
+        let reply = self.get(EP, url, Some(cred), otp_headers(otp)).await?;
+        let body = parse_json(EP, &reply.body)?;
+        package::parse_trust(&body).map_err(|e| malformed(EP, e))
+    }
+
+    /// `POST /-/package/<pkg>/access` with "Require 2FA and disallow tokens". Never retried.
+    pub async fn require_2fa_disallow_tokens(&self, name: &str, cred: &Credential, otp: &str) -> Result<(), RegistryError> {
+        const EP: &str = "access";
+        let url = self.endpoint_url(EP, &format!("/-/package/{}/access", escape_package(name)))?;
+        let body = serde_json::json!({"publish_requires_tfa": true, "automation_token_overrides_tfa": false});
+        self.post_json(EP, url, cred, Some(otp), &body).await
+    }
+
     fn endpoint_url(&self, endpoint: &'static str, path: &str) -> Result<Url, RegistryError> {
         self.resolve(path)
             .map_err(|detail| RegistryError::Malformed { endpoint, detail })
@@ -294,13 +436,26 @@ impl RegistryClient {
         url: Url,
         cred: Option<&Credential>,
     ) -> Result<Value, RegistryError> {
+        let reply = self.get(endpoint, url, cred, HeaderMap::new()).await?;
+        parse_json(endpoint, &reply.body)
+    }
+
+    /// A GET with retries. Returns 2xx and 304 replies; every other status is a typed error.
+    async fn get(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        cred: Option<&Credential>,
+        extra: HeaderMap,
+    ) -> Result<Reply, RegistryError> {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
             let mut req = self
                 .http
                 .request(Method::GET, url.clone())
-                .header(ACCEPT, "application/json");
+                .header(ACCEPT, "application/json")
+                .headers(extra.clone());
             if let Some(c) = cred {
                 req = req.header(AUTHORIZATION, format!("Bearer {}", c.expose()));
             }
@@ -310,12 +465,7 @@ impl RegistryClient {
                     self.count(endpoint, if e.is_timeout() { "timeout" } else { "error" });
                     if retries_left {
                         let d = self.retry.delay(attempt - 1, None);
-                        tracing::debug!(
-                            endpoint,
-                            attempt,
-                            delay_ms = d.as_millis() as u64,
-                            "registry unreachable, retrying"
-                        );
+                        tracing::debug!(endpoint, attempt, delay_ms = d.as_millis() as u64, "registry unreachable, retrying");
                         tokio::time::sleep(d).await;
                         continue;
                     }
@@ -328,33 +478,21 @@ impl RegistryClient {
                 Ok(resp) => {
                     let status = resp.status();
                     self.count(endpoint, status.as_str());
-                    let retryable =
-                        matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
+                    let retryable = matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
                     if retryable && retries_left {
                         let ra = retry_after(resp.headers());
                         let d = self.retry.delay(attempt - 1, ra);
-                        tracing::debug!(
-                            endpoint,
-                            attempt,
-                            status = status.as_u16(),
-                            delay_ms = d.as_millis() as u64,
-                            "registry busy, retrying"
-                        );
+                        tracing::debug!(endpoint, attempt, status = status.as_u16(), delay_ms = d.as_millis() as u64, "registry busy, retrying");
                         tokio::time::sleep(d).await;
                         continue;
                     }
                     let headers = resp.headers().clone();
-                    let bytes = match resp.bytes().await {
+                    let body = match resp.bytes().await {
                         Ok(b) => b,
                         // A body cut off mid-way is a connection error like any other: retry it.
                         Err(_) if retries_left => {
                             let d = self.retry.delay(attempt - 1, None);
-                            tracing::debug!(
-                                endpoint,
-                                attempt,
-                                delay_ms = d.as_millis() as u64,
-                                "response cut off, retrying"
-                            );
+                            tracing::debug!(endpoint, attempt, delay_ms = d.as_millis() as u64, "response cut off, retrying");
                             tokio::time::sleep(d).await;
                             continue;
                         }
@@ -366,15 +504,49 @@ impl RegistryClient {
                             })
                         }
                     };
-                    if status.is_success() {
-                        return serde_json::from_slice(&bytes).map_err(|e| {
-                            RegistryError::Malformed {
-                                endpoint,
-                                detail: format!("body is not JSON ({e})"),
-                            }
-                        });
+                    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                        return Ok(Reply { status, headers, body });
                     }
-                    return Err(classify(endpoint, status, &headers, &bytes, attempt));
+                    return Err(classify(endpoint, status, &headers, &body, attempt));
+                }
+            }
+        }
+    }
+
+    /// A POST, never retried (npm does not retry writes either), with the OTP headers npm sends.
+    async fn post_json(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        cred: &Credential,
+        otp: Option<&str>,
+        body: &Value,
+    ) -> Result<(), RegistryError> {
+        let req = self
+            .http
+            .request(Method::POST, url)
+            .header(ACCEPT, "application/json")
+            .header(AUTHORIZATION, format!("Bearer {}", cred.expose()))
+            .headers(otp_headers(otp))
+            .json(body);
+        match req.send().await {
+            Err(e) => {
+                self.count(endpoint, if e.is_timeout() { "timeout" } else { "error" });
+                Err(RegistryError::Network {
+                    endpoint,
+                    attempts: 1,
+                    detail: describe_reqwest(&e),
+                })
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                self.count(endpoint, status.as_str());
+                let headers = resp.headers().clone();
+                let bytes = resp.bytes().await.unwrap_or_default();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(classify(endpoint, status, &headers, &bytes, 1))
                 }
             }
         }
