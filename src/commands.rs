@@ -67,6 +67,10 @@ async fn read_live(rt: &Runtime) -> Result<Live, CommandError> {
         // One-shot commands have no memory of earlier runs, so nothing counts as newly created.
         seen_tokens: None,
         health: &[],
+        packages: None,
+        orgs: None,
+        trust: None,
+        previous_maintainers: None,
     };
     let (findings, _) = checks::run_group("tokens", &snap, &rt.config.policy);
     Ok(Live {
@@ -465,6 +469,10 @@ mod tests {
             profile: None,
             seen_tokens: None,
             health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         let (findings, _) = checks::run_group("tokens", &snap, &fixtures::policy());
         let rows = dod_rows(&tokens, &findings, fixtures::now(), &fixtures::policy());

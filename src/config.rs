@@ -101,7 +101,7 @@ pub struct PolicyConfig {
     pub retired_accounts: Vec<String>,
     pub blind_after: u32,
     pub allow_tokens: Vec<AllowToken>,
-    pub expected_publishers: BTreeMap<String, String>,
+    pub expected_publishers: BTreeMap<String, ExpectedSource>,
 }
 
 impl Default for PolicyConfig {
@@ -119,6 +119,75 @@ impl Default for PolicyConfig {
             allow_tokens: Vec::new(),
             expected_publishers: BTreeMap::new(),
         }
+    }
+}
+
+/// Where a package is expected to be published from: `github:owner/repo:workflow.yml`,
+/// `gitlab:group/project` (subgroups allowed) or `circleci:<org-id>/<project-id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedSource {
+    /// `github`, `gitlab` or `circleci`: compared with `_npmUser.trustedPublisher.id`.
+    pub provider: String,
+    /// `owner/repo`, `group/project`, or `<org-id>/<project-id>`.
+    pub path: String,
+    /// The workflow file name (GitHub only), compared with the provenance statement's workflow.
+    pub workflow: Option<String>,
+}
+
+impl fmt::Display for ExpectedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.provider, self.path)?;
+        if let Some(w) = &self.workflow {
+            write!(f, ":{w}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for ExpectedSource {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = "expected github:owner/repo:workflow.yml, gitlab:group/project or circleci:<org-id>/<project-id>";
+        let mut parts = text.splitn(3, ':');
+        let provider = parts.next().unwrap_or("");
+        let path = parts.next().unwrap_or("");
+        let workflow = parts.next().map(str::to_string);
+        let segments: Vec<&str> = path.split('/').collect();
+        let ok_path = segments.len() >= 2 && segments.iter().all(|s| !s.is_empty());
+        match provider {
+            "github" if ok_path && segments.len() == 2 => {
+                if let Some(w) = &workflow {
+                    if w.contains('/') || !(w.ends_with(".yml") || w.ends_with(".yaml")) {
+                        return Err(format!(
+                            "`{text}`: the workflow is a file name ending .yml or .yaml"
+                        ));
+                    }
+                }
+            }
+            "gitlab" if ok_path && workflow.is_none() => {}
+            "circleci" if ok_path && segments.len() == 2 && workflow.is_none() => {}
+            _ => return Err(format!("`{text}`: {usage}")),
+        }
+        Ok(ExpectedSource {
+            provider: provider.to_string(),
+            path: path.to_string(),
+            workflow,
+        })
+    }
+}
+
+impl Serialize for ExpectedSource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectedSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -754,6 +823,15 @@ path = "/var/lib/npm-watchdog/state.db"
         );
         assert_eq!(c.alerts.email[0].min_severity, Severity::Warning);
         assert_eq!(c.alerts.email_name(0), "email");
+        let src = &c.policy.expected_publishers["@acme/a"];
+        assert_eq!(
+            (
+                src.provider.as_str(),
+                src.path.as_str(),
+                src.workflow.as_deref()
+            ),
+            ("github", "acme/a", Some("release.yml"))
+        );
         assert_eq!(c.alerts.webhook_name(0), "webhook");
     }
 
@@ -856,6 +934,14 @@ path = "/var/lib/npm-watchdog/state.db"
             (
                 "[[alerts.webhook]]\nurl = \"https://example.com/a\"\n[[alerts.webhook]]\nurl = \"https://example.com/b\"\nname = \"webhook\"\n",
                 "config file F: alerts.webhook[1].name: another sink has this name",
+            ),
+            (
+                "[policy.expected_publishers]\n\"@acme/a\" = \"bitbucket:acme/a\"\n",
+                "config file F: policy.expected_publishers.@acme/a: `bitbucket:acme/a`: expected github:owner/repo:workflow.yml, gitlab:group/project or circleci:<org-id>/<project-id>",
+            ),
+            (
+                "[policy.expected_publishers]\n\"@acme/a\" = \"github:acme/a:.github/workflows/release.yml\"\n",
+                "config file F: policy.expected_publishers.@acme/a: `github:acme/a:.github/workflows/release.yml`: the workflow is a file name ending .yml or .yaml",
             ),
             (
                 "[server]\nlisten = \"localhost\"\n",

@@ -162,6 +162,10 @@ impl Watchdog {
             profile: profile.as_ref(),
             seen_tokens: seen.as_ref(),
             health: &all_health,
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         let (findings, ran) = checks::run_group(GROUP, &snap, &self.rt.config.policy);
         let previous = self.state.active(Some(&ran))?;

@@ -63,6 +63,10 @@ mod tests {
             profile: Some(&profile),
             seen_tokens: None,
             health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         evaluate(&snap, &policy())
     }

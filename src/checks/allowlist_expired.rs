@@ -59,6 +59,10 @@ mod tests {
             profile: None,
             seen_tokens: None,
             health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         assert!(evaluate(&snap(at("2027-01-31T23:00:00Z")), &policy()).is_empty());
         let got = evaluate(&snap(at("2027-02-01T00:00:00Z")), &policy());

@@ -22,8 +22,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use std::collections::BTreeMap;
+
 use crate::config::{PolicyConfig, DEFAULT_REGISTRY};
 use crate::registry::model::{Profile, Token};
+use crate::registry::package::{OrgView, Packument, ProvenanceSource, TrustConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +93,30 @@ pub enum Source {
     Config,
     /// The daemon's own record of failed runs: always available.
     Health,
+    /// Packuments of the watched packages.
+    Packages,
+    /// Rosters, teams and team packages of the watched orgs.
+    Orgs,
+    /// Trusted-publisher configurations: readable only in an attended run with an OTP.
+    Trust,
+}
+
+/// The watched packages as last read. A package whose fetch failed this cycle is represented by its
+/// last stored copy, so a registry error can neither resolve nor invent a finding.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PackageSet {
+    pub packuments: BTreeMap<String, Packument>,
+    /// The provenance statement's source per `name@version`, for versions that have one and were read.
+    pub provenance: BTreeMap<String, ProvenanceSource>,
+}
+
+/// What reading one package's trust configuration gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrustStatus {
+    Read(Vec<TrustConfig>),
+    /// The registry asked for a one-time password: unknown, never "none configured".
+    NeedsOtp,
+    Failed(String),
 }
 
 /// Health of one check group as the daemon records it.
@@ -109,6 +136,13 @@ pub struct Snapshot<'a> {
     /// Keys seen in earlier runs; `None` before the first successful token run.
     pub seen_tokens: Option<&'a HashSet<String>>,
     pub health: &'a [GroupHealth],
+    pub packages: Option<&'a PackageSet>,
+    pub orgs: Option<&'a [OrgView]>,
+    /// Per package; only in attended runs (`audit --otp`).
+    pub trust: Option<&'a BTreeMap<String, TrustStatus>>,
+    /// Maintainer names per package at the previous read (for `maintainers-changed`); `None` when
+    /// there was no previous read.
+    pub previous_maintainers: Option<&'a BTreeMap<String, Vec<String>>>,
 }
 
 impl Snapshot<'_> {
@@ -117,6 +151,9 @@ impl Snapshot<'_> {
             Source::Tokens => self.tokens.is_some(),
             Source::Profile => self.profile.is_some(),
             Source::Config | Source::Health => true,
+            Source::Packages => self.packages.is_some(),
+            Source::Orgs => self.orgs.is_some(),
+            Source::Trust => self.trust.is_some(),
         }
     }
 
@@ -265,6 +302,10 @@ pub(crate) mod fixtures {
             profile: None,
             seen_tokens: seen,
             health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         (check.evaluate)(&snap, &policy())
     }
@@ -303,6 +344,10 @@ mod tests {
             profile: None,
             seen_tokens: None,
             health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         let (findings, ran) = run_group("tokens", &snap, &fixtures::policy());
         assert!(findings.is_empty());
@@ -333,6 +378,10 @@ mod tests {
             profile: None,
             seen_tokens: None,
             health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         assert_eq!(
             snap.revoke_command(&tokens[2]),

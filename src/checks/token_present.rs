@@ -78,6 +78,10 @@ mod tests {
             profile: None,
             seen_tokens: None,
             health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
         };
         let got = evaluate(&snap, &super::super::fixtures::policy());
         assert!(got.iter().any(|f| f.subject == "token 82e393 (watchdog)"));

@@ -63,6 +63,10 @@ mod tests {
                 profile: None,
                 seen_tokens: None,
                 health: h,
+                packages: None,
+                orgs: None,
+                trust: None,
+                previous_maintainers: None,
             };
             evaluate(&snap, &policy())
         };

@@ -15,7 +15,8 @@ use std::time::Duration;
 use chrono::Utc;
 use rand::Rng;
 use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -108,7 +109,10 @@ fn otp_headers(otp: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
     if let Some(code) = otp.and_then(|c| HeaderValue::from_str(c.trim()).ok()) {
         h.insert(HeaderName::from_static("npm-otp"), code);
-        h.insert(HeaderName::from_static("npm-auth-type"), HeaderValue::from_static("legacy"));
+        h.insert(
+            HeaderName::from_static("npm-auth-type"),
+            HeaderValue::from_static("legacy"),
+        );
     }
     h
 }
@@ -331,51 +335,108 @@ impl RegistryClient {
     }
 
     /// `GET /-/user/<user>/package`: packages a user can access, with `read` or `write`.
-    pub async fn user_packages(&self, user: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
-        self.string_map("user_packages", &format!("/-/user/{}/package", escape_entity(user)), cred).await
-    }
-
-    /// `GET /-/org/<org>/package`. Unlike the npm CLI this never falls back to the user route on a 404:
-    /// a missing org is an error for that org, not someone else's package list.
-    pub async fn org_packages(&self, org: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
-        self.string_map("org_packages", &format!("/-/org/{}/package", escape_entity(org)), cred).await
-    }
-
-    /// `GET /-/org/<org>/user`: member → `owner` | `admin` | `developer`.
-    pub async fn org_roster(&self, org: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
-        self.string_map("org_roster", &format!("/-/org/{}/user", escape_entity(org)), cred).await
-    }
-
-    /// `GET /-/org/<org>/team?format=cli`: team names, without the `org:` prefix.
-    pub async fn org_teams(&self, org: &str, cred: &Credential) -> Result<Vec<String>, RegistryError> {
-        const EP: &str = "org_teams";
-        let url = self.endpoint_url(EP, &format!("/-/org/{}/team?format=cli", escape_entity(org)))?;
-        let body = self.get_json(EP, url, Some(cred)).await?;
-        let list = package::parse_string_list(&body, "teams").map_err(|e| malformed(EP, e))?;
-        Ok(list
-            .into_iter()
-            .map(|t| t.trim_start_matches('@').split_once(':').map_or(t.clone(), |(_, team)| team.to_string()))
-            .collect())
-    }
-
-    /// `GET /-/team/<org>/<team>/package`: package → `read` | `write`.
-    pub async fn team_packages(&self, org: &str, team: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
+    pub async fn user_packages(
+        &self,
+        user: &str,
+        cred: &Credential,
+    ) -> Result<BTreeMap<String, String>, RegistryError> {
         self.string_map(
-            "team_packages",
-            &format!("/-/team/{}/{}/package", escape_entity(org), escape_entity(team)),
+            "user_packages",
+            &format!("/-/user/{}/package", escape_entity(user)),
             cred,
         )
         .await
     }
 
-    async fn string_map(&self, endpoint: &'static str, path: &str, cred: &Credential) -> Result<BTreeMap<String, String>, RegistryError> {
+    /// `GET /-/org/<org>/package`. Unlike the npm CLI this never falls back to the user route on a 404:
+    /// a missing org is an error for that org, not someone else's package list.
+    pub async fn org_packages(
+        &self,
+        org: &str,
+        cred: &Credential,
+    ) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.string_map(
+            "org_packages",
+            &format!("/-/org/{}/package", escape_entity(org)),
+            cred,
+        )
+        .await
+    }
+
+    /// `GET /-/org/<org>/user`: member → `owner` | `admin` | `developer`.
+    pub async fn org_roster(
+        &self,
+        org: &str,
+        cred: &Credential,
+    ) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.string_map(
+            "org_roster",
+            &format!("/-/org/{}/user", escape_entity(org)),
+            cred,
+        )
+        .await
+    }
+
+    /// `GET /-/org/<org>/team?format=cli`: team names, without the `org:` prefix.
+    pub async fn org_teams(
+        &self,
+        org: &str,
+        cred: &Credential,
+    ) -> Result<Vec<String>, RegistryError> {
+        const EP: &str = "org_teams";
+        let url = self.endpoint_url(
+            EP,
+            &format!("/-/org/{}/team?format=cli", escape_entity(org)),
+        )?;
+        let body = self.get_json(EP, url, Some(cred)).await?;
+        let list = package::parse_string_list(&body, "teams").map_err(|e| malformed(EP, e))?;
+        Ok(list
+            .into_iter()
+            .map(|t| {
+                t.trim_start_matches('@')
+                    .split_once(':')
+                    .map_or(t.clone(), |(_, team)| team.to_string())
+            })
+            .collect())
+    }
+
+    /// `GET /-/team/<org>/<team>/package`: package → `read` | `write`.
+    pub async fn team_packages(
+        &self,
+        org: &str,
+        team: &str,
+        cred: &Credential,
+    ) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.string_map(
+            "team_packages",
+            &format!(
+                "/-/team/{}/{}/package",
+                escape_entity(org),
+                escape_entity(team)
+            ),
+            cred,
+        )
+        .await
+    }
+
+    async fn string_map(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        cred: &Credential,
+    ) -> Result<BTreeMap<String, String>, RegistryError> {
         let url = self.endpoint_url(endpoint, path)?;
         let body = self.get_json(endpoint, url, Some(cred)).await?;
         package::parse_string_map(&body, endpoint).map_err(|e| malformed(endpoint, e))
     }
 
     /// `GET /<pkg>` (the full document), conditional on `etag` when one is stored.
-    pub async fn packument(&self, name: &str, cred: Option<&Credential>, etag: Option<&str>) -> Result<Fetched, RegistryError> {
+    pub async fn packument(
+        &self,
+        name: &str,
+        cred: Option<&Credential>,
+        etag: Option<&str>,
+    ) -> Result<Fetched, RegistryError> {
         const EP: &str = "packument";
         let url = self.endpoint_url(EP, &format!("/{}", escape_package(name)))?;
         let mut headers = HeaderMap::new();
@@ -386,16 +447,26 @@ impl RegistryClient {
         if reply.status == StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }
-        let packument = package::parse_packument(&reply.body, name).map_err(|e| malformed(EP, e))?;
+        let packument =
+            package::parse_packument(&reply.body, name).map_err(|e| malformed(EP, e))?;
         Ok(Fetched::Fresh {
             packument,
-            etag: reply.headers.get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_string),
+            etag: reply
+                .headers
+                .get(ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             bytes: reply.body.len(),
         })
     }
 
     /// The repository and workflow named by a version's provenance statement, if it has one.
-    pub async fn provenance_source(&self, name: &str, version: &str, cred: Option<&Credential>) -> Result<Option<ProvenanceSource>, RegistryError> {
+    pub async fn provenance_source(
+        &self,
+        name: &str,
+        version: &str,
+        cred: Option<&Credential>,
+    ) -> Result<Option<ProvenanceSource>, RegistryError> {
         const EP: &str = "attestations";
         let url = self.endpoint_url(EP, &format!("/-/npm/v1/attestations/{name}@{version}"))?;
         let body = match self.get_json(EP, url, cred).await {
@@ -408,7 +479,12 @@ impl RegistryClient {
 
     /// `GET /-/package/<pkg>/trust`. npm puts this behind 2FA: without `otp` expect
     /// [`RegistryError::OtpRequired`], which means "unknown", never "none configured".
-    pub async fn trust(&self, name: &str, cred: &Credential, otp: Option<&str>) -> Result<Vec<TrustConfig>, RegistryError> {
+    pub async fn trust(
+        &self,
+        name: &str,
+        cred: &Credential,
+        otp: Option<&str>,
+    ) -> Result<Vec<TrustConfig>, RegistryError> {
         const EP: &str = "trust";
         let url = self.endpoint_url(EP, &format!("/-/package/{}/trust", escape_package(name)))?;
         let reply = self.get(EP, url, Some(cred), otp_headers(otp)).await?;
@@ -417,7 +493,12 @@ impl RegistryClient {
     }
 
     /// `POST /-/package/<pkg>/access` with "Require 2FA and disallow tokens". Never retried.
-    pub async fn require_2fa_disallow_tokens(&self, name: &str, cred: &Credential, otp: &str) -> Result<(), RegistryError> {
+    pub async fn require_2fa_disallow_tokens(
+        &self,
+        name: &str,
+        cred: &Credential,
+        otp: &str,
+    ) -> Result<(), RegistryError> {
         const EP: &str = "access";
         let url = self.endpoint_url(EP, &format!("/-/package/{}/access", escape_package(name)))?;
         let body = serde_json::json!({"publish_requires_tfa": true, "automation_token_overrides_tfa": false});
@@ -465,7 +546,12 @@ impl RegistryClient {
                     self.count(endpoint, if e.is_timeout() { "timeout" } else { "error" });
                     if retries_left {
                         let d = self.retry.delay(attempt - 1, None);
-                        tracing::debug!(endpoint, attempt, delay_ms = d.as_millis() as u64, "registry unreachable, retrying");
+                        tracing::debug!(
+                            endpoint,
+                            attempt,
+                            delay_ms = d.as_millis() as u64,
+                            "registry unreachable, retrying"
+                        );
                         tokio::time::sleep(d).await;
                         continue;
                     }
@@ -478,11 +564,18 @@ impl RegistryClient {
                 Ok(resp) => {
                     let status = resp.status();
                     self.count(endpoint, status.as_str());
-                    let retryable = matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
+                    let retryable =
+                        matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
                     if retryable && retries_left {
                         let ra = retry_after(resp.headers());
                         let d = self.retry.delay(attempt - 1, ra);
-                        tracing::debug!(endpoint, attempt, status = status.as_u16(), delay_ms = d.as_millis() as u64, "registry busy, retrying");
+                        tracing::debug!(
+                            endpoint,
+                            attempt,
+                            status = status.as_u16(),
+                            delay_ms = d.as_millis() as u64,
+                            "registry busy, retrying"
+                        );
                         tokio::time::sleep(d).await;
                         continue;
                     }
@@ -492,7 +585,12 @@ impl RegistryClient {
                         // A body cut off mid-way is a connection error like any other: retry it.
                         Err(_) if retries_left => {
                             let d = self.retry.delay(attempt - 1, None);
-                            tracing::debug!(endpoint, attempt, delay_ms = d.as_millis() as u64, "response cut off, retrying");
+                            tracing::debug!(
+                                endpoint,
+                                attempt,
+                                delay_ms = d.as_millis() as u64,
+                                "response cut off, retrying"
+                            );
                             tokio::time::sleep(d).await;
                             continue;
                         }
@@ -505,7 +603,11 @@ impl RegistryClient {
                         }
                     };
                     if status.is_success() || status == StatusCode::NOT_MODIFIED {
-                        return Ok(Reply { status, headers, body });
+                        return Ok(Reply {
+                            status,
+                            headers,
+                            body,
+                        });
                     }
                     return Err(classify(endpoint, status, &headers, &body, attempt));
                 }

@@ -26,7 +26,11 @@ pub struct Person {
 pub struct TrustedPublisher {
     /// `github` is documented; `gitlab` and `circleci` are assumed by analogy.
     pub id: String,
-    #[serde(default, rename = "oidcConfigId", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "oidcConfigId",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub oidc_config_id: Option<String>,
 }
 
@@ -40,6 +44,9 @@ pub struct VersionInfo {
     pub trusted_publisher: Option<TrustedPublisher>,
     /// `dist.attestations.provenance.predicateType`, when the version carries provenance.
     pub provenance: Option<String>,
+    /// The version carries a `deprecated` message.
+    #[serde(default)]
+    pub deprecated: bool,
 }
 
 /// The slim packument kept in memory and in state.
@@ -94,11 +101,17 @@ enum RawPerson {
 impl RawPerson {
     fn into_person(self) -> Option<Person> {
         match self {
-            RawPerson::Object { name: Some(name), email } => Some(Person { name, email }),
+            RawPerson::Object {
+                name: Some(name),
+                email,
+            } => Some(Person { name, email }),
             RawPerson::Object { name: None, .. } => None,
             RawPerson::Text(t) => {
                 let (name, email) = match t.split_once('<') {
-                    Some((n, rest)) => (n.trim().to_string(), Some(rest.trim_end_matches('>').trim().to_string())),
+                    Some((n, rest)) => (
+                        n.trim().to_string(),
+                        Some(rest.trim_end_matches('>').trim().to_string()),
+                    ),
                     None => (t.trim().to_string(), None),
                 };
                 (!name.is_empty()).then_some(Person { name, email })
@@ -112,6 +125,8 @@ struct RawVersion {
     #[serde(rename = "_npmUser")]
     npm_user: Option<RawNpmUser>,
     dist: Option<RawDist>,
+    /// A message string when deprecated (some registries send `false` or `""` otherwise).
+    deprecated: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -168,7 +183,9 @@ pub fn parse_packument(bytes: &[u8], requested: &str) -> Result<Packument, Field
                     name,
                     trusted_publisher,
                 }) => (name, trusted_publisher),
-                Some(RawNpmUser::Text(t)) => (RawPerson::Text(t).into_person().map(|p| p.name), None),
+                Some(RawNpmUser::Text(t)) => {
+                    (RawPerson::Text(t).into_person().map(|p| p.name), None)
+                }
                 None => (None, None),
             };
             VersionInfo {
@@ -180,11 +197,20 @@ pub fn parse_packument(bytes: &[u8], requested: &str) -> Result<Packument, Field
                     .and_then(|d| d.attestations)
                     .and_then(|a| a.provenance)
                     .and_then(|p| p.predicate_type),
+                deprecated: match &v.deprecated {
+                    Some(Value::String(m)) => !m.is_empty(),
+                    Some(Value::Bool(b)) => *b,
+                    _ => false,
+                },
                 version,
             }
         })
         .collect();
-    versions.sort_by(|a, b| a.published.cmp(&b.published).then_with(|| a.version.cmp(&b.version)));
+    versions.sort_by(|a, b| {
+        a.published
+            .cmp(&b.published)
+            .then_with(|| a.version.cmp(&b.version))
+    });
     Ok(Packument {
         name,
         dist_tags: raw.dist_tags,
@@ -270,13 +296,17 @@ impl TrustConfig {
                 "github {} {}{}",
                 s(&c["repository"]).unwrap_or_else(|| "?".into()),
                 s(&c["workflow_ref"]["file"]).unwrap_or_else(|| "?".into()),
-                s(&c["environment"]).map(|e| format!(" environment={e}")).unwrap_or_default()
+                s(&c["environment"])
+                    .map(|e| format!(" environment={e}"))
+                    .unwrap_or_default()
             ),
             "gitlab" => format!(
                 "gitlab {} {}{}",
                 s(&c["project_path"]).unwrap_or_else(|| "?".into()),
                 s(&c["ci_config_ref_uri"]["file"]).unwrap_or_else(|| "?".into()),
-                s(&c["environment"]).map(|e| format!(" environment={e}")).unwrap_or_default()
+                s(&c["environment"])
+                    .map(|e| format!(" environment={e}"))
+                    .unwrap_or_default()
             ),
             "circleci" => format!(
                 "circleci org {} project {}{}",
@@ -325,7 +355,11 @@ pub fn parse_trust(value: &Value) -> Result<Vec<TrustConfig>, FieldError> {
                 permissions: v
                     .get("permissions")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -394,9 +428,18 @@ pub fn escape_entity(name: &str) -> String {
     let mut out = String::new();
     for b in name.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'!'
+            | b'~'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -433,15 +476,25 @@ mod tests {
         assert_eq!(p.versions[0].publisher.as_deref(), Some("alice"));
         assert!(p.versions[0].trusted_publisher.is_none());
         let latest = p.latest().expect("latest");
-        assert_eq!(latest.trusted_publisher.as_ref().map(|t| t.id.as_str()), Some("github"));
-        assert_eq!(latest.provenance.as_deref(), Some("https://slsa.dev/provenance/v1"));
+        assert_eq!(
+            latest.trusted_publisher.as_ref().map(|t| t.id.as_str()),
+            Some("github")
+        );
+        assert_eq!(
+            latest.provenance.as_deref(),
+            Some("https://slsa.dev/provenance/v1")
+        );
         assert!(!p.unpublished);
     }
 
     #[test]
     fn bad_time_names_the_field() {
-        let err = parse_packument(br#"{"name":"a","time":{"1.0.0":"soon"}}"#, "a").expect_err("time");
-        assert!(err.to_string().starts_with("time.1.0.0: `soon` is not"), "{err}");
+        let err =
+            parse_packument(br#"{"name":"a","time":{"1.0.0":"soon"}}"#, "a").expect_err("time");
+        assert!(
+            err.to_string().starts_with("time.1.0.0: `soon` is not"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -466,7 +519,12 @@ mod tests {
         assert_eq!(t[0].describe(), "github o/r release.yml environment=prod");
         assert_eq!(t[1].describe(), "circleci org o-1 project p-1 contexts=1");
         assert_eq!(t[2].describe(), "buildkite (id t3)");
-        assert_eq!(parse_trust(&json!({"type": "gitlab", "claims": {}})).expect("one").len(), 1);
+        assert_eq!(
+            parse_trust(&json!({"type": "gitlab", "claims": {}}))
+                .expect("one")
+                .len(),
+            1
+        );
         assert!(parse_trust(&json!([{"id": "x"}])).is_err());
     }
 
@@ -483,10 +541,18 @@ mod tests {
             {"predicateType": "https://github.com/npm/attestation/tree/main/specs/publish/v0.1", "bundle": {}},
             {"predicateType": "https://slsa.dev/provenance/v1", "bundle": {"dsseEnvelope": {"payload": payload, "signatures": []}}}
         ]});
-        let src = parse_provenance(&reply).expect("parse").expect("provenance");
+        let src = parse_provenance(&reply)
+            .expect("parse")
+            .expect("provenance");
         assert_eq!(src.repository.as_deref(), Some("https://github.com/acme/a"));
-        assert_eq!(src.workflow_path.as_deref(), Some(".github/workflows/release.yml"));
-        assert_eq!(parse_provenance(&json!({"attestations": []})).expect("empty"), None);
+        assert_eq!(
+            src.workflow_path.as_deref(),
+            Some(".github/workflows/release.yml")
+        );
+        assert_eq!(
+            parse_provenance(&json!({"attestations": []})).expect("empty"),
+            None
+        );
         assert!(parse_provenance(&json!({})).is_err());
     }
 
