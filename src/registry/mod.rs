@@ -474,7 +474,7 @@ impl RegistryClient {
             Err(RegistryError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(package::parse_provenance(&body).map_err(|e| malformed(EP, e))?)
+        package::parse_provenance(&body).map_err(|e| malformed(EP, e))
     }
 
     /// `GET /-/package/<pkg>/trust`. npm puts this behind 2FA: without `otp` expect
