@@ -72,6 +72,7 @@ impl fmt::Display for Source {
     }
 }
 
+#[derive(Clone)]
 pub struct Credential {
     token: SecretString,
     pub source: Source,

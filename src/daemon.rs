@@ -20,6 +20,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::alerts::{self, lifecycle, Sink, SinkError};
 use crate::checks::{self, Snapshot};
+use crate::collect;
 use crate::config::Schedule;
 use crate::metrics::Metrics;
 use crate::registry::{RegistryClient, RegistryError};
@@ -27,8 +28,19 @@ use crate::runtime::Runtime;
 use crate::server;
 use crate::state::{OutboxItem, State, StateError};
 
-/// Check groups the daemon schedules, with the config key of their schedule.
-pub const GROUPS: &[&str] = &["tokens"];
+/// Check groups the daemon knows, each with its own schedule (`schedule.<group>`).
+pub const GROUPS: &[&str] = &["tokens", "packages", "org"];
+
+/// What one cycle read.
+#[derive(Default)]
+struct Gathered {
+    tokens: Option<Vec<crate::registry::model::Token>>,
+    profile: Option<crate::registry::model::Profile>,
+    packages: Option<checks::PackageSet>,
+    orgs: Option<Vec<crate::registry::package::OrgView>>,
+    previous_maintainers: Option<BTreeMap<String, Vec<String>>>,
+    errors: Vec<String>,
+}
 
 /// How long an orderly stop may take in all (systemd's default stop timeout is far longer).
 const STOP_BUDGET: Duration = Duration::from_secs(9);
@@ -80,6 +92,30 @@ impl Watchdog {
         })
     }
 
+    /// The groups with something to watch: tokens always, packages when `watch` names any source,
+    /// org when `watch.orgs` is set.
+    pub fn active_groups(&self) -> Vec<&'static str> {
+        let w = &self.rt.config.watch;
+        GROUPS
+            .iter()
+            .copied()
+            .filter(|g| match *g {
+                "packages" => !(w.users.is_empty() && w.orgs.is_empty() && w.packages.is_empty()),
+                "org" => !w.orgs.is_empty(),
+                _ => true,
+            })
+            .collect()
+    }
+
+    fn schedule_of(&self, group: &str) -> &Schedule {
+        let s = &self.rt.config.schedule;
+        match group {
+            "packages" => &s.packages,
+            "org" => &s.org,
+            _ => &s.tokens,
+        }
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -99,9 +135,9 @@ impl Watchdog {
             return;
         };
         let started = Instant::now();
-        let result = match group {
-            "tokens" => self.cycle_tokens().await,
-            _ => Ok(()),
+        let result = match GROUPS.iter().find(|g| **g == group) {
+            Some(g) => self.cycle(g).await,
+            None => Ok(()),
         };
         self.metrics
             .check_duration
@@ -119,55 +155,130 @@ impl Watchdog {
         self.wake.notify_one();
     }
 
-    async fn cycle_tokens(&self) -> Result<(), StateError> {
-        const GROUP: &str = "tokens";
-        let now = Utc::now();
-        let mut errors = Vec::new();
-        let (tokens, profile) = match self.rt.credential() {
+    /// Read what `group`'s checks look at. Errors are collected; a source that failed is `None`, or
+    /// (packages, orgs) its last stored copy.
+    async fn gather(&self, group: &str) -> Result<Gathered, StateError> {
+        let mut g = Gathered::default();
+        let cred = match self.rt.credential() {
+            Ok(c) => c,
             Err(e) => {
-                errors.push(format!("credential: {e}"));
-                (None, None)
-            }
-            Ok(cred) => {
-                let (t, p) =
-                    tokio::join!(self.client.list_tokens(&cred), self.client.profile(&cred));
-                (
-                    t.map_err(|e| errors.push(e.to_string())).ok(),
-                    p.map_err(|e| errors.push(e.to_string())).ok(),
-                )
+                g.errors.push(format!("credential: {e}"));
+                if group == "org" {
+                    // The org checks may still look at the stored packuments for retired maintainers.
+                    g.packages = Some(self.stored_packages()?);
+                }
+                return Ok(g);
             }
         };
-        let error = (!errors.is_empty()).then(|| errors.join("; "));
-        let before = self.state.group_health()?;
-        let was_failing = before
+        match group {
+            "tokens" => {
+                let (t, p) =
+                    tokio::join!(self.client.list_tokens(&cred), self.client.profile(&cred));
+                g.tokens = t.map_err(|e| g.errors.push(e.to_string())).ok();
+                g.profile = p.map_err(|e| g.errors.push(e.to_string())).ok();
+            }
+            "packages" => {
+                let found = collect::discover(&self.client, &self.rt.config.watch, &cred).await;
+                let mut names = found.packages;
+                if found.errors.is_empty() {
+                    self.state.retain_packuments(&names)?;
+                } else {
+                    // A listing failed: keep watching what was known rather than dropping it.
+                    names.extend(self.state.packuments()?.into_keys());
+                    g.errors.extend(found.errors);
+                }
+                let read = collect::read_packages(
+                    &self.client,
+                    &names,
+                    &cred,
+                    Some(&self.state),
+                    self.rt.config.registry.concurrency,
+                    self.rt.config.policy.trusted_publishing_since,
+                )
+                .await?;
+                tracing::debug!(
+                    fresh = read.fresh,
+                    not_modified = read.not_modified,
+                    bytes = read.bytes,
+                    "packuments read"
+                );
+                g.errors.extend(read.errors);
+                g.previous_maintainers = Some(read.previous_maintainers);
+                g.packages = Some(read.set);
+            }
+            "org" => {
+                let (views, errors) = collect::read_orgs(
+                    &self.client,
+                    &self.rt.config.watch.orgs,
+                    &cred,
+                    Some(&self.state),
+                )
+                .await?;
+                g.errors.extend(errors);
+                g.orgs = Some(views);
+                g.packages = Some(self.stored_packages()?);
+            }
+            _ => {}
+        }
+        Ok(g)
+    }
+
+    fn stored_packages(&self) -> Result<checks::PackageSet, StateError> {
+        let cache = self.state.provenance_cache()?;
+        Ok(checks::PackageSet {
+            packuments: self
+                .state
+                .packuments()?
+                .into_iter()
+                .map(|(n, (_, p))| (n, p))
+                .collect(),
+            provenance: cache
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect(),
+        })
+    }
+
+    /// One cycle of a group: read, record health, run its checks, plan the alerts, commit.
+    async fn cycle(&self, group: &'static str) -> Result<(), StateError> {
+        let now = Utc::now();
+        let g = self.gather(group).await?;
+        let error = (!g.errors.is_empty()).then(|| g.errors.join("; "));
+        let was_failing = self
+            .state
+            .group_health()?
             .iter()
-            .any(|h| h.group == GROUP && h.consecutive_failures > 0);
-        let health = self.state.record_run(GROUP, error.as_deref(), now)?;
+            .any(|h| h.group == group && h.consecutive_failures > 0);
+        let health = self.state.record_run(group, error.as_deref(), now)?;
         match &error {
             Some(e) => tracing::warn!(
-                group = GROUP,
+                group,
                 failures = health.consecutive_failures,
                 error = %e,
-                "check group could not read the registry; keeping earlier findings"
+                "check group could not read everything; keeping earlier findings for what it could not read"
             ),
-            None if was_failing => tracing::info!(group = GROUP, "check group recovered"),
-            None => tracing::debug!(group = GROUP, "check group ran"),
+            None if was_failing => tracing::info!(group, "check group recovered"),
+            None => tracing::debug!(group, "check group ran"),
         }
         let all_health = self.state.group_health()?;
         let seen = self.state.seen_tokens()?;
         let snap = Snapshot {
             now,
             registry: &self.rt.registry,
-            tokens: tokens.as_deref(),
-            profile: profile.as_ref(),
+            tokens: g.tokens.as_deref(),
+            profile: g.profile.as_ref(),
             seen_tokens: seen.as_ref(),
             health: &all_health,
-            packages: None,
-            orgs: None,
+            packages: g.packages.as_ref(),
+            orgs: g.orgs.as_deref(),
             trust: None,
-            previous_maintainers: None,
+            previous_maintainers: g.previous_maintainers.as_ref(),
         };
-        let (findings, ran) = checks::run_group(GROUP, &snap, &self.rt.config.policy);
+        let (mut findings, mut ran) = checks::run_group(group, &snap, &self.rt.config.policy);
+        let (health_findings, health_ran) =
+            checks::run_group(checks::HEALTH_GROUP, &snap, &self.rt.config.policy);
+        findings.extend(health_findings);
+        ran.extend(health_ran);
         let previous = self.state.active(Some(&ran))?;
         let events: HashSet<&str> = checks::all()
             .iter()
@@ -191,23 +302,28 @@ impl Watchdog {
             .iter()
             .map(|s| (s.name().to_string(), s.min_severity()))
             .collect();
-        let keys = tokens.as_deref().map(crate::registry::model::keys);
+        let keys = g.tokens.as_deref().map(crate::registry::model::keys);
         self.state.commit(&plan, &sinks, keys.as_ref(), now)?;
         self.state.prune_delivered(now - KEEP_DELIVERED)?;
 
-        if let Some(t) = &tokens {
+        if let Some(t) = &g.tokens {
             self.metrics.set_tokens(t);
+        }
+        if group == "packages" {
+            if let Some(p) = &g.packages {
+                self.metrics.set_packages(p);
+            }
         }
         self.metrics.set_findings(&self.state.finding_counts()?);
         let ok = error.is_none();
         self.metrics
             .check_success
-            .with_label_values(&[GROUP])
+            .with_label_values(&[group])
             .set(i64::from(ok));
         if ok {
             self.metrics
                 .check_last_success
-                .with_label_values(&[GROUP])
+                .with_label_values(&[group])
                 .set(now.timestamp() as f64);
         }
         Ok(())
@@ -377,11 +493,13 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     ));
     let dispatcher = tokio::spawn(Arc::clone(&wd).dispatch_loop(stop_rx.clone()));
 
+    let active = wd.active_groups();
     // First runs at start, then on schedule.
     let first = {
         let wd = Arc::clone(&wd);
+        let active = active.clone();
         tokio::spawn(async move {
-            for g in GROUPS {
+            for g in active {
                 wd.run_group(g).await;
             }
             wd.ready.store(true, Ordering::SeqCst);
@@ -391,8 +509,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut sched = JobScheduler::new()
         .await
         .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
-    let schedules = [("tokens", &wd.rt.config.schedule.tokens)];
-    for (group, schedule) in schedules {
+    for group in active {
+        let schedule = wd.schedule_of(group);
         sched
             .add(job(&wd, group, schedule)?)
             .await

@@ -7,6 +7,8 @@
 //! - [`credential`]: finding and re-reading the daemon's own npm token (never logged).
 //! - [`registry`]: the only code that talks to npm; typed results and typed errors.
 //! - [`checks`]: pure functions from a snapshot to findings, one file per check, listed in `checks::all()`.
+//! - [`collect`]: reading packages and orgs for the package, org and trust checks (shared by the
+//!   daemon, `audit` and `harden`).
 //! - [`state`]: SQLite: seen tokens, active findings, the notification outbox, per-group health.
 //! - [`alerts`]: finding lifecycle (FIRING, reminders, RESOLVED) and the sinks behind the `Sink` trait.
 //! - [`metrics`]: every exported metric in one struct.
@@ -15,6 +17,7 @@
 
 pub mod alerts;
 pub mod checks;
+pub mod collect;
 pub mod commands;
 pub mod config;
 pub mod credential;

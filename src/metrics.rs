@@ -26,6 +26,7 @@ pub struct Metrics {
     pub registry_requests: IntCounterVec,
     pub notifications: IntCounterVec,
     pub notification_queue: IntGaugeVec,
+    pub package_latest_trusted: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub up_since: Gauge,
 }
@@ -124,6 +125,14 @@ impl Metrics {
                 &["sink"],
             )
             .expect("static metric"),
+            package_latest_trusted: IntGaugeVec::new(
+                opts(
+                    "package_latest_trusted_publish",
+                    "1 if the package's latest version was published through trusted publishing (OIDC), else 0.",
+                ),
+                &["package"],
+            )
+            .expect("static metric"),
             build_info: IntGaugeVec::new(
                 opts(
                     "build_info",
@@ -150,6 +159,7 @@ impl Metrics {
             Box::new(m.registry_requests.clone()),
             Box::new(m.notifications.clone()),
             Box::new(m.notification_queue.clone()),
+            Box::new(m.package_latest_trusted.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.up_since.clone()),
         ];
@@ -204,6 +214,17 @@ impl Metrics {
                     .with_label_values(&labels)
                     .set(e.timestamp() as f64);
             }
+        }
+    }
+
+    /// One series per watched package (packages no longer watched disappear).
+    pub fn set_packages(&self, packages: &crate::checks::PackageSet) {
+        self.package_latest_trusted.reset();
+        for (name, p) in &packages.packuments {
+            let trusted = p.latest().is_some_and(|v| v.trusted_publisher.is_some());
+            self.package_latest_trusted
+                .with_label_values(&[name.as_str()])
+                .set(i64::from(trusted));
         }
     }
 

@@ -6,7 +6,7 @@
 //! notification is never lost and never queued twice for one state change. The connection sits behind
 //! a mutex; every statement is small, so holding it briefly from async code is fine.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::alerts::lifecycle::{Active, Plan};
 use crate::alerts::Notification;
 use crate::checks::{Finding, GroupHealth, Severity};
+use crate::registry::package::{OrgView, Packument, ProvenanceSource};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -121,6 +122,15 @@ impl State {
                      last_error TEXT
                  );
                  CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered, id);
+                 CREATE TABLE IF NOT EXISTS packuments (
+                     name TEXT PRIMARY KEY,
+                     etag TEXT,
+                     body TEXT NOT NULL,
+                     fetched INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS provenance (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS orgs (org TEXT PRIMARY KEY, body TEXT NOT NULL, fetched INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS hardened (package TEXT PRIMARY KEY, at INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS check_runs (
                      grp TEXT PRIMARY KEY,
                      last_run INTEGER NOT NULL,
@@ -453,6 +463,159 @@ impl State {
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        body: &str,
+    ) -> Result<T, StateError> {
+        serde_json::from_str(body).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("{what}: {e}"),
+        })
+    }
+
+    fn encode<T: serde::Serialize>(&self, value: &T) -> Result<String, StateError> {
+        serde_json::to_string(value).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Stored slim packuments with their ETags.
+    pub fn packuments(&self) -> Result<BTreeMap<String, (Option<String>, Packument)>, StateError> {
+        let rows: Vec<(String, Option<String>, String)> = self.with(|c| {
+            let mut stmt = c.prepare("SELECT name, etag, body FROM packuments")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(name, etag, body)| {
+                let p = self.decode(&format!("packument {name}"), &body)?;
+                Ok((name, (etag, p)))
+            })
+            .collect()
+    }
+
+    pub fn store_packuments(
+        &self,
+        fresh: &[(String, Option<String>, Packument)],
+    ) -> Result<(), StateError> {
+        let encoded = fresh
+            .iter()
+            .map(|(n, e, p)| Ok((n, e, self.encode(p)?)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        let now = ts(chrono::Utc::now());
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (name, etag, body) in &encoded {
+                tx.execute(
+                    "INSERT INTO packuments (name, etag, body, fetched) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(name) DO UPDATE SET etag = excluded.etag, body = excluded.body, fetched = excluded.fetched",
+                    params![name, etag, body, now],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Drop stored packuments of packages no longer watched.
+    pub fn retain_packuments(
+        &self,
+        names: &std::collections::BTreeSet<String>,
+    ) -> Result<(), StateError> {
+        let stored: Vec<String> = self.packuments()?.into_keys().collect();
+        self.with(|c| {
+            for n in stored.iter().filter(|n| !names.contains(*n)) {
+                c.execute("DELETE FROM packuments WHERE name = ?1", [n])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Provenance per `name@version`: `None` means the version was checked and has none. Versions
+    /// are immutable, so entries never expire.
+    pub fn provenance_cache(
+        &self,
+    ) -> Result<BTreeMap<String, Option<ProvenanceSource>>, StateError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut stmt = c.prepare("SELECT key, body FROM provenance")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(k, b)| Ok((k.clone(), self.decode(&format!("provenance {k}"), &b)?)))
+            .collect()
+    }
+
+    pub fn store_provenance(
+        &self,
+        learned: &[(String, Option<ProvenanceSource>)],
+    ) -> Result<(), StateError> {
+        let encoded = learned
+            .iter()
+            .map(|(k, v)| Ok((k, self.encode(v)?)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        self.with(|c| {
+            for (k, body) in &encoded {
+                c.execute(
+                    "INSERT OR REPLACE INTO provenance (key, body) VALUES (?1, ?2)",
+                    params![k, body],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn orgs(&self) -> Result<BTreeMap<String, OrgView>, StateError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut stmt = c.prepare("SELECT org, body FROM orgs")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(k, b)| Ok((k.clone(), self.decode(&format!("org {k}"), &b)?)))
+            .collect()
+    }
+
+    pub fn store_org(&self, view: &OrgView) -> Result<(), StateError> {
+        let body = self.encode(view)?;
+        let now = ts(chrono::Utc::now());
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO orgs (org, body, fetched) VALUES (?1, ?2, ?3)",
+                params![view.org, body, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// `harden` set "Require 2FA and disallow tokens" on this package at this time.
+    pub fn record_hardened(&self, package: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO hardened (package, at) VALUES (?1, ?2)",
+                params![package, ts(at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn hardened(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StateError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT package, at FROM hardened")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?))))?
+                .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
             Ok(rows)
         })
     }

@@ -1,12 +1,13 @@
 //! `watchdog-blind`: a check group failed `policy.blind_after` runs in a row, so the daemon cannot see
 //! what it is meant to watch (credential rejected, EOTP, registry down).
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Finding, Severity, Snapshot, Source, HEALTH_GROUP};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "watchdog-blind",
-    group: "tokens",
+    // Judged after every group's run, over the health of all groups.
+    group: HEALTH_GROUP,
     source: Source::Health,
     event: false,
     evaluate,
