@@ -10,11 +10,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::alerts::{self, Notification};
-use crate::checks::{self, Finding, Severity, Snapshot};
+use crate::checks::{self, Finding, Severity, Snapshot, TrustStatus};
+use crate::collect;
 use crate::config::Loaded;
+use crate::credential::Credential;
+use crate::dod::{self, DodRow, Verdict};
 use crate::metrics::Metrics;
 use crate::registry::model::{Profile, Token};
+use crate::registry::{RegistryClient, RegistryError};
 use crate::runtime::Runtime;
+use crate::state::State;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FINDINGS: i32 = 1;
@@ -209,22 +214,6 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    Unverified,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DodRow {
-    pub id: &'static str,
-    pub title: &'static str,
-    pub status: Verdict,
-    pub evidence: Vec<String>,
-}
-
 #[derive(Serialize)]
 struct AuditReport<'a> {
     /// Bumped when a field changes meaning.
@@ -232,71 +221,128 @@ struct AuditReport<'a> {
     registry: &'a str,
     account: Option<&'a str>,
     generated_at: DateTime<Utc>,
+    /// `fail` when any box FAILs or any finding exists; UNVERIFIED boxes do not fail the audit.
     result: &'static str,
+    packages: Vec<&'a str>,
     dod: &'a [DodRow],
     findings: &'a [Finding],
 }
 
-/// The Definition-of-Done rows this version can judge from the token list.
-pub fn dod_rows(
-    tokens: &[Token],
-    findings: &[Finding],
-    now: DateTime<Utc>,
-    policy: &crate::config::PolicyConfig,
-) -> Vec<DodRow> {
-    let present: Vec<String> = checks::not_allowlisted(tokens, policy, now)
-        .map(|t| {
-            format!(
-                "{} ({} {}, created {})",
-                t.label(),
-                t.kind.as_str(),
-                t.access.as_str(),
-                date(t.created)
-            )
-        })
-        .collect();
-    let d5 = DodRow {
-        id: "D5",
-        title: "every static npm token on the account is deleted",
-        status: if present.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        evidence: if present.is_empty() {
-            vec![format!("{} token(s) listed, all allowlisted", tokens.len())]
-        } else {
-            present
-        },
-    };
-    let bypass: Vec<String> = findings
-        .iter()
-        .filter(|f| f.check == "token-bypass-2fa")
-        .map(|f| format!("{}: {}", f.subject, f.summary))
-        .collect();
-    let d9 = DodRow {
-        id: "D9",
-        title: "the temporary bypass-2FA bulk-hardening token has been deleted",
-        status: if bypass.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        evidence: if bypass.is_empty() {
-            vec!["no bypass-2FA token on the account".into()]
-        } else {
-            bypass
-        },
-    };
-    vec![d5, d9]
+/// Read trust configs: without an OTP only the first package is tried (the registry normally demands
+/// one, and one EOTP says so for all); with one, every package, stopping at the first rejected OTP.
+async fn read_trust(
+    client: &RegistryClient,
+    cred: &Credential,
+    names: impl Iterator<Item = &String>,
+    otp: Option<&str>,
+) -> BTreeMap<String, TrustStatus> {
+    let mut out = BTreeMap::new();
+    let mut otp_refused = false;
+    for name in names {
+        if otp_refused {
+            out.insert(name.clone(), TrustStatus::NeedsOtp);
+            continue;
+        }
+        let status = match client.trust(name, cred, otp).await {
+            Ok(cfgs) => TrustStatus::Read(cfgs),
+            Err(RegistryError::OtpRequired { .. }) => {
+                otp_refused = true;
+                TrustStatus::NeedsOtp
+            }
+            Err(e) => TrustStatus::Failed(e.to_string()),
+        };
+        out.insert(name.clone(), status);
+    }
+    out
 }
 
-/// `npm-watchdog audit`: the DoD rows it can judge, then every finding.
-pub async fn audit(rt: &Runtime, format: Format) -> Result<Outcome, CommandError> {
+/// `npm-watchdog audit`: the Definition of Done (D1-D9) with evidence, then every finding.
+pub async fn audit(
+    rt: &Runtime,
+    format: Format,
+    otp: Option<&str>,
+) -> Result<Outcome, CommandError> {
     let live = read_live(rt).await?;
+    let cred = rt.credential().map_err(CommandError::from)?;
+    let client = rt.client(Metrics::new()).map_err(CommandError::from)?;
+    let cfg = &rt.config;
+    let watching =
+        !(cfg.watch.users.is_empty() && cfg.watch.orgs.is_empty() && cfg.watch.packages.is_empty());
+    let mut errors = Vec::new();
+    let packages = if watching {
+        let found = collect::discover(&client, &cfg.watch, &cred).await;
+        errors.extend(found.errors);
+        let read = collect::read_packages(
+            &client,
+            &found.packages,
+            &cred,
+            None,
+            cfg.registry.concurrency,
+            cfg.policy.trusted_publishing_since,
+        )
+        .await
+        .map_err(CommandError::from)?;
+        errors.extend(read.errors);
+        Some(read.set)
+    } else {
+        None
+    };
+    let orgs = if cfg.watch.orgs.is_empty() {
+        None
+    } else {
+        let (views, errs) = collect::read_orgs(&client, &cfg.watch.orgs, &cred, None)
+            .await
+            .map_err(CommandError::from)?;
+        errors.extend(errs);
+        Some(views)
+    };
+    if !errors.is_empty() {
+        return Err(CommandError(format!(
+            "the audit could not read everything it needs:\n  {}",
+            errors.join("\n  ")
+        )));
+    }
+    let trust = match &packages {
+        Some(p) if !p.packuments.is_empty() => {
+            Some(read_trust(&client, &cred, p.packuments.keys(), otp).await)
+        }
+        _ => None,
+    };
+    // Without an OTP and with the registry refusing, there is nothing to judge: leave D1/D2 unverified.
+    let trust =
+        trust.filter(|t| otp.is_some() || t.values().any(|s| matches!(s, TrustStatus::Read(_))));
+    let snap = Snapshot {
+        now: live.now,
+        registry: &rt.registry,
+        tokens: Some(&live.tokens),
+        profile: Some(&live.profile),
+        seen_tokens: None,
+        health: &[],
+        packages: packages.as_ref(),
+        orgs: orgs.as_deref(),
+        trust: trust.as_ref(),
+        previous_maintainers: None,
+    };
     let mut findings = live.findings.clone();
+    for group in ["packages", "org", "trust"] {
+        findings.extend(checks::run_group(group, &snap, &cfg.policy).0);
+    }
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(&b.check)));
-    let rows = dod_rows(&live.tokens, &findings, live.now, &rt.config.policy);
+    let hardened = match State::open_existing(&rt.state_path) {
+        Some(Ok(state)) => state.hardened().map_err(CommandError::from)?,
+        Some(Err(e)) => return Err(CommandError::from(e)),
+        None => BTreeMap::new(),
+    };
+    let rows = dod::scorecard(&dod::Input {
+        now: live.now,
+        policy: &cfg.policy,
+        tokens: &live.tokens,
+        findings: &findings,
+        packages: packages.as_ref(),
+        orgs: orgs.as_deref(),
+        trust: trust.as_ref(),
+        hardened: &hardened,
+    });
     let failed = rows.iter().any(|r| r.status == Verdict::Fail) || !findings.is_empty();
     let stdout = match format {
         Format::Json => {
@@ -306,6 +352,10 @@ pub async fn audit(rt: &Runtime, format: Format) -> Result<Outcome, CommandError
                 account: live.profile.name.as_deref(),
                 generated_at: live.now,
                 result: if failed { "fail" } else { "pass" },
+                packages: packages
+                    .as_ref()
+                    .map(|p| p.packuments.keys().map(String::as_str).collect())
+                    .unwrap_or_default(),
                 dod: &rows,
                 findings: &findings,
             };
@@ -313,18 +363,17 @@ pub async fn audit(rt: &Runtime, format: Format) -> Result<Outcome, CommandError
         }
         Format::Table => {
             let mut out = format!(
-                "npm-watchdog audit of {} ({}) at {}\n\nDefinition of Done\n",
+                "npm-watchdog audit of {} ({}) at {}\n",
                 live.profile.name.as_deref().unwrap_or("unknown account"),
                 rt.registry,
                 live.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
+            if let Some(p) = &packages {
+                let _ = writeln!(out, "{} package(s) watched", p.packuments.len());
+            }
+            out.push_str("\nDefinition of Done\n");
             for r in &rows {
-                let status = match r.status {
-                    Verdict::Pass => "PASS",
-                    Verdict::Fail => "FAIL",
-                    Verdict::Unverified => "UNVERIFIED",
-                };
-                let _ = writeln!(out, "  {:<3} {:<10} {}", r.id, status, r.title);
+                let _ = writeln!(out, "  {:<3} {:<10} {}", r.id, r.status.as_str(), r.title);
                 for e in &r.evidence {
                     let _ = writeln!(out, "                 - {e}");
                 }
@@ -345,6 +394,92 @@ pub async fn audit(rt: &Runtime, format: Format) -> Result<Outcome, CommandError
         code: if failed { EXIT_FINDINGS } else { EXIT_OK },
         stdout,
     })
+}
+
+/// `npm-watchdog harden --otp CODE [--dry-run]`: set "Require 2FA and disallow tokens" on every
+/// watched package, one request each, recording each success in the state. A rejected OTP stops the
+/// run (it would be rejected for the rest too) and the report lists what was and was not done.
+pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, CommandError> {
+    let cred = rt.credential().map_err(CommandError::from)?;
+    let client = rt.client(Metrics::new()).map_err(CommandError::from)?;
+    let found = collect::discover(&client, &rt.config.watch, &cred).await;
+    if !found.errors.is_empty() {
+        return Err(CommandError(format!(
+            "cannot list the watched packages:\n  {}",
+            found.errors.join("\n  ")
+        )));
+    }
+    if found.packages.is_empty() {
+        return Err(CommandError(
+            "no package is watched: set watch.users, watch.orgs or watch.packages".into(),
+        ));
+    }
+    let mut out = String::new();
+    if dry_run {
+        let _ = writeln!(
+            out,
+            "would set \"Require 2FA and disallow tokens\" on {} package(s) (POST /-/package/<name>/access):",
+            found.packages.len()
+        );
+        for p in &found.packages {
+            let _ = writeln!(out, "  {p}");
+        }
+        return Ok(Outcome {
+            code: EXIT_OK,
+            stdout: out,
+        });
+    }
+    let state = State::open(&rt.state_path).map_err(CommandError::from)?;
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    let mut not_done = Vec::new();
+    let mut stopped = None;
+    for name in &found.packages {
+        if stopped.is_some() {
+            not_done.push(name.clone());
+            continue;
+        }
+        match client.require_2fa_disallow_tokens(name, &cred, otp).await {
+            Ok(()) => {
+                state
+                    .record_hardened(name, Utc::now())
+                    .map_err(CommandError::from)?;
+                let _ = writeln!(out, "ok      {name}");
+                done.push(name.clone());
+            }
+            Err(RegistryError::OtpRequired { .. }) => {
+                stopped = Some("the one-time password was rejected or has expired".to_string());
+                not_done.push(name.clone());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "FAILED  {name}: {e}");
+                failed.push(name.clone());
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{} of {} package(s) now require 2FA and disallow tokens; {} failed; {} not attempted",
+        done.len(),
+        found.packages.len(),
+        failed.len(),
+        not_done.len()
+    );
+    if let Some(why) = stopped {
+        let _ = writeln!(
+            out,
+            "stopped: {why}; run again with a fresh code to finish:"
+        );
+        for n in &not_done {
+            let _ = writeln!(out, "  not done: {n}");
+        }
+    }
+    let code = if failed.is_empty() && not_done.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    };
+    Ok(Outcome { code, stdout: out })
 }
 
 /// `npm-watchdog config check`: the effective configuration (redacted), where each open setting came
@@ -456,43 +591,6 @@ pub async fn notify_test(rt: &Runtime) -> Result<Outcome, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::fixtures;
-
-    #[test]
-    fn dod_rows_from_fixture_tokens() {
-        let tokens = fixtures::tokens();
-        let reg = fixtures::registry();
-        let snap = Snapshot {
-            now: fixtures::now(),
-            registry: &reg,
-            tokens: Some(&tokens),
-            profile: None,
-            seen_tokens: None,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
-        };
-        let (findings, _) = checks::run_group("tokens", &snap, &fixtures::policy());
-        let rows = dod_rows(&tokens, &findings, fixtures::now(), &fixtures::policy());
-        assert_eq!(rows[0].status, Verdict::Fail);
-        assert_eq!(rows[0].evidence.len(), 4);
-        assert!(
-            rows[0].evidence[0].starts_with("token b5c1d2 (bulk-hardening) (granular read-write")
-        );
-        assert_eq!(rows[1].status, Verdict::Fail);
-        assert_eq!(rows[1].evidence.len(), 2);
-        let none = dod_rows(&tokens[..1], &[], fixtures::now(), &fixtures::policy());
-        assert_eq!(
-            (none[0].status, none[1].status),
-            (Verdict::Pass, Verdict::Pass)
-        );
-        assert_eq!(
-            none[0].evidence,
-            vec!["1 token(s) listed, all allowlisted".to_string()]
-        );
-    }
 
     #[test]
     fn table_aligns_columns() {

@@ -11,6 +11,7 @@
 //!   daemon, `audit` and `harden`).
 //! - [`state`]: SQLite: seen tokens, active findings, the notification outbox, per-group health.
 //! - [`alerts`]: finding lifecycle (FIRING, reminders, RESOLVED) and the sinks behind the `Sink` trait.
+//! - [`dod`]: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
 //! - [`metrics`]: every exported metric in one struct.
 //! - [`daemon`]: the scheduler, one cycle per check group, the HTTP server and shutdown.
 //! - [`commands`]: the one-shot CLI verbs (`tokens`, `audit`, `config check`, `notify-test`).
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod credential;
 pub mod daemon;
+pub mod dod;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

@@ -42,10 +42,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// Score the account against the Definition of Done and list every finding (exit 1 on findings).
+    /// Score the account against the Definition of Done (D1-D9) and list every finding (exit 1 on findings).
     Audit {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// A one-time password, to read the packages' trusted-publisher configurations (behind 2FA).
+        #[arg(long, value_name = "CODE")]
+        otp: Option<String>,
+    },
+    /// Set "Require 2FA and disallow tokens" on every watched package (attended: needs an OTP).
+    Harden {
+        /// A one-time password from the account's authenticator.
+        #[arg(long, value_name = "CODE")]
+        otp: String,
+        /// Print what would be changed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Inspect the configuration.
     Config {
@@ -154,7 +166,13 @@ async fn main() -> ExitCode {
             Ok(o) => print(o),
             Err(e) => fail(e),
         },
-        Command::Audit { format } => match commands::audit(&runtime, as_format(format)).await {
+        Command::Audit { format, otp } => {
+            match commands::audit(&runtime, as_format(format), otp.as_deref()).await {
+                Ok(o) => print(o),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Harden { otp, dry_run } => match commands::harden(&runtime, &otp, dry_run).await {
             Ok(o) => print(o),
             Err(e) => fail(e),
         },

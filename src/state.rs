@@ -77,6 +77,12 @@ impl State {
         Self::init(conn, path.into())
     }
 
+    /// Open the database only if the file exists (one-shot commands read the daemon's state but do
+    /// not create one).
+    pub fn open_existing(path: &Path) -> Option<Result<Self, StateError>> {
+        path.exists().then(|| Self::open(path))
+    }
+
     pub fn open_in_memory() -> Result<Self, StateError> {
         let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
             path: ":memory:".into(),

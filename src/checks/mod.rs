@@ -7,12 +7,20 @@
 
 mod account_2fa;
 mod allowlist_expired;
+mod maintainers_changed;
+mod org_owner_unexpected;
+mod publish_unexpected_source;
+mod publish_untrusted;
+mod retired_account_active;
+mod team_write_access;
 mod token_bypass_2fa;
 mod token_created;
 mod token_long_lived;
 mod token_present;
 mod token_unrestricted;
 mod token_unused;
+mod trusted_publisher_missing;
+mod trusted_publisher_unbound;
 mod watchdog_blind;
 
 use std::collections::HashSet;
@@ -192,6 +200,14 @@ pub fn all() -> &'static [CheckDef] {
         token_unused::CHECK,
         allowlist_expired::CHECK,
         account_2fa::CHECK,
+        publish_untrusted::CHECK,
+        publish_unexpected_source::CHECK,
+        maintainers_changed::CHECK,
+        org_owner_unexpected::CHECK,
+        retired_account_active::CHECK,
+        team_write_access::CHECK,
+        trusted_publisher_missing::CHECK,
+        trusted_publisher_unbound::CHECK,
         watchdog_blind::CHECK,
     ];
     ALL
@@ -318,6 +334,117 @@ pub(crate) mod fixtures {
             .iter()
             .map(|f| (f.subject.clone(), f.severity))
             .collect()
+    }
+
+    pub fn keys(findings: &[Finding]) -> Vec<String> {
+        findings.iter().map(|f| f.subject_key.clone()).collect()
+    }
+
+    /// `@acme/core` (expected from GitHub `acme/core`, `release.yml`; versions on both sides of the
+    /// cutoff, one exactly at it, deprecated ones, one without a publish time, provenance that matches
+    /// and that does not), `@acme/cli` (expected from GitLab; a GitHub publish, a publish without
+    /// `_npmUser`; maintained by the retired `old-ci`) and `left-pad-acme` (no expectation; a CircleCI
+    /// publish and a fresh token publish three hours before [`NOW`]).
+    pub fn packages() -> PackageSet {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("fixtures/packuments.json")).expect("fixture json");
+        let mut set = PackageSet::default();
+        for raw in doc["packuments"].as_array().expect("packuments") {
+            let name = raw["name"].as_str().expect("name");
+            let p = crate::registry::package::parse_packument(raw.to_string().as_bytes(), name)
+                .expect("fixture packument parses");
+            set.packuments.insert(p.name.clone(), p);
+        }
+        set.provenance =
+            serde_json::from_value(doc["provenance"].clone()).expect("fixture provenance");
+        set
+    }
+
+    /// `acme` (owners alice and dave, admin bob, developers carol and old-ci; teams developers,
+    /// release-admins, readers, hotfix with a `read-write` value, empty) and `acme-labs` (owner
+    /// alice, admin old-ci; teams developers and hotfix, both with write).
+    pub fn orgs() -> Vec<OrgView> {
+        serde_json::from_str(include_str!("fixtures/orgs.json")).expect("fixture orgs")
+    }
+
+    /// Trust read results per package: `{"configs": [...]}` is a registry reply, `{"needs_otp": true}`
+    /// an EOTP, `{"failed": "..."}` a failed read.
+    pub fn trust() -> BTreeMap<String, TrustStatus> {
+        let doc: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(include_str!("fixtures/trust.json")).expect("fixture trust");
+        doc.into_iter()
+            .map(|(pkg, v)| {
+                let status = if v["needs_otp"] == serde_json::Value::Bool(true) {
+                    TrustStatus::NeedsOtp
+                } else if let Some(e) = v["failed"].as_str() {
+                    TrustStatus::Failed(e.to_string())
+                } else {
+                    TrustStatus::Read(
+                        crate::registry::package::parse_trust(&v["configs"])
+                            .expect("fixture trust parses"),
+                    )
+                };
+                (pkg, status)
+            })
+            .collect()
+    }
+
+    /// The fixture policy plus what the package and org checks look at.
+    pub fn watch_policy() -> PolicyConfig {
+        let src = |s: &str| s.parse().expect("expected source");
+        PolicyConfig {
+            write_teams: vec!["release-admins".into()],
+            expected_owners: vec!["alice".into()],
+            retired_accounts: vec!["old-ci".into(), "ghost".into()],
+            expected_publishers: BTreeMap::from([
+                (
+                    "@acme/core".to_string(),
+                    src("github:acme/core:release.yml"),
+                ),
+                ("@acme/cli".to_string(), src("gitlab:acme/tools/cli")),
+            ]),
+            ..policy()
+        }
+    }
+
+    /// What a check reads besides the time and the registry.
+    #[derive(Default, Clone, Copy)]
+    pub struct Inputs<'a> {
+        pub packages: Option<&'a PackageSet>,
+        pub orgs: Option<&'a [OrgView]>,
+        pub trust: Option<&'a BTreeMap<String, TrustStatus>>,
+        pub previous_maintainers: Option<&'a BTreeMap<String, Vec<String>>>,
+    }
+
+    fn snapshot<'a>(reg: &'a Url, inputs: Inputs<'a>) -> Snapshot<'a> {
+        Snapshot {
+            now: now(),
+            registry: reg,
+            tokens: None,
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+            packages: inputs.packages,
+            orgs: inputs.orgs,
+            trust: inputs.trust,
+            previous_maintainers: inputs.previous_maintainers,
+        }
+    }
+
+    /// Run one check on the given inputs at [`NOW`].
+    pub fn run_on(check: &CheckDef, inputs: Inputs, policy: &PolicyConfig) -> Vec<Finding> {
+        let reg = registry();
+        (check.evaluate)(&snapshot(&reg, inputs), policy)
+    }
+
+    /// Run a whole schedule group on the given inputs: the findings and the checks that ran.
+    pub fn run_group_on(
+        group: &str,
+        inputs: Inputs,
+        policy: &PolicyConfig,
+    ) -> (Vec<Finding>, Vec<&'static str>) {
+        let reg = registry();
+        run_group(group, &snapshot(&reg, inputs), policy)
     }
 }
 

@@ -1,0 +1,499 @@
+//! The Definition-of-Done scorecard (D1-D9): a pure function from what an audit read, and the findings
+//! the checks made of it, to one verdict per box with its evidence.
+//!
+//! A box is PASS only when the registry shows it; what the registry cannot show (CI configuration for
+//! D3, the publishing-access setting for D7, trust configs without an OTP) is UNVERIFIED with the reason,
+//! never a silent PASS.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::checks::{self, Finding, PackageSet, TrustStatus};
+use crate::config::PolicyConfig;
+use crate::registry::model::Token;
+use crate::registry::package::OrgView;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Unverified,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Unverified => "UNVERIFIED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DodRow {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub status: Verdict,
+    pub evidence: Vec<String>,
+}
+
+/// Everything the scorecard looks at.
+pub struct Input<'a> {
+    pub now: DateTime<Utc>,
+    pub policy: &'a PolicyConfig,
+    pub tokens: &'a [Token],
+    /// Every finding of this audit, of every check that ran.
+    pub findings: &'a [Finding],
+    /// `None` when no package is watched.
+    pub packages: Option<&'a PackageSet>,
+    /// `None` when no org is watched.
+    pub orgs: Option<&'a [OrgView]>,
+    /// `None` when trust configs were not read (no `--otp`, or nothing watched).
+    pub trust: Option<&'a BTreeMap<String, TrustStatus>>,
+    /// When `harden` last set "Require 2FA and disallow tokens", per package.
+    pub hardened: &'a BTreeMap<String, DateTime<Utc>>,
+}
+
+fn of<'f>(findings: &'f [Finding], check: &str) -> Vec<&'f Finding> {
+    findings.iter().filter(|f| f.check == check).collect()
+}
+
+fn lines(findings: &[&Finding]) -> Vec<String> {
+    findings
+        .iter()
+        .map(|f| format!("{}: {}", f.subject, f.summary))
+        .collect()
+}
+
+fn row(id: &'static str, title: &'static str, status: Verdict, evidence: Vec<String>) -> DodRow {
+    DodRow {
+        id,
+        title,
+        status,
+        evidence,
+    }
+}
+
+const NO_PACKAGES: &str = "no package is watched (set watch.users, watch.orgs or watch.packages)";
+const NEEDS_OTP: &str = "unverified: needs --otp (trust configurations are behind 2FA)";
+
+pub fn scorecard(i: &Input) -> Vec<DodRow> {
+    vec![
+        d1(i),
+        d2(i),
+        d3(i),
+        d4(i),
+        d5(i),
+        d6(i),
+        d7(i),
+        d8(i),
+        d9(i),
+    ]
+}
+
+fn watched<'a>(i: &Input<'a>) -> Option<&'a PackageSet> {
+    i.packages.filter(|p| !p.packuments.is_empty())
+}
+
+fn d1(i: &Input) -> DodRow {
+    const T: &str = "every publishing package has a trusted publisher configured";
+    let Some(pkgs) = watched(i) else {
+        return row("D1", T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
+    };
+    let Some(trust) = i.trust else {
+        return row("D1", T, Verdict::Unverified, vec![NEEDS_OTP.into()]);
+    };
+    let missing = of(i.findings, "trusted-publisher-missing");
+    if !missing.is_empty() {
+        return row("D1", T, Verdict::Fail, lines(&missing));
+    }
+    let mut evidence = Vec::new();
+    let mut unknown = false;
+    for name in pkgs.packuments.keys() {
+        match trust.get(name) {
+            Some(TrustStatus::Read(cfgs)) => {
+                let shown: Vec<String> = cfgs.iter().map(|c| c.describe()).collect();
+                evidence.push(format!("{name}: {}", shown.join("; ")));
+            }
+            Some(TrustStatus::NeedsOtp) | None => {
+                unknown = true;
+                evidence.push(format!("{name}: {NEEDS_OTP}"));
+            }
+            Some(TrustStatus::Failed(e)) => {
+                unknown = true;
+                evidence.push(format!("{name}: could not be read: {e}"));
+            }
+        }
+    }
+    row(
+        "D1",
+        T,
+        if unknown {
+            Verdict::Unverified
+        } else {
+            Verdict::Pass
+        },
+        evidence,
+    )
+}
+
+fn d2(i: &Input) -> DodRow {
+    const T: &str =
+        "every trusted publisher is bound to a branch-restricted context or environment";
+    let bad: Vec<&Finding> = of(i.findings, "trusted-publisher-unbound")
+        .into_iter()
+        .chain(of(i.findings, "publish-unexpected-source"))
+        .collect();
+    if !bad.is_empty() {
+        return row("D2", T, Verdict::Fail, lines(&bad));
+    }
+    if watched(i).is_none() {
+        return row("D2", T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
+    }
+    match i.trust {
+        None => row("D2", T, Verdict::Unverified, vec![NEEDS_OTP.into()]),
+        Some(t) if t.values().any(|s| !matches!(s, TrustStatus::Read(_))) => row(
+            "D2",
+            T,
+            Verdict::Unverified,
+            vec!["some trust configurations could not be read (see D1)".into()],
+        ),
+        Some(_) => row(
+            "D2",
+            T,
+            Verdict::Pass,
+            vec!["every trust configuration names a context (CircleCI) or an environment (GitHub, GitLab)".into()],
+        ),
+    }
+}
+
+fn untrusted<'a>(i: &Input<'a>) -> Vec<&'a Finding> {
+    of(i.findings, "publish-untrusted")
+}
+
+fn d3(i: &Input) -> DodRow {
+    const T: &str = "publish jobs fetch an OIDC token at runtime; no NPM_TOKEN is referenced";
+    let cannot =
+        "the registry cannot show CI configuration; judged only from how versions were published"
+            .to_string();
+    let bad = untrusted(i);
+    if !bad.is_empty() {
+        let mut ev = vec![
+            cannot,
+            "versions published with a token after the cutoff:".into(),
+        ];
+        ev.extend(lines(&bad));
+        return row("D3", T, Verdict::Fail, ev);
+    }
+    let Some(pkgs) = watched(i) else {
+        return row(
+            "D3",
+            T,
+            Verdict::Unverified,
+            vec![cannot, NO_PACKAGES.into()],
+        );
+    };
+    let trusted = pkgs
+        .packuments
+        .values()
+        .filter(|p| p.latest().is_some_and(|v| v.trusted_publisher.is_some()))
+        .count();
+    row(
+        "D3",
+        T,
+        Verdict::Unverified,
+        vec![
+            cannot,
+            format!(
+                "{trusted} of {} watched packages' latest versions were published through trusted publishing",
+                pkgs.packuments.len()
+            ),
+        ],
+    )
+}
+
+fn d4(i: &Input) -> DodRow {
+    const T: &str = "a release has succeeded end to end under trusted publishing";
+    let Some(pkgs) = watched(i) else {
+        return row("D4", T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
+    };
+    let mut fail = Vec::new();
+    let mut pass = Vec::new();
+    for p in pkgs.packuments.values() {
+        match p.latest() {
+            Some(v) => {
+                let when = v.published.map_or("an unknown time".into(), |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                });
+                match &v.trusted_publisher {
+                    Some(tp) => pass.push(format!("{}@{}: trusted publisher {} at {when}", p.name, v.version, tp.id)),
+                    None => fail.push(format!(
+                        "{}@{}: latest version published by {} at {when} without a trusted publisher",
+                        p.name,
+                        v.version,
+                        v.publisher.as_deref().unwrap_or("an unknown account")
+                    )),
+                }
+            }
+            None => fail.push(format!("{}: no latest version", p.name)),
+        }
+    }
+    let bad = untrusted(i);
+    if !fail.is_empty() || !bad.is_empty() {
+        fail.extend(lines(&bad));
+        fail.dedup();
+        return row("D4", T, Verdict::Fail, fail);
+    }
+    row("D4", T, Verdict::Pass, pass)
+}
+
+fn d5(i: &Input) -> DodRow {
+    const T: &str = "every static npm token on the account is deleted";
+    let present: Vec<String> = checks::not_allowlisted(i.tokens, i.policy, i.now)
+        .map(|t| {
+            format!(
+                "{} ({} {}, created {})",
+                t.label(),
+                t.kind.as_str(),
+                t.access.as_str(),
+                t.created
+                    .map_or("-".into(), |c| c.format("%Y-%m-%d").to_string())
+            )
+        })
+        .collect();
+    if present.is_empty() {
+        row(
+            "D5",
+            T,
+            Verdict::Pass,
+            vec![format!(
+                "{} token(s) listed, all allowlisted",
+                i.tokens.len()
+            )],
+        )
+    } else {
+        row("D5", T, Verdict::Fail, present)
+    }
+}
+
+fn d6(i: &Input) -> DodRow {
+    const T: &str = "every service account that only held a publish token is retired";
+    let bad = of(i.findings, "retired-account-active");
+    if !bad.is_empty() {
+        return row("D6", T, Verdict::Fail, lines(&bad));
+    }
+    if i.policy.retired_accounts.is_empty() {
+        return row(
+            "D6",
+            T,
+            Verdict::Unverified,
+            vec!["no account is listed in policy.retired_accounts".into()],
+        );
+    }
+    if i.orgs.is_none() {
+        return row(
+            "D6",
+            T,
+            Verdict::Unverified,
+            vec!["no org is watched, so membership cannot be read (set watch.orgs)".into()],
+        );
+    }
+    row(
+        "D6",
+        T,
+        Verdict::Pass,
+        vec![format!(
+            "{} retired account(s) ({}) are neither org members nor maintainers of a watched package",
+            i.policy.retired_accounts.len(),
+            i.policy.retired_accounts.join(", ")
+        )],
+    )
+}
+
+fn d7(i: &Input) -> DodRow {
+    const T: &str = "every package's publishing access is \"Require 2FA and disallow tokens\"";
+    let mut ev =
+        vec!["the setting is not readable through npm's API (write-only by design)".to_string()];
+    let Some(pkgs) = watched(i) else {
+        ev.push(NO_PACKAGES.into());
+        return row("D7", T, Verdict::Unverified, ev);
+    };
+    let bad = untrusted(i);
+    if !bad.is_empty() {
+        ev.push(
+            "versions published with a token after the cutoff prove tokens are still accepted:"
+                .into(),
+        );
+        ev.extend(lines(&bad));
+        return row("D7", T, Verdict::Fail, ev);
+    }
+    let never: Vec<&String> = pkgs
+        .packuments
+        .keys()
+        .filter(|n| !i.hardened.contains_key(*n))
+        .collect();
+    if never.is_empty() {
+        let oldest = pkgs
+            .packuments
+            .keys()
+            .filter_map(|n| i.hardened.get(n))
+            .min();
+        if let Some(t) = oldest {
+            ev.push(format!(
+                "enforced by `npm-watchdog harden` on every watched package, the oldest at {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        ev.push("no version was published with a token since the cutoff".into());
+        return row("D7", T, Verdict::Pass, ev);
+    }
+    ev.push(format!(
+        "never enforced by `npm-watchdog harden` on: {}",
+        never
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    ev.push("no version was published with a token since the cutoff".into());
+    row("D7", T, Verdict::Unverified, ev)
+}
+
+fn d8(i: &Input) -> DodRow {
+    const T: &str = "developer and publish teams are read-only; write stays with owners";
+    let bad = of(i.findings, "team-write-access");
+    if !bad.is_empty() {
+        return row("D8", T, Verdict::Fail, lines(&bad));
+    }
+    let Some(orgs) = i.orgs.filter(|o| !o.is_empty()) else {
+        return row(
+            "D8",
+            T,
+            Verdict::Unverified,
+            vec!["no org is watched (set watch.orgs)".into()],
+        );
+    };
+    let teams: usize = orgs.iter().map(|o| o.teams.len()).sum();
+    row(
+        "D8",
+        T,
+        Verdict::Pass,
+        vec![format!(
+            "{teams} team(s) in {} org(s): only policy.write_teams ({}) hold write",
+            orgs.len(),
+            if i.policy.write_teams.is_empty() {
+                "none".to_string()
+            } else {
+                i.policy.write_teams.join(", ")
+            }
+        )],
+    )
+}
+
+fn d9(i: &Input) -> DodRow {
+    const T: &str = "the temporary bypass-2FA bulk-hardening token has been deleted";
+    let bad = of(i.findings, "token-bypass-2fa");
+    if bad.is_empty() {
+        row(
+            "D9",
+            T,
+            Verdict::Pass,
+            vec!["no bypass-2FA token on the account".into()],
+        )
+    } else {
+        row("D9", T, Verdict::Fail, lines(&bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{fixtures, Snapshot};
+
+    fn token_findings() -> Vec<Finding> {
+        let tokens = fixtures::tokens();
+        let reg = fixtures::registry();
+        let snap = Snapshot {
+            now: fixtures::now(),
+            registry: &reg,
+            tokens: Some(&tokens),
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
+        };
+        checks::run_group("tokens", &snap, &fixtures::policy()).0
+    }
+
+    fn status(rows: &[DodRow], id: &str) -> Verdict {
+        rows.iter()
+            .find(|r| r.id == id)
+            .map(|r| r.status)
+            .unwrap_or(Verdict::Unverified)
+    }
+
+    #[test]
+    fn tokens_only_account_fails_d5_d9_and_leaves_the_rest_unverified() {
+        let tokens = fixtures::tokens();
+        let findings = token_findings();
+        let policy = fixtures::policy();
+        let hardened = BTreeMap::new();
+        let rows = scorecard(&Input {
+            now: fixtures::now(),
+            policy: &policy,
+            tokens: &tokens,
+            findings: &findings,
+            packages: None,
+            orgs: None,
+            trust: None,
+            hardened: &hardened,
+        });
+        assert_eq!(
+            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            ["D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8", "D9"]
+        );
+        assert_eq!(status(&rows, "D5"), Verdict::Fail);
+        assert_eq!(rows[4].evidence.len(), 4);
+        assert!(
+            rows[4].evidence[0].starts_with("token b5c1d2 (bulk-hardening) (granular read-write")
+        );
+        assert_eq!(status(&rows, "D9"), Verdict::Fail);
+        for id in ["D1", "D2", "D3", "D4", "D6", "D7", "D8"] {
+            assert_eq!(status(&rows, id), Verdict::Unverified, "{id}");
+        }
+        assert_eq!(
+            rows[6].evidence[0],
+            "the setting is not readable through npm's API (write-only by design)"
+        );
+    }
+
+    #[test]
+    fn only_allowlisted_tokens_pass_d5_and_d9() {
+        let tokens = fixtures::tokens()[..1].to_vec();
+        let policy = fixtures::policy();
+        let hardened = BTreeMap::new();
+        let rows = scorecard(&Input {
+            now: fixtures::now(),
+            policy: &policy,
+            tokens: &tokens,
+            findings: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            hardened: &hardened,
+        });
+        assert_eq!(status(&rows, "D5"), Verdict::Pass);
+        assert_eq!(
+            rows[4].evidence,
+            vec!["1 token(s) listed, all allowlisted".to_string()]
+        );
+        assert_eq!(status(&rows, "D9"), Verdict::Pass);
+    }
+}
