@@ -242,10 +242,18 @@ fn d4(i: &Input) -> DodRow {
             None => fail.push(format!("{}: no latest version", p.name)),
         }
     }
-    let bad = untrusted(i);
+    // Untrusted publishes that are not already listed as a package's latest version.
+    let latest: Vec<String> = pkgs
+        .packuments
+        .values()
+        .filter_map(|p| p.latest().map(|v| format!("{}@{}", p.name, v.version)))
+        .collect();
+    let bad: Vec<&Finding> = untrusted(i)
+        .into_iter()
+        .filter(|f| !latest.contains(&f.subject_key))
+        .collect();
     if !fail.is_empty() || !bad.is_empty() {
         fail.extend(lines(&bad));
-        fail.dedup();
         return row("D4", T, Verdict::Fail, fail);
     }
     row("D4", T, Verdict::Pass, pass)
@@ -495,5 +503,121 @@ mod tests {
             vec!["1 token(s) listed, all allowlisted".to_string()]
         );
         assert_eq!(status(&rows, "D9"), Verdict::Pass);
+    }
+
+    /// Everything watched, trust read: each box is judged from the fixtures' own problems.
+    #[test]
+    fn packages_orgs_and_trust_fixtures() {
+        use crate::checks::fixtures::{run_group_on, Inputs};
+        let packages = fixtures::packages();
+        let orgs = fixtures::orgs();
+        let trust = fixtures::trust();
+        let policy = fixtures::watch_policy();
+        let inputs = Inputs {
+            packages: Some(&packages),
+            orgs: Some(&orgs),
+            trust: Some(&trust),
+            previous_maintainers: None,
+        };
+        let mut findings = token_findings();
+        for g in ["packages", "org", "trust"] {
+            findings.extend(run_group_on(g, inputs, &policy).0);
+        }
+        let tokens = fixtures::tokens();
+        let hardened = BTreeMap::new();
+        let input = Input {
+            now: fixtures::now(),
+            policy: &policy,
+            tokens: &tokens,
+            findings: &findings,
+            packages: Some(&packages),
+            orgs: Some(&orgs),
+            trust: Some(&trust),
+            hardened: &hardened,
+        };
+        let rows = scorecard(&input);
+        let has = |check: &str| findings.iter().any(|f| f.check == check);
+        // Each FAIL is backed by the finding that proves it, and its evidence names the subject.
+        for (id, check) in [
+            ("D1", "trusted-publisher-missing"),
+            ("D2", "trusted-publisher-unbound"),
+            ("D6", "retired-account-active"),
+            ("D8", "team-write-access"),
+            ("D9", "token-bypass-2fa"),
+        ] {
+            assert!(has(check), "fixtures should raise {check}");
+            assert_eq!(status(&rows, id), Verdict::Fail, "{id}");
+            let row = rows.iter().find(|r| r.id == id).expect("row");
+            let subject = &findings
+                .iter()
+                .find(|f| f.check == check)
+                .expect("finding")
+                .subject;
+            assert!(
+                row.evidence.iter().any(|e| e.starts_with(subject.as_str())),
+                "{id}: {:?}",
+                row.evidence
+            );
+        }
+        assert!(has("publish-untrusted"));
+        for id in ["D3", "D4", "D7"] {
+            assert_eq!(status(&rows, id), Verdict::Fail, "{id}");
+        }
+        let d7 = &rows[6];
+        assert_eq!(
+            d7.evidence[0],
+            "the setting is not readable through npm's API (write-only by design)"
+        );
+    }
+
+    #[test]
+    fn d7_passes_only_when_hardened_everywhere_and_no_token_publish() {
+        let doc = serde_json::json!({
+            "name": "@acme/clean", "dist-tags": {"latest": "2.0.0"},
+            "time": {"2.0.0": "2026-06-01T00:00:00Z"},
+            "versions": {"2.0.0": {"_npmUser": {"name": "GitHub Actions", "trustedPublisher": {"id": "github"}}}}
+        });
+        let clean =
+            crate::registry::package::parse_packument(doc.to_string().as_bytes(), "@acme/clean")
+                .expect("parse");
+        let packages = PackageSet {
+            packuments: BTreeMap::from([("@acme/clean".to_string(), clean)]),
+            provenance: BTreeMap::new(),
+        };
+        let policy = fixtures::policy();
+        let at = fixtures::now() - chrono::Duration::days(2);
+        let mut hardened: BTreeMap<String, DateTime<Utc>> = packages
+            .packuments
+            .keys()
+            .map(|k| (k.clone(), at))
+            .collect();
+        let rows = |hardened: &BTreeMap<String, DateTime<Utc>>| {
+            scorecard(&Input {
+                now: fixtures::now(),
+                policy: &policy,
+                tokens: &[],
+                findings: &[],
+                packages: Some(&packages),
+                orgs: None,
+                trust: None,
+                hardened,
+            })
+        };
+        let r = rows(&hardened);
+        assert_eq!(status(&r, "D7"), Verdict::Pass);
+        assert!(
+            r[6].evidence
+                .iter()
+                .any(|e| e.contains("the oldest at 2026-11-24T12:00:00Z")),
+            "{:?}",
+            r[6].evidence
+        );
+        let first = packages.packuments.keys().next().cloned().expect("one");
+        hardened.remove(&first);
+        let r = rows(&hardened);
+        assert_eq!(status(&r, "D7"), Verdict::Unverified);
+        assert!(r[6].evidence.iter().any(|e| e.contains(&format!(
+            "never enforced by `npm-watchdog harden` on: {first}"
+        ))));
     }
 }
