@@ -7,8 +7,22 @@
 //!   the following pages are `/-/npm/v1/tokens?page=N`. How `urls.next` is written is programmable
 //!   ([`NextStyle`]), as is the marker on the last page and a forced value ([`FakeRegistry::set_next_override`]).
 //! - `GET /-/whoami` → `{"username": …}`; `GET /-/npm/v1/user` → a settable profile document.
+//! - Package, org and team lists (§3.5, §4): `GET /-/user/<u>/package`, `/-/org/<o>/package`,
+//!   `/-/org/<o>/user`, `/-/org/<o>/team?format=cli` (`["org:team", …]`), `/-/team/<o>/<t>/package`.
+//!   An unknown user, org or team is a 404 `{"error":"Not found"}`; nothing falls back to another route.
+//! - Trust and publishing access (§3.3, §5.1): `GET /-/package/<pkg>/trust` and
+//!   `POST /-/package/<pkg>/access` also want a valid `npm-otp` ([`FakeRegistry::set_valid_otps`],
+//!   optionally a limited number of uses, [`FakeRegistry::otp_uses_left`]); otherwise 401 with
+//!   `www-authenticate: OTP`. Accepted access bodies are kept ([`FakeRegistry::access_posts`]).
 //! - Every route above wants `authorization: Bearer <valid token>`; without one the answer is Verdaccio's
 //!   401 `{"error":"no credentials provided"}`, with an unknown one 401 `{"error":"bad token"}`.
+//! - Packuments (§6): `GET /<escaped name>` (`/@a%2fb`, also `/@a%2Fb`; an unescaped `/@a/b` is another
+//!   route and a 404) serves a stored document with `ETag: "rev-N"`, 304 on a matching `If-None-Match`.
+//!   Public unless [`FakeRegistry::set_packument_private`]. [`packument_doc`] builds realistic ones.
+//! - Attestations (§6): `GET /-/npm/v1/attestations/<escaped name>@<version>`, public, 404 when none
+//!   ([`FakeRegistry::set_attestation`], [`attestation_reply`]).
+//! - Benchmarks: [`FakeRegistry::set_latency`], [`FakeRegistry::bytes_served`],
+//!   [`FakeRegistry::requests_count`], [`FakeRegistry::add_many_packages`].
 //! - Faults ([`Fault`]) are queued per path prefix and consumed one per matching request, before auth.
 //! - Every request is recorded ([`Recorded`]) with its arrival time, headers (lowercase names) and body.
 //! - [`FakeRegistry::stop`] closes the port (connection refused) and [`FakeRegistry::restart`] opens it
@@ -19,11 +33,11 @@
 //! because npm-registry-fetch appends a relative path to the registry URL (API reference §0, "URL
 //! building"); an absolute `next` includes the prefix.
 //!
-//! To extend it (packuments, orgs, teams, trust): add fields to [`FakeState`], setters on
+//! To extend it (collaborators, stage, keys…): add fields to [`FakeState`], setters on
 //! [`FakeRegistry`], and routes in [`routes`] (inside `authed` if they need the credential). Fault
 //! injection, recording and the path prefix then apply to them without further work.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,13 +46,13 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::Router;
 use serde_json::{json, Value};
@@ -149,6 +163,58 @@ pub struct FakeState {
     /// `(path prefix, fault)`, consumed front to back by the first request that matches.
     pub faults: VecDeque<(String, Fault)>,
     pub requests: Vec<Recorded>,
+    /// Full packuments by package name (`@a/b`), served at `GET /<escaped name>`.
+    pub packuments: BTreeMap<String, StoredPackument>,
+    /// Packuments that want the bearer token (the name may be set before the document is added).
+    pub private_packuments: BTreeSet<String>,
+    /// Source of ETags: bumped by every packument stored.
+    pub etag_seq: u64,
+    /// Attestation replies by `(package name, version)`.
+    pub attestations: BTreeMap<(String, String), Value>,
+    /// `GET /-/user/<user>/package`, keyed by the user without a leading `@`.
+    pub user_packages: BTreeMap<String, BTreeMap<String, String>>,
+    /// Orgs keyed by name without the leading `@`; an org is known once any org setter named it.
+    pub orgs: BTreeMap<String, FakeOrg>,
+    /// `GET /-/package/<pkg>/trust` replies (the configuration array as given).
+    pub trust: BTreeMap<String, Value>,
+    /// One-time passwords accepted in `npm-otp` (none by default).
+    pub valid_otps: Vec<String>,
+    /// How many more times a valid OTP is accepted; `None` = without limit.
+    pub otp_uses_left: Option<usize>,
+    /// Accepted `POST /-/package/<pkg>/access` bodies, in arrival order.
+    pub access_posts: Vec<(String, Value)>,
+    /// Added to every response (before the answer, after the request is recorded).
+    pub latency: Duration,
+    /// Response body bytes written since start (or [`FakeRegistry::reset_counters`]).
+    pub bytes_served: u64,
+    /// Requests received since start (or [`FakeRegistry::reset_counters`]); unlike `requests` this is
+    /// not reset by [`FakeRegistry::clear_requests`].
+    pub requests_count: u64,
+}
+
+/// One stored packument: serialised once, so serving a multi-megabyte document costs a reference count.
+#[derive(Clone)]
+pub struct StoredPackument {
+    pub body: Bytes,
+    /// Quoted, as sent in the `ETag` header: `"rev-7"`.
+    pub etag: String,
+}
+
+impl std::fmt::Debug for StoredPackument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredPackument")
+            .field("bytes", &self.body.len())
+            .field("etag", &self.etag)
+            .finish()
+    }
+}
+
+/// An org: its package list, roster and teams (team → package → `read`|`write`).
+#[derive(Debug, Clone, Default)]
+pub struct FakeOrg {
+    pub packages: BTreeMap<String, String>,
+    pub roster: BTreeMap<String, String>,
+    pub teams: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for FakeState {
@@ -173,6 +239,19 @@ impl Default for FakeState {
             }),
             faults: VecDeque::new(),
             requests: Vec::new(),
+            packuments: BTreeMap::new(),
+            private_packuments: BTreeSet::new(),
+            etag_seq: 0,
+            attestations: BTreeMap::new(),
+            user_packages: BTreeMap::new(),
+            orgs: BTreeMap::new(),
+            trust: BTreeMap::new(),
+            valid_otps: Vec::new(),
+            otp_uses_left: None,
+            access_posts: Vec::new(),
+            latency: Duration::ZERO,
+            bytes_served: 0,
+            requests_count: 0,
         }
     }
 }
@@ -353,6 +432,283 @@ impl FakeRegistry {
         self.with_state(|s| s.requests.clear());
     }
 
+    // -----------------------------------------------------------------------------------------------
+    // Packuments and attestations
+
+    /// Store (or replace) the full document served at `GET /<escaped name>`; returns its new ETag
+    /// (quoted). Every call gives a new ETag, so a changed document is never answered with a 304.
+    pub fn add_packument(&self, name: &str, doc: Value) -> String {
+        let body = Bytes::from(serde_json::to_vec(&doc).expect("serialise packument"));
+        self.with_state(|s| store_packument(s, name, body))
+    }
+
+    /// Store a document given as raw JSON text (e.g. a real packument read from a file).
+    pub fn add_packument_raw(&self, name: &str, json: impl Into<Bytes>) -> String {
+        let body = json.into();
+        self.with_state(|s| store_packument(s, name, body))
+    }
+
+    pub fn remove_packument(&self, name: &str) {
+        self.with_state(|s| s.packuments.remove(name));
+    }
+
+    /// The stored document, parsed.
+    pub fn packument(&self, name: &str) -> Option<Value> {
+        let body = self.with_state(|s| s.packuments.get(name).map(|p| p.body.clone()))?;
+        Some(serde_json::from_slice(&body).expect("stored packument is JSON"))
+    }
+
+    /// The current ETag (quoted), if the packument exists.
+    pub fn packument_etag(&self, name: &str) -> Option<String> {
+        self.with_state(|s| s.packuments.get(name).map(|p| p.etag.clone()))
+    }
+
+    /// A private packument is served only with a valid bearer token (else 401, as for the token
+    /// routes). The flag may be set before or after the document is added.
+    pub fn set_packument_private(&self, name: &str, private: bool) {
+        self.with_state(|s| {
+            if private {
+                s.private_packuments.insert(name.to_string());
+            } else {
+                s.private_packuments.remove(name);
+            }
+        });
+    }
+
+    /// Serve a GitHub provenance attestation for `name@version` at
+    /// `GET /-/npm/v1/attestations/<escaped name>@<version>`, naming `repository`
+    /// (`https://github.com/o/r`) and `workflow_path` (`.github/workflows/release.yml`); see
+    /// [`attestation_reply`].
+    pub fn set_attestation(
+        &self,
+        name: &str,
+        version: &str,
+        repository: &str,
+        workflow_path: &str,
+    ) {
+        let reply = attestation_reply(name, version, repository, workflow_path);
+        self.set_attestation_reply(name, version, reply);
+    }
+
+    /// Serve this exact attestations reply for `name@version`.
+    pub fn set_attestation_reply(&self, name: &str, version: &str, reply: Value) {
+        self.with_state(|s| {
+            s.attestations
+                .insert((name.to_string(), version.to_string()), reply)
+        });
+    }
+
+    pub fn remove_attestation(&self, name: &str, version: &str) {
+        self.with_state(|s| {
+            s.attestations
+                .remove(&(name.to_string(), version.to_string()))
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Package lists, orgs and teams (all behind the bearer token)
+
+    /// `GET /-/user/<user>/package` → this map (package → `read`|`write`). An unknown user is a 404.
+    pub fn set_user_packages<K, V>(&self, user: &str, map: impl IntoIterator<Item = (K, V)>)
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map = string_map(map);
+        self.with_state(|s| s.user_packages.insert(entity_key(user), map));
+    }
+
+    /// `GET /-/org/<org>/package` → this map. An org no setter named is a 404 `{"error":"Not found"}`
+    /// on every org and team route; nothing falls back to the user route.
+    pub fn set_org_packages<K, V>(&self, org: &str, map: impl IntoIterator<Item = (K, V)>)
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map = string_map(map);
+        self.with_org(org, |o| o.packages = map);
+    }
+
+    /// `GET /-/org/<org>/user` → this map (user → `owner`|`admin`|`developer`).
+    pub fn set_org_roster<K, V>(&self, org: &str, map: impl IntoIterator<Item = (K, V)>)
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map = string_map(map);
+        self.with_org(org, |o| o.roster = map);
+    }
+
+    /// The org's teams, served at `GET /-/org/<org>/team?format=cli` as `["org:team", …]` (sorted).
+    /// Replaces the team set; package grants of teams that stay are kept.
+    pub fn set_org_teams(&self, org: &str, teams: &[&str]) {
+        self.with_org(org, |o| {
+            let mut next = BTreeMap::new();
+            for t in teams {
+                let grants = o.teams.remove(*t).unwrap_or_default();
+                next.insert(t.to_string(), grants);
+            }
+            o.teams = next;
+        });
+    }
+
+    /// `GET /-/team/<org>/<team>/package` → this map; adds the team to the org when missing.
+    pub fn set_team_packages<K, V>(
+        &self,
+        org: &str,
+        team: &str,
+        map: impl IntoIterator<Item = (K, V)>,
+    ) where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map = string_map(map);
+        self.with_org(org, |o| {
+            o.teams.insert(team.to_string(), map);
+        });
+    }
+
+    /// Forget an org: its routes answer 404 again.
+    pub fn remove_org(&self, org: &str) {
+        self.with_state(|s| s.orgs.remove(&entity_key(org)));
+    }
+
+    fn with_org(&self, org: &str, f: impl FnOnce(&mut FakeOrg)) {
+        self.with_state(|s| f(s.orgs.entry(entity_key(org)).or_default()));
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Trust, OTP and publishing access
+
+    /// `GET /-/package/<pkg>/trust` → this value (normally an array of configurations). The route
+    /// wants the bearer token and a valid `npm-otp`; a package with neither trust nor packument is a
+    /// 404, a packument without trust set answers `[]`.
+    pub fn set_trust(&self, name: &str, configs: Value) {
+        self.with_state(|s| s.trust.insert(name.to_string(), configs));
+    }
+
+    /// The one-time passwords accepted in `npm-otp` (none by default, so every OTP route answers
+    /// 401 `www-authenticate: OTP` until this is called).
+    pub fn set_valid_otps<S: Into<String>>(&self, otps: impl IntoIterator<Item = S>) {
+        let otps = otps.into_iter().map(Into::into).collect();
+        self.with_state(|s| s.valid_otps = otps);
+    }
+
+    /// Let a valid OTP be used `n` more times in all (then it is refused like an expired one), or
+    /// without limit (`None`, the default).
+    pub fn otp_uses_left(&self, n: Option<usize>) {
+        self.with_state(|s| s.otp_uses_left = n);
+    }
+
+    /// What is left of the [`otp_uses_left`](Self::otp_uses_left) budget.
+    pub fn remaining_otp_uses(&self) -> Option<usize> {
+        self.with_state(|s| s.otp_uses_left)
+    }
+
+    /// The accepted `POST /-/package/<pkg>/access` bodies: `(package name, JSON body)`.
+    pub fn access_posts(&self) -> Vec<(String, Value)> {
+        self.with_state(|s| s.access_posts.clone())
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Benchmark support
+
+    /// Delay every response by this much (a tokio sleep after the request is recorded).
+    pub fn set_latency(&self, latency: Duration) {
+        self.with_state(|s| s.latency = latency);
+    }
+
+    /// Response body bytes served (as handed to the connection; a cut-off body counts in full).
+    pub fn bytes_served(&self) -> u64 {
+        self.with_state(|s| s.bytes_served)
+    }
+
+    /// Requests received, faulted ones included.
+    pub fn requests_count(&self) -> u64 {
+        self.with_state(|s| s.requests_count)
+    }
+
+    pub fn reset_counters(&self) {
+        self.with_state(|s| {
+            s.bytes_served = 0;
+            s.requests_count = 0;
+        });
+    }
+
+    /// Add `n` public packages named `<prefix><i>` (`i` from 0), each with `versions_per_package`
+    /// versions `1.<j>.0` a day apart and a `readme_bytes` readme. Versions are published by
+    /// `alice`, except the last, which is a trusted GitHub publish with provenance (an attestation
+    /// naming `https://github.com/bench/<basename>` and `.github/workflows/release.yml` is served).
+    /// Maintainers: `alice`, `bob`. Returns the names in order.
+    pub fn add_many_packages(
+        &self,
+        prefix: &str,
+        n: usize,
+        versions_per_package: usize,
+        readme_bytes: usize,
+    ) -> Vec<String> {
+        let base = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .expect("base time")
+            .with_timezone(&chrono::Utc);
+        let mut docs = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("{prefix}{i}");
+            let versions: Vec<(String, String)> = (0..versions_per_package)
+                .map(|j| {
+                    let at = base
+                        + chrono::Duration::days(j as i64)
+                        + chrono::Duration::minutes(i as i64);
+                    (
+                        format!("1.{j}.0"),
+                        at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                    )
+                })
+                .collect();
+            let last = versions.len().saturating_sub(1);
+            let spec: Vec<(&str, &str, Option<&str>, &str)> = versions
+                .iter()
+                .enumerate()
+                .map(|(j, (v, t))| {
+                    if j == last {
+                        (v.as_str(), t.as_str(), Some("github"), "GitHub Actions")
+                    } else {
+                        (v.as_str(), t.as_str(), None, "alice")
+                    }
+                })
+                .collect();
+            let doc = packument_doc(&name, &spec, &["alice", "bob"]);
+            let mut body = serde_json::to_vec(&doc).expect("serialise packument");
+            if readme_bytes > 0 {
+                // Spliced in as bytes: serialising megabytes of string is slow in debug builds.
+                body.pop(); // the closing `}`
+                body.reserve(readme_bytes + 16);
+                body.extend_from_slice(b",\"readme\":\"");
+                body.resize(body.len() + readme_bytes, b'x');
+                body.extend_from_slice(b"\"}");
+            }
+            let body = Bytes::from(body);
+            let attestation = versions.last().map(|(v, _)| {
+                let repo = format!("https://github.com/bench/{}", basename(&name));
+                (
+                    (name.clone(), v.clone()),
+                    attestation_reply(&name, v, &repo, ".github/workflows/release.yml"),
+                )
+            });
+            docs.push((name, body, attestation));
+        }
+        self.with_state(|s| {
+            docs.into_iter()
+                .map(|(name, body, attestation)| {
+                    store_packument(s, &name, body);
+                    if let Some((key, reply)) = attestation {
+                        s.attestations.insert(key, reply);
+                    }
+                    name
+                })
+                .collect()
+        })
+    }
+
     /// Shut the server down: the port is closed (new connections are refused), idle keep-alive
     /// connections are closed, and a response still being prepared is never written.
     pub async fn stop(&self) {
@@ -423,6 +779,265 @@ pub fn encode_uri_component(s: &str) -> String {
     out
 }
 
+fn store_packument(s: &mut FakeState, name: &str, body: Bytes) -> String {
+    s.etag_seq += 1;
+    let etag = format!("\"rev-{}\"", s.etag_seq);
+    s.packuments.insert(
+        name.to_string(),
+        StoredPackument {
+            body,
+            etag: etag.clone(),
+        },
+    );
+    etag
+}
+
+/// Org and user keys: the name without its leading `@` (what the route carries once decoded).
+fn entity_key(name: &str) -> String {
+    name.strip_prefix('@').unwrap_or(name).to_string()
+}
+
+fn string_map<K: Into<String>, V: Into<String>>(
+    map: impl IntoIterator<Item = (K, V)>,
+) -> BTreeMap<String, String> {
+    map.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+/// `@scope/name` → `name`.
+fn basename(name: &str) -> &str {
+    name.rsplit_once('/').map_or(name, |(_, b)| b)
+}
+
+/// `n` made-up bytes, stable for the parts (FNV-1a seed, splitmix64 stream): cheap even in debug
+/// builds, which matters for [`FakeRegistry::add_many_packages`]. Not a real digest.
+fn fake_bytes(parts: &[&str], n: usize) -> Vec<u8> {
+    let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0]) {
+            seed ^= u64::from(b);
+            seed = seed.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// `2 * bytes` made-up hex digits, stable for the parts.
+fn digest_hex(parts: &[&str], bytes: usize) -> String {
+    hex::encode(fake_bytes(parts, bytes))
+}
+
+/// A stable UUID-shaped id derived from the parts.
+fn fake_uuid(parts: &[&str]) -> String {
+    let h = digest_hex(parts, 16);
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// The package URL npm puts in an attestation subject: `pkg:npm/%40scope/name@1.0.0`.
+fn purl(name: &str, version: &str) -> String {
+    format!("pkg:npm/{}@{version}", name.replacen('@', "%40", 1))
+}
+
+/// A full packument as `GET /<pkg>` with `accept: application/json` returns it (API reference §6).
+///
+/// `versions` are `(version, ISO publish time, trustedPublisher id, publisher name)` in publish
+/// order; `dist-tags.latest` is the last one. A version with a trusted publisher gets
+/// `_npmUser.trustedPublisher {id, oidcConfigId}` (the config id is stable per package and id) and,
+/// when the id is `github`, `dist.attestations {url, provenance.predicateType = SLSA v1}` as on
+/// npmjs.com. `maintainers` become `{name, email: <name>@example.com}`. Digests are made up but
+/// well-formed (`shasum` 40 hex digits, `integrity` `sha512-<base64 of 64 bytes>`).
+pub fn packument_doc(
+    name: &str,
+    versions: &[(&str, &str, Option<&str>, &str)],
+    maintainers: &[&str],
+) -> Value {
+    use base64::Engine as _;
+    let person = |n: &str| json!({"name": n, "email": format!("{n}@example.com")});
+    let mut time = serde_json::Map::new();
+    let mut version_docs = serde_json::Map::new();
+    if let Some((_, first, _, _)) = versions.first() {
+        time.insert("created".into(), json!(first));
+    }
+    let modified = versions
+        .iter()
+        .map(|v| v.1)
+        .max()
+        .unwrap_or("2025-01-01T00:00:00.000Z");
+    time.insert("modified".into(), json!(modified));
+    for (version, at, trusted, publisher) in versions {
+        time.insert(version.to_string(), json!(at));
+        let npm_user = match trusted {
+            Some(id) => {
+                let email = if *id == "github" {
+                    "npm-oidc-no-reply@github.com".to_string()
+                } else {
+                    format!("npm-oidc-no-reply@{id}.example")
+                };
+                json!({
+                    "name": publisher,
+                    "email": email,
+                    "trustedPublisher": {
+                        "id": id,
+                        "oidcConfigId": format!("oidc:{}", fake_uuid(&[name, id])),
+                    },
+                })
+            }
+            None => person(publisher),
+        };
+        let seed = [name, *version];
+        let sha512 = fake_bytes(&[name, version, "tarball"], 64);
+        let mut dist = json!({
+            "tarball": format!("https://registry.npmjs.org/{name}/-/{}-{version}.tgz", basename(name)),
+            "shasum": digest_hex(&seed, 20),
+            "integrity": format!("sha512-{}", base64::engine::general_purpose::STANDARD.encode(sha512)),
+            "fileCount": 7,
+            "unpackedSize": 12345,
+            "signatures": [{
+                "keyid": "SHA256:jl3bwswu80PjjokCgh0o2w5c2U4LhQAE57gj9cz1kzA",
+                "sig": format!("MEUCIQ{}", digest_hex(&[name, version, "sig"], 20)),
+            }],
+        });
+        if *trusted == Some("github") {
+            dist["attestations"] = json!({
+                "url": format!("https://registry.npmjs.org/-/npm/v1/attestations/{}@{version}", escaped_name(name)),
+                "provenance": {"predicateType": "https://slsa.dev/provenance/v1"},
+            });
+        }
+        version_docs.insert(
+            version.to_string(),
+            json!({
+                "name": name,
+                "version": version,
+                "description": format!("{name} for tests"),
+                "license": "MIT",
+                "main": "index.js",
+                "_id": format!("{name}@{version}"),
+                "_npmVersion": "11.19.1",
+                "_nodeVersion": "20.20.2",
+                "_npmUser": npm_user,
+                "maintainers": maintainers.iter().map(|m| person(m)).collect::<Vec<_>>(),
+                "dist": dist,
+            }),
+        );
+    }
+    let latest = versions.last().map(|v| v.0);
+    let mut dist_tags = serde_json::Map::new();
+    if let Some(latest) = latest {
+        dist_tags.insert("latest".into(), json!(latest));
+    }
+    json!({
+        "_id": name,
+        "_rev": format!("{}-{}", versions.len().max(1), digest_hex(&[name, modified], 16)),
+        "name": name,
+        "description": format!("{name} for tests"),
+        "dist-tags": dist_tags,
+        "maintainers": maintainers.iter().map(|m| person(m)).collect::<Vec<_>>(),
+        "time": time,
+        "versions": version_docs,
+        "license": "MIT",
+        "readmeFilename": "README.md",
+    })
+}
+
+/// [`packument_doc`] with a top-level `readme` of `readme_bytes` bytes, for multi-megabyte documents.
+pub fn packument_doc_padded(
+    name: &str,
+    versions: &[(&str, &str, Option<&str>, &str)],
+    maintainers: &[&str],
+    readme_bytes: usize,
+) -> Value {
+    let mut doc = packument_doc(name, versions, maintainers);
+    doc["readme"] = Value::String("x".repeat(readme_bytes));
+    doc
+}
+
+/// The attestations reply npmjs.com gives for a GitHub trusted publish with provenance (API
+/// reference §6): npm's own publish attestation first, then the SLSA v1 provenance whose DSSE
+/// payload is the base64 of an in-toto statement with
+/// `predicate.buildDefinition.externalParameters.workflow {repository, path, ref}`.
+pub fn attestation_reply(
+    name: &str,
+    version: &str,
+    repository: &str,
+    workflow_path: &str,
+) -> Value {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    let sha512 = digest_hex(&[name, version, "tarball"], 64);
+    let subject = json!([{"name": purl(name, version), "digest": {"sha512": sha512}}]);
+    let commit = digest_hex(&[repository, version], 20);
+    let provenance = json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": subject,
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "https://slsa-framework.github.io/github-actions-buildtypes/workflow/v1",
+                "externalParameters": {"workflow": {
+                    "ref": "refs/heads/main",
+                    "repository": repository,
+                    "path": workflow_path,
+                }},
+                "internalParameters": {"github": {
+                    "event_name": "push",
+                    "repository_id": "123456789",
+                    "repository_owner_id": "987654321",
+                }},
+                "resolvedDependencies": [{
+                    "uri": format!("git+{repository}@refs/heads/main"),
+                    "digest": {"gitCommit": commit},
+                }],
+            },
+            "runDetails": {
+                "builder": {"id": "https://github.com/actions/runner/github-hosted"},
+                "metadata": {"invocationId": format!("{repository}/actions/runs/1/attempts/1")},
+            },
+        },
+    });
+    let publish = json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": subject,
+        "predicateType": "https://github.com/npm/attestation/tree/main/specs/publish/v0.1",
+        "predicate": {"name": name, "version": version, "registry": "https://registry.npmjs.org"},
+    });
+    let bundle = |statement: &Value, keyid: &str| {
+        json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"tlogEntries": [{"logIndex": "1", "integratedTime": "1735689600"}]},
+            "dsseEnvelope": {
+                "payload": b64(statement),
+                "payloadType": "application/vnd.in-toto+json",
+                "signatures": if keyid.is_empty() { json!([]) } else { json!([{"keyid": keyid, "sig": "MEUCIQ"}]) },
+            },
+        })
+    };
+    json!({"attestations": [
+        {
+            "predicateType": "https://github.com/npm/attestation/tree/main/specs/publish/v0.1",
+            "bundle": bundle(&publish, "SHA256:jl3bwswu80PjjokCgh0o2w5c2U4LhQAE57gj9cz1kzA"),
+        },
+        {
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "bundle": bundle(&provenance, ""),
+        },
+    ]})
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Routes
 
@@ -431,8 +1046,22 @@ fn routes(shared: &Shared) -> Router {
         .route(TOKENS_PATH, get(tokens_page))
         .route("/-/whoami", get(whoami))
         .route("/-/npm/v1/user", get(profile))
+        .route("/-/user/{user}/package", get(user_packages))
+        .route("/-/org/{org}/package", get(org_packages))
+        .route("/-/org/{org}/user", get(org_roster))
+        .route("/-/org/{org}/team", get(org_teams))
+        .route("/-/team/{org}/{team}/package", get(team_packages))
+        .route("/-/package/{pkg}/trust", get(trust))
+        .route("/-/package/{pkg}/access", post(access))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_auth));
-    let api = Router::new().merge(authed).fallback(not_found);
+    // Public routes; a private packument checks the credential itself.
+    let public = Router::new()
+        .route("/{pkg}", get(packument))
+        .route("/-/npm/v1/attestations/{spec}", get(attestations));
+    let api = Router::new()
+        .merge(authed)
+        .merge(public)
+        .fallback(not_found);
     let app = if shared.prefix.is_empty() {
         api
     } else {
@@ -490,8 +1119,9 @@ async fn record_and_fault(State(sh): State<Shared>, req: Request, next: Next) ->
         .strip_prefix(&sh.prefix)
         .unwrap_or(&path_and_query)
         .to_string();
-    let fault = {
+    let (fault, latency) = {
         let mut st = sh.lock();
+        st.requests_count += 1;
         st.requests.push(Recorded {
             method: parts.method.to_string(),
             path_and_query,
@@ -499,18 +1129,23 @@ async fn record_and_fault(State(sh): State<Shared>, req: Request, next: Next) ->
             body: String::from_utf8_lossy(&bytes).into_owned(),
             at,
         });
-        st.faults
+        let fault = st
+            .faults
             .iter()
             .position(|(p, _)| relative.starts_with(p.as_str()))
             .and_then(|i| st.faults.remove(i))
-            .map(|(_, f)| f)
+            .map(|(_, f)| f);
+        (fault, st.latency)
     };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let conn = parts
         .extensions
         .get::<ConnectInfo<ConnMeta>>()
         .map(|ci| ci.0.ctl.clone());
     let req = Request::from_parts(parts, Body::from(bytes));
-    match fault {
+    let resp = match fault {
         None => next.run(req).await,
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
@@ -532,7 +1167,10 @@ async fn record_and_fault(State(sh): State<Shared>, req: Request, next: Next) ->
             resp
         }
         Some(f) => fault_response(f),
-    }
+    };
+    let served = resp.body().size_hint().exact().unwrap_or(0);
+    sh.lock().bytes_served += served;
+    resp
 }
 
 fn fault_response(fault: Fault) -> Response {
@@ -611,20 +1249,47 @@ fn fault_response(fault: Fault) -> Response {
 
 /// `authorization: Bearer <token>` with a token from `valid_tokens`, else Verdaccio's 401s.
 async fn require_auth(State(sh): State<Shared>, req: Request, next: Next) -> Response {
-    let auth = req
-        .headers()
+    match bearer_rejection(&sh, req.headers()) {
+        None => next.run(req).await,
+        Some(resp) => resp,
+    }
+}
+
+/// `None` for `authorization: Bearer <valid token>`, else the 401 to answer with.
+fn bearer_rejection(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let auth = headers
         .get(header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let Some(auth) = auth else {
-        return error_response(StatusCode::UNAUTHORIZED, "no credentials provided");
+        return Some(error_response(
+            StatusCode::UNAUTHORIZED,
+            "no credentials provided",
+        ));
     };
     let ok = auth
         .strip_prefix("Bearer ")
         .is_some_and(|t| sh.lock().valid_tokens.iter().any(|v| v == t));
-    if ok {
-        next.run(req).await
-    } else {
-        error_response(StatusCode::UNAUTHORIZED, "bad token")
+    (!ok).then(|| error_response(StatusCode::UNAUTHORIZED, "bad token"))
+}
+
+/// `None` for a valid `npm-otp` (using up one of the budget), else npm's OTP challenge: 401
+/// `www-authenticate: OTP`.
+fn otp_rejection(st: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
+    let otp = headers
+        .get("npm-otp")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let valid = otp.is_some_and(|o| st.valid_otps.iter().any(|v| v == o));
+    if !valid {
+        return Some(fault_response(Fault::Otp));
+    }
+    match &mut st.otp_uses_left {
+        Some(0) => Some(fault_response(Fault::Otp)),
+        Some(n) => {
+            *n -= 1;
+            None
+        }
+        None => None,
     }
 }
 
@@ -720,6 +1385,152 @@ async fn whoami(State(sh): State<Shared>) -> Response {
 async fn profile(State(sh): State<Shared>) -> Response {
     let profile = sh.lock().profile.clone();
     json_response(StatusCode::OK, &profile)
+}
+
+/// `GET /<escaped name>`: the stored document with its `ETag`, or 304 on a matching `If-None-Match`.
+async fn packument(
+    State(sh): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (stored, private) = {
+        let st = sh.lock();
+        (
+            st.packuments.get(&name).cloned(),
+            st.private_packuments.contains(&name),
+        )
+    };
+    if private {
+        if let Some(resp) = bearer_rejection(&sh, &headers) {
+            return resp;
+        }
+    }
+    let Some(stored) = stored else {
+        return error_response(StatusCode::NOT_FOUND, "Not found");
+    };
+    let etag = HeaderValue::from_str(&stored.etag).expect("etag value");
+    if if_none_match(&headers, &stored.etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+        ],
+        stored.body,
+    )
+        .into_response()
+}
+
+/// `If-None-Match` lists (weak or strong) the current ETag, or is `*`.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// `GET /-/npm/v1/attestations/<escaped name>@<version>`.
+async fn attestations(State(sh): State<Shared>, Path(spec): Path<String>) -> Response {
+    let found = spec.rfind('@').filter(|&i| i > 0).and_then(|i| {
+        let key = (spec[..i].to_string(), spec[i + 1..].to_string());
+        sh.lock().attestations.get(&key).cloned()
+    });
+    match found {
+        Some(reply) => json_response(StatusCode::OK, &reply),
+        None => error_response(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+fn map_or_404(map: Option<BTreeMap<String, String>>) -> Response {
+    match map {
+        Some(m) => json_response(StatusCode::OK, &json!(m)),
+        None => error_response(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// `GET /-/user/<user>/package`. The decoded segment is looked up as is, so a client that kept the
+/// `@` (sent `%40name`) finds nothing.
+async fn user_packages(State(sh): State<Shared>, Path(user): Path<String>) -> Response {
+    map_or_404(sh.lock().user_packages.get(&user).cloned())
+}
+
+/// `GET /-/org/<org>/package`.
+async fn org_packages(State(sh): State<Shared>, Path(org): Path<String>) -> Response {
+    map_or_404(sh.lock().orgs.get(&org).map(|o| o.packages.clone()))
+}
+
+/// `GET /-/org/<org>/user`.
+async fn org_roster(State(sh): State<Shared>, Path(org): Path<String>) -> Response {
+    map_or_404(sh.lock().orgs.get(&org).map(|o| o.roster.clone()))
+}
+
+/// `GET /-/org/<org>/team?format=cli` → `["org:team", …]`.
+async fn org_teams(State(sh): State<Shared>, Path(org): Path<String>) -> Response {
+    let teams: Option<Vec<String>> = sh
+        .lock()
+        .orgs
+        .get(&org)
+        .map(|o| o.teams.keys().map(|t| format!("{org}:{t}")).collect());
+    match teams {
+        Some(t) => json_response(StatusCode::OK, &json!(t)),
+        None => error_response(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// `GET /-/team/<org>/<team>/package`.
+async fn team_packages(
+    State(sh): State<Shared>,
+    Path((org, team)): Path<(String, String)>,
+) -> Response {
+    map_or_404(
+        sh.lock()
+            .orgs
+            .get(&org)
+            .and_then(|o| o.teams.get(&team))
+            .cloned(),
+    )
+}
+
+/// `GET /-/package/<escaped name>/trust`: bearer token, then a valid OTP, then the configurations.
+async fn trust(State(sh): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let mut st = sh.lock();
+    if let Some(resp) = otp_rejection(&mut st, &headers) {
+        return resp;
+    }
+    match st.trust.get(&name) {
+        Some(configs) => json_response(StatusCode::OK, configs),
+        None if st.packuments.contains_key(&name) => json_response(StatusCode::OK, &json!([])),
+        None => error_response(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// `POST /-/package/<escaped name>/access`: bearer token, then a valid OTP; records the body.
+async fn access(
+    State(sh): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut st = sh.lock();
+    if let Some(resp) = otp_rejection(&mut st, &headers) {
+        return resp;
+    }
+    if !st.packuments.contains_key(&name) && !st.trust.contains_key(&name) {
+        return error_response(StatusCode::NOT_FOUND, "Not found");
+    }
+    let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(StatusCode::BAD_REQUEST, "body is not JSON");
+    };
+    st.access_posts.push((name, parsed));
+    json_response(StatusCode::OK, &json!({}))
 }
 
 // ---------------------------------------------------------------------------------------------------
