@@ -105,9 +105,11 @@ async fn audit_scores_d5_and_d9_and_exits_by_result() {
     assert_eq!(v["schema"], 1);
     assert_eq!(v["result"], "fail");
     assert_eq!(v["account"], "alice");
-    assert_eq!(v["dod"][0]["id"], "D5");
-    assert_eq!(v["dod"][0]["status"], "FAIL");
-    assert_eq!(v["dod"][1]["id"], "D9");
+    assert_eq!(v["dod"][4]["id"], "D5");
+    assert_eq!(v["dod"][4]["status"], "FAIL");
+    assert_eq!(v["dod"][8]["id"], "D9");
+    assert_eq!(v["dod"][8]["status"], "FAIL");
+    assert_eq!(v["dod"].as_array().map(Vec::len), Some(9));
     assert!(v["findings"]
         .as_array()
         .expect("findings")

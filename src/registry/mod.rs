@@ -468,7 +468,10 @@ impl RegistryClient {
         cred: Option<&Credential>,
     ) -> Result<Option<ProvenanceSource>, RegistryError> {
         const EP: &str = "attestations";
-        let url = self.endpoint_url(EP, &format!("/-/npm/v1/attestations/{name}@{version}"))?;
+        let url = self.endpoint_url(
+            EP,
+            &format!("/-/npm/v1/attestations/{}@{version}", escape_package(name)),
+        )?;
         let body = match self.get_json(EP, url, cred).await {
             Ok(b) => b,
             Err(RegistryError::NotFound { .. }) => return Ok(None),
@@ -501,7 +504,16 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         const EP: &str = "access";
         let url = self.endpoint_url(EP, &format!("/-/package/{}/access", escape_package(name)))?;
-        let body = serde_json::json!({"publish_requires_tfa": true, "automation_token_overrides_tfa": false});
+        /// Field order as npm sends it (a `json!` map would sort the keys).
+        #[derive(serde::Serialize)]
+        struct Body {
+            publish_requires_tfa: bool,
+            automation_token_overrides_tfa: bool,
+        }
+        let body = Body {
+            publish_requires_tfa: true,
+            automation_token_overrides_tfa: false,
+        };
         self.post_json(EP, url, cred, Some(otp), &body).await
     }
 
@@ -622,7 +634,7 @@ impl RegistryClient {
         url: Url,
         cred: &Credential,
         otp: Option<&str>,
-        body: &Value,
+        body: &impl serde::Serialize,
     ) -> Result<(), RegistryError> {
         let req = self
             .http
