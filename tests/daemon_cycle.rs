@@ -121,6 +121,11 @@ impl Setup {
 
     /// A fresh daemon over the same state file: what a restart does.
     fn watchdog(&self) -> Arc<Watchdog> {
+        self.watchdog_with(|_| {})
+    }
+
+    /// As [`watchdog`](Self::watchdog), with the config adjusted first.
+    fn watchdog_with(&self, adjust: impl FnOnce(&mut Config)) -> Arc<Watchdog> {
         let mut cfg = Config::default();
         cfg.registry.url = Some(url::Url::parse(&self.registry.url).expect("url"));
         cfg.registry.token_file = Some(self.dir.path().join("token"));
@@ -134,6 +139,7 @@ impl Setup {
             min_severity: Severity::Info,
             timeout: HumanDuration::secs(5),
         });
+        adjust(&mut cfg);
         let rt = Runtime::new(cfg, Environment::default()).expect("runtime");
         let state = State::open(&self.state_path()).expect("state");
         Arc::new(Watchdog::new(rt, state, Metrics::new()).expect("watchdog"))
@@ -141,7 +147,11 @@ impl Setup {
 }
 
 async fn cycle(wd: &Arc<Watchdog>) {
-    wd.run_group("tokens").await;
+    cycle_group(wd, "tokens").await;
+}
+
+async fn cycle_group(wd: &Arc<Watchdog>, group: &str) {
+    wd.run_group(group).await;
     wd.dispatch().await;
 }
 
@@ -363,4 +373,224 @@ async fn a_rejected_credential_is_never_read_as_no_tokens() {
     let err = health[0].last_error.clone().unwrap_or_default();
     assert!(err.contains("unauthorized (401)"), "{err}");
     assert!(!err.contains(SECRET));
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
+    use fake_registry::packument_doc;
+    let s = Setup::new().await;
+    let trusted = (
+        "1.0.0",
+        "2026-02-01T00:00:00.000Z",
+        Some("github"),
+        "GitHub Actions",
+    );
+    s.registry.add_packument(
+        "@acme/widget",
+        packument_doc("@acme/widget", &[trusted], &["alice"]),
+    );
+    s.registry.add_packument(
+        "left-pad-acme",
+        packument_doc(
+            "left-pad-acme",
+            &[("0.1.0", "2025-06-01T00:00:00.000Z", None, "alice")],
+            &["alice"],
+        ),
+    );
+    s.registry
+        .set_user_packages("alice", [("left-pad-acme", "write")]);
+    let watch = |c: &mut Config| {
+        c.watch.packages = vec!["@acme/widget".into()];
+        c.watch.users = vec!["alice".into()];
+    };
+    let wd = s.watchdog_with(watch);
+    assert_eq!(wd.active_groups(), vec!["tokens", "packages"]);
+    cycle_group(&wd, "packages").await;
+    // A trusted release and a release from before the cutoff: nothing to report.
+    assert!(s.hook.take().is_empty());
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"packages\"}").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_package_latest_trusted_publish{package=\"@acme/widget\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_package_latest_trusted_publish{package=\"left-pad-acme\"}"
+        )
+        .as_deref(),
+        Some("0")
+    );
+    assert!(
+        s.registry
+            .requests()
+            .iter()
+            .any(|r| r.path_and_query == "/@acme%2fwidget"),
+        "scoped names are escaped"
+    );
+
+    // Nothing changed: the second cycle is all 304s.
+    cycle_group(&wd, "packages").await;
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_registry_requests_total{code=\"304\",endpoint=\"packument\"}"
+        )
+        .as_deref(),
+        Some("2")
+    );
+    assert!(s.hook.take().is_empty());
+
+    // A version published with a token, and a new maintainer.
+    let untrusted = ("1.1.0", "2026-11-26T01:00:00.000Z", None, "mallory");
+    s.registry.add_packument(
+        "@acme/widget",
+        packument_doc("@acme/widget", &[trusted, untrusted], &["alice", "mallory"]),
+    );
+    cycle_group(&wd, "packages").await;
+    assert_eq!(
+        sorted(s.hook.take()),
+        vec![
+            "FIRING maintainers-changed maintainers of @acme/widget",
+            "FIRING publish-untrusted version @acme/widget@1.1.0",
+        ]
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_package_latest_trusted_publish{package=\"@acme/widget\"}"
+        )
+        .as_deref(),
+        Some("0")
+    );
+
+    // The registry fails for that package: nothing resolves, the group reports the failure.
+    s.registry
+        .push_faults("/@acme%2fwidget", Fault::Status(500), 50);
+    cycle_group(&wd, "packages").await;
+    assert!(
+        s.hook.take().is_empty(),
+        "a failed fetch must not resolve anything"
+    );
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"packages\"}").as_deref(),
+        Some("0")
+    );
+
+    // Back, and the version has been deprecated: the finding resolves.
+    s.registry.clear_faults();
+    let mut doc = packument_doc("@acme/widget", &[trusted, untrusted], &["alice", "mallory"]);
+    doc["versions"]["1.1.0"]["deprecated"] = json!("compromised; use 1.0.0");
+    s.registry.add_packument("@acme/widget", doc);
+    cycle_group(&wd, "packages").await;
+    assert_eq!(
+        s.hook.take(),
+        vec!["RESOLVED publish-untrusted version @acme/widget@1.1.0"]
+    );
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"packages\"}").as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
+    let s = Setup::new().await;
+    s.registry
+        .set_org_packages("acme", [("@acme/widget", "write")]);
+    s.registry.set_org_roster(
+        "acme",
+        [
+            ("alice", "owner"),
+            ("bob", "developer"),
+            ("old-ci", "developer"),
+        ],
+    );
+    s.registry
+        .set_org_teams("acme", &["developers", "release-admins"]);
+    s.registry.set_team_packages(
+        "acme",
+        "developers",
+        [("@acme/widget", "write"), ("@acme/cli", "read")],
+    );
+    s.registry
+        .set_team_packages("acme", "release-admins", [("@acme/widget", "write")]);
+    let policy = |c: &mut Config| {
+        c.watch.orgs = vec!["acme".into()];
+        c.policy.write_teams = vec!["release-admins".into()];
+        c.policy.expected_owners = vec!["alice".into()];
+        c.policy.retired_accounts = vec!["old-ci".into()];
+    };
+    let wd = s.watchdog_with(policy);
+    assert_eq!(wd.active_groups(), vec!["tokens", "packages", "org"]);
+    cycle_group(&wd, "org").await;
+    assert_eq!(
+        sorted(s.hook.take()),
+        vec![
+            "FIRING retired-account-active retired account old-ci in @acme",
+            "FIRING team-write-access team @acme:developers"
+        ]
+    );
+
+    // The team goes back to read-only: resolved.
+    s.registry.set_team_packages(
+        "acme",
+        "developers",
+        [("@acme/widget", "read"), ("@acme/cli", "read")],
+    );
+    cycle_group(&wd, "org").await;
+    assert_eq!(
+        s.hook.take(),
+        vec!["RESOLVED team-write-access team @acme:developers"]
+    );
+
+    // The roster cannot be read: the retired account's finding stays, the group fails.
+    s.registry
+        .push_faults("/-/org/acme/user", Fault::Status(503), 50);
+    cycle_group(&wd, "org").await;
+    assert!(s.hook.take().is_empty());
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"org\"}").as_deref(),
+        Some("0")
+    );
+    s.registry.clear_faults();
+
+    // A watched org that does not exist is an error for that org, never someone's user packages.
+    drop(wd);
+    let wd = s.watchdog_with(|c| {
+        policy(c);
+        c.watch.orgs.push("nope".into());
+    });
+    cycle_group(&wd, "org").await;
+    // The second failed org run in a row (blind_after = 2): the watchdog says it cannot see.
+    assert_eq!(s.hook.take(), vec!["FIRING watchdog-blind check group org"]);
+    let health = wd.state().group_health().expect("health");
+    let org = health
+        .iter()
+        .find(|h| h.group == "org")
+        .expect("org health");
+    assert!(
+        org.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("org nope: org_roster: not found (404)"),
+        "{org:?}"
+    );
+    assert!(!s
+        .registry
+        .requests()
+        .iter()
+        .any(|r| r.path_and_query.starts_with("/-/user/nope")));
 }
