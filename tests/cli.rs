@@ -344,3 +344,143 @@ async fn zero_config_run_uses_the_npm_user_config() {
     );
     assert!(!log.contains(TOKEN), "token leaked into the log");
 }
+
+/// Three watched packages, all released through trusted publishing.
+async fn hardening_setup() -> (FakeRegistry, tempfile::TempDir) {
+    let (reg, dir) = setup(
+        vec![],
+        "[watch]\npackages = [\"@acme/a\", \"@acme/b\", \"@acme/c\"]\n",
+    )
+    .await;
+    for name in ["@acme/a", "@acme/b", "@acme/c"] {
+        let release = (
+            "1.0.0",
+            "2026-02-01T00:00:00.000Z",
+            Some("github"),
+            "GitHub Actions",
+        );
+        reg.add_packument(
+            name,
+            fake_registry::packument_doc(name, &[release], &["alice"]),
+        );
+    }
+    (reg, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
+    let (reg, dir) = hardening_setup().await;
+    let out = run(dir.path(), &["harden", "--otp", "123456", "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "would set \"Require 2FA and disallow tokens\" on 3 package(s) (POST /-/package/<name>/access):\n  @acme/a\n  @acme/b\n  @acme/c\n"
+    );
+    assert!(reg.access_posts().is_empty(), "a dry run changes nothing");
+
+    // The code is accepted twice, then expires.
+    reg.set_valid_otps(["123456"]);
+    reg.otp_uses_left(Some(2));
+    let out = run(dir.path(), &["harden", "--otp", "123456"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("ok      @acme/a\nok      @acme/b\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "2 of 3 package(s) now require 2FA and disallow tokens; 0 failed; 1 not attempted"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("stopped: the one-time password was rejected or has expired"),
+        "{text}"
+    );
+    assert!(text.contains("  not done: @acme/c"), "{text}");
+    let posts = reg.access_posts();
+    assert_eq!(posts.len(), 2);
+    assert_eq!(
+        posts[0].1,
+        json!({"publish_requires_tfa": true, "automation_token_overrides_tfa": false})
+    );
+
+    // Before every package is done, D7 cannot pass.
+    let out = run(dir.path(), &["audit"]).await;
+    assert!(
+        stdout(&out).contains("never enforced by `npm-watchdog harden` on: @acme/c"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A fresh code finishes the job, and the audit shows when it was enforced.
+    reg.otp_uses_left(None);
+    let out = run(dir.path(), &["harden", "--otp", "123456"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["dod"][6]["id"], "D7");
+    assert_eq!(v["dod"][6]["status"], "PASS", "{}", v["dod"][6]);
+    let evidence = v["dod"][6]["evidence"].to_string();
+    assert!(
+        evidence.contains("not readable through npm's API"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("enforced by `npm-watchdog harden` on every watched package"),
+        "{evidence}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_reads_trust_only_with_an_otp_and_never_reads_eotp_as_missing() {
+    let (reg, dir) = hardening_setup().await;
+    reg.set_trust(
+        "@acme/a",
+        json!([{"id": "t-a", "type": "github", "permissions": ["createPackage"],
+                "claims": {"repository": "acme/a", "workflow_ref": {"file": "release.yml"}, "environment": "npm"}}]),
+    );
+    reg.set_trust("@acme/b", json!([]));
+    reg.set_trust(
+        "@acme/c",
+        json!([{"id": "t-c", "type": "circleci", "permissions": ["createPackage"],
+                "claims": {"oidc.circleci.com/org-id": "0f0e", "oidc.circleci.com/project-id": "1a1b"}}]),
+    );
+    reg.set_valid_otps(["654321"]);
+
+    // No OTP: the registry says EOTP, which is "unverified", not "missing".
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["dod"][0]["status"], "UNVERIFIED");
+    assert!(v["dod"][0]["evidence"][0]
+        .as_str()
+        .unwrap_or("")
+        .contains("needs --otp"));
+    let findings = v["findings"].as_array().expect("findings");
+    assert!(!findings.iter().any(|f| f["check"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("trusted-publisher")));
+
+    // With the OTP: D1 fails on the package without a trusted publisher, D2 on the unbound one.
+    let out = run(dir.path(), &["audit", "--otp", "654321"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("D1  FAIL"), "{text}");
+    assert!(text.contains("D2  FAIL"), "{text}");
+    assert!(
+        text.contains("[warning] trusted-publisher-missing: "),
+        "{text}"
+    );
+    assert!(text.contains("@acme/b"), "{text}");
+    assert!(
+        text.contains("[warning] trusted-publisher-unbound: "),
+        "{text}"
+    );
+    assert!(text.contains("circleci org 0f0e project 1a1b"), "{text}");
+    let trust_reads = reg.requests_to("/-/package/");
+    assert!(trust_reads
+        .iter()
+        .any(|r| r.header("npm-otp") == Some("654321")));
+}
