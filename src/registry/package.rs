@@ -487,6 +487,30 @@ mod tests {
         assert!(!p.unpublished);
     }
 
+    /// What is kept of a multi-megabyte document is a few hundred bytes per version.
+    #[test]
+    fn a_large_packument_is_kept_small() {
+        let mut versions = serde_json::Map::new();
+        let mut time = serde_json::Map::new();
+        for i in 0..50 {
+            let v = format!("1.0.{i}");
+            time.insert(v.clone(), json!("2026-02-01T00:00:00.000Z"));
+            versions.insert(
+                v.clone(),
+                json!({"name": "big", "version": v, "readme": "r".repeat(60_000),
+                       "dependencies": {"a": "1"}, "_npmUser": {"name": "alice"}, "dist": {"tarball": "t"}}),
+            );
+        }
+        let doc = json!({"name": "big", "readme": "x".repeat(2_000_000), "versions": versions, "time": time,
+                         "dist-tags": {"latest": "1.0.49"}, "maintainers": [{"name": "alice"}]});
+        let bytes = doc.to_string().into_bytes();
+        assert!(bytes.len() > 5_000_000);
+        let slim = parse_packument(&bytes, "big").expect("parse");
+        let kept = serde_json::to_vec(&slim).expect("json").len();
+        assert_eq!(slim.versions.len(), 50);
+        assert!(kept < 10_000, "kept {kept} bytes of {}", bytes.len());
+    }
+
     #[test]
     fn bad_time_names_the_field() {
         let err =
