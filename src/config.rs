@@ -209,6 +209,11 @@ pub struct AllowToken {
     /// The entry is honoured through the end of this day (UTC); after that the token is reported again.
     #[serde(default)]
     pub expires: Option<NaiveDate>,
+    /// This is the daemon's own credential: its expiry is exported as
+    /// `npm_watchdog_credential_expiry_timestamp_seconds`. (On npmjs.com the daemon also finds its own
+    /// token without this, by the SHA-512 key.)
+    #[serde(default, rename = "self", skip_serializing_if = "std::ops::Not::not")]
+    pub own: bool,
 }
 
 impl AllowToken {
@@ -998,6 +1003,7 @@ path = "/var/lib/npm-watchdog/state.db"
             key_prefix: "82e393".into(),
             reason: "r".into(),
             expires: NaiveDate::from_ymd_opt(2027, 1, 31),
+            own: false,
         };
         let t = |s: &str| {
             DateTime::parse_from_rfc3339(s)

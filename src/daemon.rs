@@ -39,6 +39,8 @@ struct Gathered {
     packages: Option<checks::PackageSet>,
     orgs: Option<Vec<crate::registry::package::OrgView>>,
     previous_maintainers: Option<BTreeMap<String, Vec<String>>>,
+    /// The registry key of the daemon's own token, when it can be derived (npmjs.com: SHA-512).
+    own_key: Option<String>,
     errors: Vec<String>,
 }
 
@@ -308,6 +310,15 @@ impl Watchdog {
 
         if let Some(t) = &g.tokens {
             self.metrics.set_tokens(t);
+            let policy = &self.rt.config.policy;
+            let own = t.iter().find(|t| {
+                g.own_key.as_deref() == Some(t.key.as_str())
+                    || policy
+                        .allow_tokens
+                        .iter()
+                        .any(|a| a.own && a.matches(&t.key))
+            });
+            self.metrics.set_own_token(own);
         }
         if group == "packages" {
             if let Some(p) = &g.packages {

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     pub notification_queue: IntGaugeVec,
     pub package_latest_trusted: IntGaugeVec,
+    pub credential_expiry: GaugeVec,
     pub build_info: IntGaugeVec,
     pub up_since: Gauge,
 }
@@ -133,6 +134,14 @@ impl Metrics {
                 &["package"],
             )
             .expect("static metric"),
+            credential_expiry: GaugeVec::new(
+                opts(
+                    "credential_expiry_timestamp_seconds",
+                    "When the daemon's own npm token expires (only when the registry lists it with an expiry).",
+                ),
+                &["token"],
+            )
+            .expect("static metric"),
             build_info: IntGaugeVec::new(
                 opts(
                     "build_info",
@@ -160,6 +169,7 @@ impl Metrics {
             Box::new(m.notifications.clone()),
             Box::new(m.notification_queue.clone()),
             Box::new(m.package_latest_trusted.clone()),
+            Box::new(m.credential_expiry.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.up_since.clone()),
         ];
@@ -214,6 +224,16 @@ impl Metrics {
                     .with_label_values(&labels)
                     .set(e.timestamp() as f64);
             }
+        }
+    }
+
+    /// The daemon's own token's expiry, if it is in the list and has one.
+    pub fn set_own_token(&self, own: Option<&Token>) {
+        self.credential_expiry.reset();
+        if let Some((t, e)) = own.and_then(|t| t.expires.map(|e| (t, e))) {
+            self.credential_expiry
+                .with_label_values(&[t.id.as_str()])
+                .set(e.timestamp() as f64);
         }
     }
 

@@ -594,3 +594,33 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
         .iter()
         .any(|r| r.path_and_query.starts_with("/-/user/nope")));
 }
+
+#[tokio::test]
+async fn the_daemons_own_token_expiry_is_exported() {
+    let s = Setup::new().await;
+    let mut own = token("0123abcd99999999999", "watchdog", false);
+    own["expiry"] = json!("2027-01-31T00:00:00.000Z");
+    own["permissions"] = json!([{"name": "package", "action": "read"}]);
+    s.registry.set_tokens(vec![own]);
+    let wd = s.watchdog_with(|c| {
+        c.policy.allow_tokens = vec![npm_watchdog::config::AllowToken {
+            key_prefix: "0123abcd".into(),
+            reason: "the watchdog's own read-only credential".into(),
+            expires: None,
+            own: true,
+        }];
+    });
+    cycle(&wd).await;
+    assert!(
+        s.hook.take().is_empty(),
+        "the allowlisted own token is not reported"
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_credential_expiry_timestamp_seconds{token=\"0123ab\"}"
+        )
+        .as_deref(),
+        Some("1801353600") // 2027-01-31T00:00:00Z
+    );
+}

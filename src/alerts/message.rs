@@ -44,20 +44,13 @@ pub fn body(n: &Notification) -> String {
     }
     out.push_str(&format!("First seen:  {}\n", rfc3339(n.first_seen)));
     out.push_str(&format!("State since: {}\n", rfc3339(n.at)));
-    out.push_str(&format!("Fingerprint: {}\n", short_fingerprint(n)));
+    out.push_str(&format!("Fingerprint: {}\n", n.fingerprint()));
     out.push_str("\n-- npm-watchdog\n");
     out
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// The fingerprint with a long token key cut to the id shown elsewhere, so messages stay readable.
-fn short_fingerprint(n: &Notification) -> String {
-    let key = &n.finding.subject_key;
-    let shown = if key.len() > 16 { &key[..16] } else { key };
-    format!("{}:{shown}", n.finding.check)
 }
 
 /// Webhook body, schema version 1 (documented in the README).
@@ -127,7 +120,7 @@ mod tests {
         assert!(b.starts_with("A bypass-2FA token is 2d old.\n\nWhy it matters: "));
         assert!(b.contains("Fix: Revoke it: `npm token revoke 82e393`."));
         assert!(b.contains("DoD box:     D9"));
-        assert!(b.contains("Fingerprint: token-bypass-2fa:82e3930f1c5a6a7f\n"));
+        assert!(b.contains("Fingerprint: token-bypass-2fa:82e3930f1c5a6a7f0d2b9c44e1f3a5b6\n"));
     }
 
     #[test]

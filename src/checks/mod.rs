@@ -305,6 +305,7 @@ pub(crate) mod fixtures {
                 key_prefix: "82e393".into(),
                 reason: "watchdog read-only credential".into(),
                 expires: chrono::NaiveDate::from_ymd_opt(2027, 1, 31),
+                own: true,
             }],
             ..PolicyConfig::default()
         }

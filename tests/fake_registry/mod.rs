@@ -300,9 +300,15 @@ impl FakeRegistry {
 
     /// A registry below `prefix` (e.g. `"/npm/"`), as behind a reverse proxy or in Artifactory/Nexus.
     pub async fn start_at(prefix: &str) -> FakeRegistry {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(prefix, 0).await
+    }
+
+    /// A registry below `prefix` on `127.0.0.1:<port>` (`0`: a free port), e.g. for a standalone
+    /// server that another process is told to use. Panics if the port cannot be bound.
+    pub async fn start_on(prefix: &str, port: u16) -> FakeRegistry {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let trimmed = prefix.trim_matches('/');
         let prefix = if trimmed.is_empty() {

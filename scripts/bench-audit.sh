@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# Benchmark: `npm-watchdog audit` over N packages on the fake registry with a per-request latency,
+# the daemon's second (conditional) package cycle, and the same audit scripted with the real npm CLI
+# (`npm view <pkg> --json` per package). Prints figures; it is not a test and nothing here runs in CI.
+#
+# Knobs (environment):
+#   N=1000              packages owned by the watched user
+#   LATENCY_MS=20       delay the fake adds to every response
+#   VERSIONS=10         versions per package
+#   README_BYTES=8192   readme bytes per package (with VERSIONS, sets the document size)
+#   CONCURRENCY=16      npm-watchdog's registry.concurrency
+#   NPM_SAMPLE=$N       how many packages the npm CLI loop reads (the rest is extrapolated)
+#   PACKAGES_EVERY=10s  the daemon's schedule.packages for part b
+#   CYCLE_TIMEOUT=180   seconds to wait for each daemon cycle
+#   KEEP=1              keep the temporary directory (configs, logs, outputs)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+N="${N:-1000}"
+LATENCY_MS="${LATENCY_MS:-20}"
+VERSIONS="${VERSIONS:-10}"
+README_BYTES="${README_BYTES:-8192}"
+CONCURRENCY="${CONCURRENCY:-16}"
+NPM_SAMPLE="${NPM_SAMPLE:-$N}"
+PACKAGES_EVERY="${PACKAGES_EVERY:-10s}"
+CYCLE_TIMEOUT="${CYCLE_TIMEOUT:-180}"
+USER_NAME="bench"
+
+say() { printf '%s\n' "$*"; }
+log() { printf 'bench-audit: %s\n' "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+for v in N LATENCY_MS VERSIONS README_BYTES CONCURRENCY NPM_SAMPLE CYCLE_TIMEOUT; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+((N >= 1)) || die "N must be at least 1"
+((NPM_SAMPLE >= 1 && NPM_SAMPLE <= N)) || die "NPM_SAMPLE must be between 1 and N ($N)"
+
+# --- tools -----------------------------------------------------------------------------------------
+# GNU time (for peak RSS) and jq come from Debian packages; install them when missing and we can.
+need_deb() {
+    local cmd="$1" pkg="$2"
+    if [[ -x "$cmd" ]] || command -v "$cmd" >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing the Debian package '$pkg' (for $cmd)"
+        apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2 ||
+            die "apt-get install $pkg failed"
+    else
+        die "$cmd is missing: install the Debian package '$pkg'"
+    fi
+}
+need_deb /usr/bin/time time
+need_deb jq jq
+need_deb curl curl
+command -v npm >/dev/null 2>&1 || die "npm is missing (need Node.js with npm)"
+
+# --- processes and cleanup -------------------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-audit.XXXXXX")"
+FAKE_PID=""
+DAEMON_PID=""
+stop_pid() {
+    local pid="$1"
+    [[ -n "$pid" ]] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop_pid "$DAEMON_PID"
+    stop_pid "$FAKE_PID"
+    if [[ "${KEEP:-}" == 1 ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+now() { date +%s.%N; }
+# Arithmetic on decimals: calc '<awk expression>'.
+calc() { awk -v OFMT='%.6f' "BEGIN { print $1 }"; }
+fmt() { awk -v x="$1" -v f="$2" 'BEGIN { printf f, x }'; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+
+# --- build -----------------------------------------------------------------------------------------
+log "building release binaries"
+cargo build --release --quiet --bin npm-watchdog --example fake_registry_server >&2
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$TARGET" = /* ]] || TARGET="$ROOT/$TARGET"
+WD="$TARGET/release/npm-watchdog"
+FAKE="$TARGET/release/examples/fake_registry_server"
+[[ -x "$WD" && -x "$FAKE" ]] || die "built binaries not found under $TARGET/release"
+
+# --- the fake registry -----------------------------------------------------------------------------
+log "starting the fake registry with $N packages"
+: >"$WORK/fake.out"
+"$FAKE" --packages "$N" --versions "$VERSIONS" --readme-bytes "$README_BYTES" \
+    --latency-ms "$LATENCY_MS" --user "$USER_NAME" --token-file "$WORK/token" \
+    >"$WORK/fake.out" 2>"$WORK/fake.err" &
+FAKE_PID=$!
+for _ in $(seq 600); do
+    [[ "$(wc -l <"$WORK/fake.out")" -ge 3 ]] && break
+    kill -0 "$FAKE_PID" 2>/dev/null || die "the fake registry exited: $(cat "$WORK/fake.err")"
+    sleep 0.1
+done
+[[ "$(wc -l <"$WORK/fake.out")" -ge 3 ]] || die "the fake registry did not start within 60 s"
+REG="$(sed -n 1p "$WORK/fake.out")"
+STATS="$(sed -n 2p "$WORK/fake.out")"
+
+stats() { curl -fsS "${STATS}-/bench/stats"; }
+reset_stats() { curl -fsS -X POST "${STATS}-/bench/reset" >/dev/null; }
+kinds() { jq -r '.by_kind | to_entries | map("\(.key) \(.value)") | join(", ")'; }
+
+DOC="$(stats)"
+DOC_MIN="$(jq .doc_bytes_min <<<"$DOC")"
+DOC_MAX="$(jq .doc_bytes_max <<<"$DOC")"
+DOC_MEAN="$(jq .doc_bytes_mean <<<"$DOC")"
+
+say "== machine and setup"
+say "machine:    $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || echo unknown)), $(uname -sr)"
+say "            $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), node $(node --version), npm $(npm --version), $("$WD" --version)"
+say "registry:   the tests' fake registry (examples/fake_registry_server.rs) on 127.0.0.1, ${LATENCY_MS} ms added to every response"
+say "packages:   N=$N owned by user '$USER_NAME', $VERSIONS versions each, a ${README_BYTES}-byte readme"
+say "documents:  $DOC_MIN-$DOC_MAX bytes (mean $DOC_MEAN), $(mib $((DOC_MEAN * N))) in all"
+say "npm-watchdog registry.concurrency = $CONCURRENCY"
+say "bytes are response body bytes the fake served (headers not counted)"
+say ""
+
+# --- a. npm-watchdog audit -------------------------------------------------------------------------
+cat >"$WORK/audit.toml" <<EOF
+[registry]
+url = "$REG"
+token_file = "$WORK/token"
+concurrency = $CONCURRENCY
+
+[watch]
+users = ["$USER_NAME"]
+
+[state]
+path = "$WORK/audit-state/state.db"
+EOF
+
+log "a. npm-watchdog audit"
+reset_stats
+t0="$(now)"
+set +e
+NPM_CONFIG_USERCONFIG="$WORK/no-npmrc" /usr/bin/time -v -o "$WORK/audit.time" \
+    "$WD" --config "$WORK/audit.toml" audit --format json >"$WORK/audit.json" 2>"$WORK/audit.err"
+AUDIT_RC=$?
+set -e
+t1="$(now)"
+# 0 = pass, 1 = findings or a failed DoD box (the fake's account has some); 2 = could not read.
+if ((AUDIT_RC != 0 && AUDIT_RC != 1)); then
+    cat "$WORK/audit.err" >&2
+    die "npm-watchdog audit exited with $AUDIT_RC"
+fi
+AUDIT_S="$(calc "$t1 - $t0")"
+A="$(stats)"
+AUDIT_REQ="$(jq .requests <<<"$A")"
+AUDIT_BYTES="$(jq .bytes <<<"$A")"
+AUDIT_KINDS="$(kinds <<<"$A")"
+AUDIT_RSS_KB="$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/audit.time")"
+AUDIT_CPU_S="$(awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { print u + s }' "$WORK/audit.time")"
+AUDIT_PKGS="$(jq '.packages | length' "$WORK/audit.json")"
+((AUDIT_PKGS == N)) || die "the audit reported $AUDIT_PKGS packages, expected $N"
+
+say "== a. npm-watchdog audit --format json (release build, measured)"
+say "wall time:      $(fmt "$AUDIT_S" '%.2f') s   (CPU user+sys $(fmt "$AUDIT_CPU_S" '%.2f') s, exit $AUDIT_RC)"
+say "requests:       $AUDIT_REQ   ($AUDIT_KINDS)"
+say "bytes served:   $AUDIT_BYTES   ($(mib "$AUDIT_BYTES"))"
+say "peak RSS:       $((AUDIT_RSS_KB / 1024)) MiB   ($AUDIT_RSS_KB kB, GNU time)"
+say "packages read:  $AUDIT_PKGS"
+say ""
+
+# --- b. the daemon's conditional requests ----------------------------------------------------------
+cat >"$WORK/daemon.toml" <<EOF
+[registry]
+url = "$REG"
+token_file = "$WORK/token"
+concurrency = $CONCURRENCY
+
+[watch]
+users = ["$USER_NAME"]
+
+[schedule]
+# Only the package group's traffic should fall into the measured window.
+tokens = "1h"
+packages = "$PACKAGES_EVERY"
+
+[server]
+listen = "127.0.0.1:0"
+
+[state]
+path = "$WORK/daemon-state/state.db"
+EOF
+
+log "b. npm-watchdog run, two package cycles (schedule.packages = $PACKAGES_EVERY)"
+reset_stats
+NPM_CONFIG_USERCONFIG="$WORK/no-npmrc" RUST_LOG=info \
+    "$WD" --config "$WORK/daemon.toml" --log-format json run >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
+DAEMON_PID=$!
+LISTEN=""
+for _ in $(seq 300); do
+    LISTEN="$(grep -o '"listen":"[^"]*"' "$WORK/daemon.log" 2>/dev/null | head -1 | cut -d'"' -f4 || true)"
+    [[ -n "$LISTEN" ]] && break
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "the daemon exited: $(cat "$WORK/daemon.log")"
+    sleep 0.1
+done
+[[ -n "$LISTEN" ]] || die "the daemon did not log its listen address"
+METRICS="http://$LISTEN/metrics"
+
+# metric NAME LABEL... → the value of the series NAME{…} that has every LABEL (e.g. code="304"), or "".
+metric() {
+    local name="$1"
+    shift
+    curl -fsS "$METRICS" | awk -v name="$name" -v labels="$*" '
+        index($0, name "{") == 1 {
+            n = split(labels, want, " ")
+            ok = 1
+            for (i = 1; i <= n; i++) if (index($1, want[i]) == 0) ok = 0
+            if (ok) { print $2; exit }
+        }'
+}
+LAST='npm_watchdog_check_last_success_timestamp_seconds'
+# wait_cycle PREVIOUS → waits until the package group's last-success time differs from PREVIOUS.
+wait_cycle() {
+    local prev="$1" v deadline
+    deadline=$(($(date +%s) + CYCLE_TIMEOUT))
+    while (($(date +%s) < deadline)); do
+        kill -0 "$DAEMON_PID" 2>/dev/null || die "the daemon exited: $(tail -20 "$WORK/daemon.log")"
+        v="$(metric "$LAST" 'check="packages"' 2>/dev/null || true)"
+        if [[ -n "$v" && "$v" != "$prev" ]]; then
+            # check_duration is set just after last_success; let it land.
+            sleep 0.5
+            printf '%s\n' "$v"
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "no successful package cycle within ${CYCLE_TIMEOUT} s; daemon log: $(tail -20 "$WORK/daemon.log")"
+}
+
+C1_AT="$(wait_cycle "")"
+C1_S="$(metric npm_watchdog_check_duration_seconds 'check="packages"')"
+B1="$(stats)"
+C1_BYTES="$(jq .bytes <<<"$B1")"
+C1_REQ="$(jq .requests <<<"$B1")"
+reset_stats
+C2_AT="$(wait_cycle "$C1_AT")"
+C2_S="$(metric npm_watchdog_check_duration_seconds 'check="packages"')"
+B2="$(stats)"
+C2_BYTES="$(jq .bytes <<<"$B2")"
+C2_REQ="$(jq .requests <<<"$B2")"
+C2_KINDS="$(kinds <<<"$B2")"
+P304="$(metric npm_watchdog_registry_requests_total 'code="304"' 'endpoint="packument"')"
+P200="$(metric npm_watchdog_registry_requests_total 'code="200"' 'endpoint="packument"')"
+DAEMON_HWM_KB="$(awk '/VmHWM/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0)"
+stop_pid "$DAEMON_PID"
+DAEMON_PID=""
+
+say "== b. npm-watchdog run: two package cycles (measured; tokens schedule 1h so only package traffic counts)"
+say "cycle 1 (no stored copies): $(fmt "$C1_S" '%.2f') s, $C1_REQ requests (incl. the first token cycle), $(mib "$C1_BYTES") served"
+say "cycle 2 (conditional):      $(fmt "$C2_S" '%.2f') s, $C2_REQ requests ($C2_KINDS), $C2_BYTES bytes served"
+say "packument requests after both cycles: ${P200:-0} x 200, ${P304:-0} x 304 (npm_watchdog_registry_requests_total)"
+say "daemon peak RSS after two cycles: $((DAEMON_HWM_KB / 1024)) MiB ($DAEMON_HWM_KB kB, VmHWM)"
+say ""
+
+# --- c. the same audit scripted with the npm CLI ---------------------------------------------------
+HOSTPATH="${REG#http:}"
+printf 'registry=%s\n%s:_authToken=%s\n' "$REG" "$HOSTPATH" "$(head -1 "$WORK/token")" >"$WORK/npmrc"
+mkdir -p "$WORK/npm-cache" "$WORK/npm-out"
+jq -r '.packages[]' "$WORK/audit.json" | head -n "$NPM_SAMPLE" >"$WORK/names"
+cat >"$WORK/npm-loop.sh" <<'EOF'
+#!/usr/bin/env bash
+# What a user would write: one `npm view` per package, one after the other.
+set -u
+i=0
+failed=0
+while IFS= read -r pkg; do
+    i=$((i + 1))
+    npm view "$pkg" --json --registry "$REG" >"$OUT/$i.json" 2>>"$OUT/errors.log" || failed=$((failed + 1))
+    if ((i % 100 == 0)); then printf 'bench-audit:   npm view %d done\n' "$i" >&2; fi
+done <"$NAMES"
+echo "$failed" >"$OUT/failed"
+EOF
+
+log "c. npm view loop over $NPM_SAMPLE of $N packages (sequential; about 0.5 s a package on 2 cores)"
+reset_stats
+t0="$(now)"
+(
+    cd "$WORK"
+    export REG OUT="$WORK/npm-out" NAMES="$WORK/names"
+    export NPM_CONFIG_USERCONFIG="$WORK/npmrc" npm_config_cache="$WORK/npm-cache"
+    export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+    export npm_config_noproxy="127.0.0.1,localhost"
+    /usr/bin/time -v -o "$WORK/npm.time" bash "$WORK/npm-loop.sh"
+)
+t1="$(now)"
+NPM_S="$(calc "$t1 - $t0")"
+C="$(stats)"
+NPM_REQ="$(jq .requests <<<"$C")"
+NPM_BYTES="$(jq .bytes <<<"$C")"
+NPM_KINDS="$(kinds <<<"$C")"
+NPM_RSS_KB="$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/npm.time")"
+NPM_FAILED="$(cat "$WORK/npm-out/failed")"
+((NPM_FAILED == 0)) || die "$NPM_FAILED npm view calls failed: $(head -20 "$WORK/npm-out/errors.log")"
+first="$(head -1 "$WORK/names")"
+[[ "$(jq -r .name "$WORK/npm-out/1.json")" == "$first" ]] ||
+    die "npm view $first printed something else: $(head -c 300 "$WORK/npm-out/1.json")"
+PER_PKG="$(calc "$NPM_S / $NPM_SAMPLE")"
+
+say "== c. npm view <pkg> --json, sequential shell loop (measured over $NPM_SAMPLE of $N packages)"
+say "wall time:      $(fmt "$NPM_S" '%.1f') s   ($(fmt "$PER_PKG" '%.3f') s a package)"
+say "requests:       $NPM_REQ   ($NPM_KINDS)"
+say "bytes served:   $NPM_BYTES   ($(mib "$NPM_BYTES"))"
+say "peak RSS:       $((NPM_RSS_KB / 1024)) MiB   (largest single npm process, GNU time)"
+if ((NPM_SAMPLE < N)); then
+    NPM_S_N="$(calc "$PER_PKG * $N")"
+    NPM_REQ_N="$(calc "int($NPM_REQ * $N / $NPM_SAMPLE + 0.5)")"
+    NPM_BYTES_N="$(calc "int($NPM_BYTES * $N / $NPM_SAMPLE + 0.5)")"
+    say "extrapolated to N=$N: $(fmt "$NPM_S_N" '%.1f') s, $NPM_REQ_N requests, $(mib "$NPM_BYTES_N") (linear in packages)"
+    NPM_LABEL="npm loop, extrapolated"
+else
+    NPM_S_N="$NPM_S"
+    NPM_REQ_N="$NPM_REQ"
+    NPM_BYTES_N="$NPM_BYTES"
+    NPM_LABEL="npm loop, measured"
+fi
+say ""
+
+# --- d. summary ------------------------------------------------------------------------------------
+RATIO="$(calc "$NPM_S_N / $AUDIT_S")"
+say "== summary: N=$N packages, ${LATENCY_MS} ms latency, documents ~$((DOC_MEAN / 1024)) KiB, $(nproc) cores"
+printf '%-24s %22s %26s\n' "" "npm-watchdog audit" "$NPM_LABEL"
+printf '%-24s %22s %26s\n' "wall time" "$(fmt "$AUDIT_S" '%.2f s')" "$(fmt "$NPM_S_N" '%.1f s')"
+printf '%-24s %22s %26s\n' "requests" "$AUDIT_REQ" "$NPM_REQ_N"
+printf '%-24s %22s %26s\n' "bytes served" "$(mib "$AUDIT_BYTES")" "$(mib "$NPM_BYTES_N")"
+printf '%-24s %22s %26s\n' "peak RSS" "$((AUDIT_RSS_KB / 1024)) MiB" "$((NPM_RSS_KB / 1024)) MiB per process"
+say ""
+say "wall-time ratio (npm loop / npm-watchdog audit): $(fmt "$RATIO" '%.0f')x"
+if ((NPM_SAMPLE < N)); then
+    say "  (npm loop measured over $NPM_SAMPLE packages in $(fmt "$NPM_S" '%.1f') s and extrapolated linearly to $N)"
+fi
+say "daemon second cycle: ${P304:-0} x 304 of $N packuments, $(fmt "$C2_S" '%.2f') s, $C2_BYTES bytes served (first cycle $(fmt "$C1_S" '%.2f') s)"
