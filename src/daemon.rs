@@ -527,12 +527,42 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             .await
             .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
     }
+    let heartbeat = crate::systemd::Heartbeat::default();
+    heartbeat.beat();
+    let pinger = match crate::systemd::watchdog_interval() {
+        Some(interval) => {
+            let period = (interval / 4).max(Duration::from_millis(500));
+            let beat = heartbeat.clone();
+            let job = Job::new_repeated_async(period, move |_id, _sched| {
+                let beat = beat.clone();
+                Box::pin(async move { beat.beat() })
+                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+            })
+            .map_err(|e| DaemonError::Scheduler(format!("watchdog heartbeat: {e}")))?;
+            sched
+                .add(job)
+                .await
+                .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+            tracing::info!(
+                interval_s = interval.as_secs_f64(),
+                "systemd watchdog enabled"
+            );
+            Some(tokio::spawn(crate::systemd::pinger(
+                interval,
+                heartbeat,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     sched
         .start()
         .await
         .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    crate::systemd::ready();
 
     shutdown.await;
+    crate::systemd::stopping();
     tracing::info!("stopping: finishing running checks and deliveries");
     let deadline = Instant::now() + STOP_BUDGET;
     if let Err(e) = sched.shutdown().await {
@@ -556,6 +586,9 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         tracing::warn!("undelivered notifications stay in the outbox and are sent at next start");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    if let Some(p) = pinger {
+        p.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! - [`dod`]: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
 //! - [`metrics`]: every exported metric in one struct.
 //! - [`daemon`]: the scheduler, one cycle per check group, the HTTP server and shutdown.
+//! - [`systemd`]: `Type=notify` readiness, the service watchdog, the stopping notice.
 //! - [`commands`]: the one-shot CLI verbs (`tokens`, `audit`, `config check`, `notify-test`).
 
 pub mod alerts;
@@ -29,3 +30,4 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod systemd;
