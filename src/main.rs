@@ -66,6 +66,8 @@ enum Command {
     },
     /// Send a test notification through every configured sink and report each result.
     NotifyTest,
+    /// Ask the running daemon's /healthz (exit 0 healthy, 1 not): a container HEALTHCHECK without curl.
+    Healthcheck,
 }
 
 #[derive(Subcommand)]
@@ -179,6 +181,7 @@ async fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Check,
         } => print(commands::config_check(&loaded, &runtime)),
+        Command::Healthcheck => print(commands::healthcheck(&runtime).await),
         Command::NotifyTest => match commands::notify_test(&runtime).await {
             Ok(o) => print(o),
             Err(e) => fail(e),

@@ -484,3 +484,51 @@ async fn audit_reads_trust_only_with_an_otp_and_never_reads_eotp_as_missing() {
         .iter()
         .any(|r| r.header("npm-otp") == Some("654321")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_asks_the_running_daemon() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let (_reg, dir) = setup(vec![], &format!("[server]\nlisten = \"0.0.0.0:{port}\"\n")).await;
+    let out = run(dir.path(), &["healthcheck"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "nothing listens yet: {}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).starts_with(&format!("unhealthy: http://127.0.0.1:{port}/healthz")));
+
+    let daemon = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("run")
+        .env("NPM_CONFIG_USERCONFIG", dir.path().join("no-npmrc"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start daemon");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(dir.path(), &["healthcheck"]).await;
+        if out.status.code() == Some(0) {
+            assert_eq!(
+                stdout(&out),
+                format!("ok: http://127.0.0.1:{port}/healthz answered 200\n")
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never healthy: {}",
+            stdout(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(daemon);
+}
