@@ -82,25 +82,28 @@ else
     installed_aiosmtpd || die "aiosmtpd install finished but the venv cannot import aiosmtpd $AIOSMTPD_VERSION"
 fi
 
-# --- promtool ----------------------------------------------------------------
-if command -v promtool >/dev/null 2>&1; then
-    say "promtool already on PATH"
+# --- promtool and prometheus ------------------------------------------------
+# Both come with the Debian package "prometheus": promtool lints /metrics and tests the alerting rules,
+# prometheus itself scrapes the daemon in tests/monitoring.rs.
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+    say "promtool and prometheus already on PATH"
 else
-    say "installing promtool (Debian packages prometheus, prometheus-alertmanager)"
+    say "installing promtool and prometheus (Debian packages prometheus, prometheus-alertmanager)"
     if [[ $(id -u) -eq 0 ]]; then
         SUDO=()
     elif command -v sudo >/dev/null 2>&1; then
         SUDO=(sudo)
     else
-        die "promtool is not on PATH and we are neither root nor have sudo; install the Debian package 'prometheus' by hand"
+        die "promtool or prometheus is not on PATH and we are neither root nor have sudo; install the Debian package 'prometheus' by hand"
     fi
     command -v apt-get >/dev/null 2>&1 ||
-        die "promtool is not on PATH and apt-get is missing; install promtool (Prometheus 2.x) by hand"
+        die "promtool or prometheus is not on PATH and apt-get is missing; install Prometheus 2.x (with promtool) by hand"
     export DEBIAN_FRONTEND=noninteractive
     "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null ||
         die "apt-get install prometheus prometheus-alertmanager failed"
     command -v promtool >/dev/null 2>&1 || die "prometheus installed but promtool is still not on PATH"
+    command -v prometheus >/dev/null 2>&1 || die "the prometheus package is installed but the prometheus binary is not on PATH"
 fi
 
 # --- summary -----------------------------------------------------------------

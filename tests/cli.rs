@@ -281,6 +281,7 @@ async fn zero_config_run_uses_the_npm_user_config() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("start");
     let client = reqwest::Client::new();

@@ -67,6 +67,7 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         .arg(dir.path().join("config.toml"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "1000000")
+        .kill_on_drop(true)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
