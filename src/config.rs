@@ -47,7 +47,7 @@ pub struct RegistryConfig {
     pub token_file: Option<PathBuf>,
     pub timeout: HumanDuration,
     pub concurrency: usize,
-    /// How many times a failed GET is tried again (408, 429, 5xx, connection errors).
+    /// How many times a failed GET is tried again (408, 420, 429, 5xx, connection errors).
     pub retries: u32,
 }
 
