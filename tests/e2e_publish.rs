@@ -12,12 +12,12 @@
 
 mod peers;
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use peers::{free_port, http, npm, npm_token_create, wait_until, Mail, Smtp, Verdaccio};
+use peers::{
+    free_port, metric_in, npm, npm_token_create, wait_until, Daemon, Mail, Smtp, Verdaccio,
+};
 use serde_json::Value;
 
 const PASSWORD: &str = "e2e-Pa55word-for-alice-publish";
@@ -29,140 +29,6 @@ const SLOW: Duration = Duration::from_secs(60);
 /// Bound for a publish (or deprecate) to reach the mailbox: a few package periods plus slack for a
 /// loaded 2-core machine.
 const PUBLISH_BOUND: Duration = Duration::from_secs(30);
-
-struct Daemon {
-    child: Option<Child>,
-    port: u16,
-    config: PathBuf,
-    log: PathBuf,
-    npmrc: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, port: u16, log: &Path, npmrc: &Path) -> Daemon {
-        let log_file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open log");
-        let child = Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))
-            .args(["--config", config.to_str().expect("utf-8 path"), "run"])
-            .env("RUST_LOG", "info")
-            // The daemon must not read the developer's own npm config.
-            .env("NPM_CONFIG_USERCONFIG", npmrc)
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("STATE_DIRECTORY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start npm-watchdog");
-        let d = Daemon {
-            child: Some(child),
-            port,
-            config: config.into(),
-            log: log.into(),
-            npmrc: npmrc.into(),
-        };
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        wait_until("npm-watchdog /readyz answers 200", SLOW, || {
-            matches!(http("GET", &url, None, None), Ok((200, _))).then_some(())
-        });
-        d
-    }
-
-    /// SIGTERM, then wait for the exit; returns the status and how long the stop took.
-    fn stop(&mut self) -> (ExitStatus, Duration) {
-        let mut child = self.child.take().expect("daemon running");
-        let started = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let exit = wait_until(
-            "npm-watchdog exits after SIGTERM",
-            Duration::from_secs(15),
-            || child.try_wait().expect("try_wait"),
-        );
-        (exit, started.elapsed())
-    }
-
-    fn metrics(&self) -> String {
-        let (code, text) = http(
-            "GET",
-            &format!("http://127.0.0.1:{}/metrics", self.port),
-            None,
-            None,
-        )
-        .expect("GET /metrics");
-        assert_eq!(code, 200);
-        text
-    }
-
-    /// The value of the series whose line starts with `series` (name and labels, as exposed).
-    fn metric(&self, series: &str) -> Option<f64> {
-        metric_in(&self.metrics(), series)
-    }
-
-    /// Waits until `series` has exactly `value`, and returns how long that took.
-    fn wait_metric(&self, series: &str, value: f64) -> Duration {
-        let started = Instant::now();
-        wait_until(&format!("{series} == {value}"), SLOW, || {
-            (self.metric(series)? == value).then_some(())
-        });
-        started.elapsed()
-    }
-
-    /// Waits until the counter `series` reaches at least `value`.
-    fn wait_counter(&self, series: &str, value: f64) {
-        wait_until(&format!("{series} >= {value}"), SLOW, || {
-            (self.metric(series)? >= value).then_some(())
-        });
-    }
-
-    /// Runs a one-shot command of the same binary with the same config, while the daemon runs.
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NPM_CONFIG_USERCONFIG", &self.npmrc)
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("STATE_DIRECTORY")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run npm-watchdog");
-        (
-            out.status
-                .code()
-                .expect("exit code (not killed by a signal)"),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn metric_in(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 fn subjects(smtp: &Smtp) -> Vec<String> {
     smtp.messages().into_iter().map(|m| m.subject).collect()

@@ -4,13 +4,10 @@
 
 mod peers;
 
-use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use peers::{
-    free_port, http, npm_token_create, npm_token_revoke, wait_until, Mail, Smtp, Verdaccio,
+    free_port, http, npm_token_create, npm_token_revoke, wait_until, Daemon, Mail, Smtp, Verdaccio,
 };
 use serde_json::json;
 
@@ -19,100 +16,6 @@ const PASSWORD: &str = "e2e-Pa55word-for-alice";
 const PERIOD: Duration = Duration::from_secs(2);
 /// Generous bound for slow steps (restarts, outages); the fast paths are measured and printed.
 const SLOW: Duration = Duration::from_secs(60);
-
-struct Daemon {
-    child: Option<Child>,
-    port: u16,
-    config: PathBuf,
-    log: PathBuf,
-    npmrc: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, port: u16, log: &Path, npmrc: &Path) -> Daemon {
-        let mut d = Daemon {
-            child: None,
-            port,
-            config: config.into(),
-            log: log.into(),
-            npmrc: npmrc.into(),
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open log");
-        let child = Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))
-            .args(["--config", self.config.to_str().expect("utf-8 path"), "run"])
-            .env("RUST_LOG", "info")
-            // The daemon must not read the developer's own npm config.
-            .env("NPM_CONFIG_USERCONFIG", &self.npmrc)
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("STATE_DIRECTORY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start npm-watchdog");
-        self.child = Some(child);
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        wait_until("npm-watchdog /readyz answers 200", SLOW, || {
-            matches!(http("GET", &url, None, None), Ok((200, _))).then_some(())
-        });
-    }
-
-    /// SIGTERM, then wait for the exit; returns the status and how long the stop took.
-    fn stop(&mut self) -> (ExitStatus, Duration) {
-        let mut child = self.child.take().expect("daemon running");
-        let started = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let exit = wait_until(
-            "npm-watchdog exits after SIGTERM",
-            Duration::from_secs(15),
-            || child.try_wait().expect("try_wait"),
-        );
-        (exit, started.elapsed())
-    }
-
-    fn metrics(&self) -> String {
-        let (code, text) = http(
-            "GET",
-            &format!("http://127.0.0.1:{}/metrics", self.port),
-            None,
-            None,
-        )
-        .expect("GET /metrics");
-        assert_eq!(code, 200);
-        text
-    }
-
-    /// The value of the series whose line starts with `series` (name and labels, as exposed).
-    fn metric(&self, series: &str) -> Option<f64> {
-        self.metrics()
-            .lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn subjects(smtp: &Smtp) -> Vec<String> {
     smtp.messages().into_iter().map(|m| m.subject).collect()

@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -720,4 +720,154 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+// ---------------------------------------------------------------------------
+// The daemon under test
+// ---------------------------------------------------------------------------
+
+/// Bound for the daemon's own waits (start, metric conditions).
+const DAEMON_WAIT: Duration = Duration::from_secs(60);
+
+/// The real `npm-watchdog` binary running `run` with a config, its log appended to a file.
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    npmrc: PathBuf,
+}
+
+impl Daemon {
+    /// Start it and wait until `/readyz` answers. `npmrc` stands in for the user's npm config, so the
+    /// daemon never reads the developer's own.
+    pub fn start(config: &Path, port: u16, log: &Path, npmrc: &Path) -> Daemon {
+        let mut d = Daemon {
+            child: None,
+            port,
+            config: config.into(),
+            log: log.into(),
+            npmrc: npmrc.into(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Start (again, after [`stop`](Self::stop)) with the same config, log and state.
+    pub fn spawn(&mut self) {
+        let log_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))
+            .args(["--config", self.config.to_str().expect("utf-8 path"), "run"])
+            .env("RUST_LOG", "info")
+            .env("NPM_CONFIG_USERCONFIG", &self.npmrc)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start npm-watchdog");
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        wait_until("npm-watchdog /readyz answers 200", DAEMON_WAIT, || {
+            matches!(http("GET", &url, None, None), Ok((200, _))).then_some(())
+        });
+    }
+
+    /// SIGTERM, then wait for the exit; returns the status and how long the stop took.
+    pub fn stop(&mut self) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("daemon running");
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let exit = wait_until(
+            "npm-watchdog exits after SIGTERM",
+            Duration::from_secs(15),
+            || child.try_wait().expect("try_wait"),
+        );
+        (exit, started.elapsed())
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, text) = http(
+            "GET",
+            &format!("http://127.0.0.1:{}/metrics", self.port),
+            None,
+            None,
+        )
+        .expect("GET /metrics");
+        assert_eq!(code, 200);
+        text
+    }
+
+    /// The value of the series whose line starts with `series` (name and labels, as exposed).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_in(&self.metrics(), series)
+    }
+
+    /// Waits until `series` has exactly `value`, and returns how long that took.
+    pub fn wait_metric(&self, series: &str, value: f64) -> Duration {
+        let started = Instant::now();
+        wait_until(&format!("{series} == {value}"), DAEMON_WAIT, || {
+            (self.metric(series)? == value).then_some(())
+        });
+        started.elapsed()
+    }
+
+    /// Waits until the counter `series` reaches at least `value`.
+    pub fn wait_counter(&self, series: &str, value: f64) {
+        wait_until(&format!("{series} >= {value}"), DAEMON_WAIT, || {
+            (self.metric(series)? >= value).then_some(())
+        });
+    }
+
+    /// Runs a one-shot command of the same binary with the same config, while the daemon runs.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NPM_CONFIG_USERCONFIG", &self.npmrc)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run npm-watchdog");
+        (
+            out.status
+                .code()
+                .expect("exit code (not killed by a signal)"),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The value of the series whose line starts with `series` (name and labels, as exposed).
+pub fn metric_in(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
