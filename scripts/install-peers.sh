@@ -2,7 +2,8 @@
 # Installs the real third-party peers that the end-to-end tests drive:
 #   - Verdaccio (a real npm registry) into .peers/verdaccio/
 #   - aiosmtpd (a real SMTP server writing a Maildir) into the venv .peers/venv/
-#   - promtool (Debian package "prometheus"), system-wide, unless already on PATH
+#   - promtool and prometheus (Debian packages), and the tools the packaging tests use, system-wide,
+#     each only if missing
 # Idempotent: a second run only checks what is there and returns in about a second.
 set -euo pipefail
 
@@ -82,28 +83,39 @@ else
     installed_aiosmtpd || die "aiosmtpd install finished but the venv cannot import aiosmtpd $AIOSMTPD_VERSION"
 fi
 
-# --- promtool and prometheus ------------------------------------------------
-# Both come with the Debian package "prometheus": promtool lints /metrics and tests the alerting rules,
-# prometheus itself scrapes the daemon in tests/monitoring.rs.
-if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
-    say "promtool and prometheus already on PATH"
+# --- Debian packages ---------------------------------------------------------
+# prometheus: promtool lints /metrics and tests the alerting rules; prometheus scrapes the daemon in an
+# end-to-end test. The rest serve the packaging tests: systemd-analyze checks the unit; strace, setpriv,
+# unshare, ip and openssl run the shipped binary the way the container and the unit would.
+declare -A NEEDS=(
+    [promtool]=prometheus [prometheus]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
+    [systemd-analyze]=systemd [strace]=strace [setpriv]=util-linux [unshare]=util-linux
+    [ip]=iproute2 [openssl]=openssl
+)
+missing_pkgs=()
+for cmd in "${!NEEDS[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing_pkgs+=("${NEEDS[$cmd]}")
+done
+if ((${#missing_pkgs[@]} == 0)); then
+    say "promtool, prometheus and the packaging tools already on PATH"
 else
-    say "installing promtool and prometheus (Debian packages prometheus, prometheus-alertmanager)"
+    mapfile -t missing_pkgs < <(printf '%s\n' "${missing_pkgs[@]}" | sort -u)
+    say "installing Debian packages: ${missing_pkgs[*]}"
     if [[ $(id -u) -eq 0 ]]; then
         SUDO=()
     elif command -v sudo >/dev/null 2>&1; then
         SUDO=(sudo)
     else
-        die "promtool or prometheus is not on PATH and we are neither root nor have sudo; install the Debian package 'prometheus' by hand"
+        die "missing ${missing_pkgs[*]} and we are neither root nor have sudo; install them by hand"
     fi
-    command -v apt-get >/dev/null 2>&1 ||
-        die "promtool or prometheus is not on PATH and apt-get is missing; install Prometheus 2.x (with promtool) by hand"
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing_pkgs[*]} and apt-get is not available; install them by hand"
     export DEBIAN_FRONTEND=noninteractive
     "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null ||
-        die "apt-get install prometheus prometheus-alertmanager failed"
-    command -v promtool >/dev/null 2>&1 || die "prometheus installed but promtool is still not on PATH"
-    command -v prometheus >/dev/null 2>&1 || die "the prometheus package is installed but the prometheus binary is not on PATH"
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null ||
+        die "apt-get install ${missing_pkgs[*]} failed"
+    for cmd in "${!NEEDS[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || die "${NEEDS[$cmd]} is installed but $cmd is still not on PATH"
+    done
 fi
 
 # --- summary -----------------------------------------------------------------
