@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     versions: usize,
     /// Bytes of each package's readme.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 12288)]
     readme_bytes: usize,
     /// Delay added to every registry response, in milliseconds.
     #[arg(long, default_value_t = 20)]

@@ -7,8 +7,9 @@
 #   N=1000              packages owned by the watched user
 #   LATENCY_MS=20       delay the fake adds to every response
 #   VERSIONS=10         versions per package
-#   README_BYTES=8192   readme bytes per package (with VERSIONS, sets the document size)
+#   README_BYTES=12288  readme bytes per package (with VERSIONS, sets the document size)
 #   CONCURRENCY=16      npm-watchdog's registry.concurrency
+#   SWEEP="1 4 64"      further audits at these registry.concurrency values ("" to skip)
 #   NPM_SAMPLE=$N       how many packages the npm CLI loop reads (the rest is extrapolated)
 #   PACKAGES_EVERY=10s  the daemon's schedule.packages for part b
 #   CYCLE_TIMEOUT=180   seconds to wait for each daemon cycle
@@ -21,8 +22,9 @@ cd "$ROOT"
 N="${N:-1000}"
 LATENCY_MS="${LATENCY_MS:-20}"
 VERSIONS="${VERSIONS:-10}"
-README_BYTES="${README_BYTES:-8192}"
+README_BYTES="${README_BYTES:-12288}"
 CONCURRENCY="${CONCURRENCY:-16}"
+SWEEP="${SWEEP-1 4 64}"
 NPM_SAMPLE="${NPM_SAMPLE:-$N}"
 PACKAGES_EVERY="${PACKAGES_EVERY:-10s}"
 CYCLE_TIMEOUT="${CYCLE_TIMEOUT:-180}"
@@ -38,6 +40,9 @@ die() {
 for v in N LATENCY_MS VERSIONS README_BYTES CONCURRENCY NPM_SAMPLE CYCLE_TIMEOUT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
+for c in $SWEEP; do
+    [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "SWEEP must list whole numbers of at least 1, got '$c'"
+done
 ((N >= 1)) || die "N must be at least 1"
 ((NPM_SAMPLE >= 1 && NPM_SAMPLE <= N)) || die "NPM_SAMPLE must be between 1 and N ($N)"
 
@@ -50,8 +55,8 @@ need_deb() {
     fi
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         log "installing the Debian package '$pkg' (for $cmd)"
-        apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2 ||
-            die "apt-get install $pkg failed"
+        apt-get update -qq >&2 || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2 || die "apt-get install $pkg failed"
     else
         die "$cmd is missing: install the Debian package '$pkg'"
     fi
@@ -134,6 +139,7 @@ DOC_MEAN="$(jq .doc_bytes_mean <<<"$DOC")"
 say "== machine and setup"
 say "machine:    $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || echo unknown)), $(uname -sr)"
 say "            $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), node $(node --version), npm $(npm --version), $("$WD" --version)"
+say "            load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)"
 say "registry:   the tests' fake registry (examples/fake_registry_server.rs) on 127.0.0.1, ${LATENCY_MS} ms added to every response"
 say "packages:   N=$N owned by user '$USER_NAME', $VERSIONS versions each, a ${README_BYTES}-byte readme"
 say "documents:  $DOC_MIN-$DOC_MAX bytes (mean $DOC_MEAN), $(mib $((DOC_MEAN * N))) in all"
@@ -142,11 +148,15 @@ say "bytes are response body bytes the fake served (headers not counted)"
 say ""
 
 # --- a. npm-watchdog audit -------------------------------------------------------------------------
-cat >"$WORK/audit.toml" <<EOF
+# run_audit CONCURRENCY TAG: one `npm-watchdog audit --format json` under GNU time, with the server
+# counters reset first. Sets AUDIT_S (wall seconds) and AUDIT_RC; leaves $WORK/audit-TAG.*.
+run_audit() {
+    local conc="$1" tag="$2" t0 t1
+    cat >"$WORK/audit-$tag.toml" <<EOF
 [registry]
 url = "$REG"
 token_file = "$WORK/token"
-concurrency = $CONCURRENCY
+concurrency = $conc
 
 [watch]
 users = ["$USER_NAME"]
@@ -154,29 +164,34 @@ users = ["$USER_NAME"]
 [state]
 path = "$WORK/audit-state/state.db"
 EOF
+    reset_stats
+    t0="$(now)"
+    set +e
+    NPM_CONFIG_USERCONFIG="$WORK/no-npmrc" /usr/bin/time -v -o "$WORK/audit-$tag.time" \
+        "$WD" --config "$WORK/audit-$tag.toml" audit --format json \
+        >"$WORK/audit-$tag.json" 2>"$WORK/audit-$tag.err"
+    AUDIT_RC=$?
+    set -e
+    t1="$(now)"
+    # 0 = pass, 1 = findings or a failed DoD box; 2 = could not read everything.
+    if ((AUDIT_RC != 0 && AUDIT_RC != 1)); then
+        cat "$WORK/audit-$tag.err" >&2
+        die "npm-watchdog audit (concurrency $conc) exited with $AUDIT_RC"
+    fi
+    AUDIT_S="$(calc "$t1 - $t0")"
+}
+peak_kb() { awk -F': ' '/Maximum resident set size/ { print $2 }' "$1"; }
+cpu_s() { awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { print u + s }' "$1"; }
 
 log "a. npm-watchdog audit"
-reset_stats
-t0="$(now)"
-set +e
-NPM_CONFIG_USERCONFIG="$WORK/no-npmrc" /usr/bin/time -v -o "$WORK/audit.time" \
-    "$WD" --config "$WORK/audit.toml" audit --format json >"$WORK/audit.json" 2>"$WORK/audit.err"
-AUDIT_RC=$?
-set -e
-t1="$(now)"
-# 0 = pass, 1 = findings or a failed DoD box (the fake's account has some); 2 = could not read.
-if ((AUDIT_RC != 0 && AUDIT_RC != 1)); then
-    cat "$WORK/audit.err" >&2
-    die "npm-watchdog audit exited with $AUDIT_RC"
-fi
-AUDIT_S="$(calc "$t1 - $t0")"
+run_audit "$CONCURRENCY" main
 A="$(stats)"
 AUDIT_REQ="$(jq .requests <<<"$A")"
 AUDIT_BYTES="$(jq .bytes <<<"$A")"
 AUDIT_KINDS="$(kinds <<<"$A")"
-AUDIT_RSS_KB="$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/audit.time")"
-AUDIT_CPU_S="$(awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { print u + s }' "$WORK/audit.time")"
-AUDIT_PKGS="$(jq '.packages | length' "$WORK/audit.json")"
+AUDIT_RSS_KB="$(peak_kb "$WORK/audit-main.time")"
+AUDIT_CPU_S="$(cpu_s "$WORK/audit-main.time")"
+AUDIT_PKGS="$(jq '.packages | length' "$WORK/audit-main.json")"
 ((AUDIT_PKGS == N)) || die "the audit reported $AUDIT_PKGS packages, expected $N"
 
 say "== a. npm-watchdog audit --format json (release build, measured)"
@@ -186,6 +201,26 @@ say "bytes served:   $AUDIT_BYTES   ($(mib "$AUDIT_BYTES"))"
 say "peak RSS:       $((AUDIT_RSS_KB / 1024)) MiB   ($AUDIT_RSS_KB kB, GNU time)"
 say "packages read:  $AUDIT_PKGS"
 say ""
+
+if [[ -n "${SWEEP// /}" ]]; then
+    log "a'. npm-watchdog audit at registry.concurrency = $SWEEP"
+    say "== a'. the same audit at other registry.concurrency values (measured, one run each)"
+    say "   (floor = ceil(N / concurrency) x ${LATENCY_MS} ms: the packument round trips alone)"
+    row() { printf '%-12s %10s %10s %10s %10s %10s\n' "$@"; }
+    floor() { fmt "$(calc "int(($N + $1 - 1) / $1) * $LATENCY_MS / 1000")" '%.2f s'; }
+    row "concurrency" "wall" "floor" "CPU" "peak RSS" "requests"
+    row "$CONCURRENCY (a)" "$(fmt "$AUDIT_S" '%.2f s')" "$(floor "$CONCURRENCY")" \
+        "$(fmt "$AUDIT_CPU_S" '%.2f s')" "$((AUDIT_RSS_KB / 1024)) MiB" "$AUDIT_REQ"
+    MAIN_S="$AUDIT_S"
+    for c in $SWEEP; do
+        run_audit "$c" "c$c"
+        row "$c" "$(fmt "$AUDIT_S" '%.2f s')" "$(floor "$c")" \
+            "$(fmt "$(cpu_s "$WORK/audit-c$c.time")" '%.2f s')" \
+            "$(($(peak_kb "$WORK/audit-c$c.time") / 1024)) MiB" "$(stats | jq .requests)"
+    done
+    AUDIT_S="$MAIN_S"
+    say ""
+fi
 
 # --- b. the daemon's conditional requests ----------------------------------------------------------
 cat >"$WORK/daemon.toml" <<EOF
@@ -226,15 +261,17 @@ METRICS="http://$LISTEN/metrics"
 
 # metric NAME LABEL... → the value of the series NAME{…} that has every LABEL (e.g. code="304"), or "".
 metric() {
-    local name="$1"
+    local name="$1" body
     shift
-    curl -fsS "$METRICS" | awk -v name="$name" -v labels="$*" '
-        index($0, name "{") == 1 {
+    # Read the whole page first: awk stopping early would make curl fail on a closed pipe.
+    body="$(curl -fsS "$METRICS")"
+    awk -v name="$name" -v labels="$*" '
+        !found && index($0, name "{") == 1 {
             n = split(labels, want, " ")
             ok = 1
             for (i = 1; i <= n; i++) if (index($1, want[i]) == 0) ok = 0
-            if (ok) { print $2; exit }
-        }'
+            if (ok) { print $2; found = 1 }
+        }' <<<"$body"
 }
 LAST='npm_watchdog_check_last_success_timestamp_seconds'
 # wait_cycle PREVIOUS → waits until the package group's last-success time differs from PREVIOUS.
@@ -261,7 +298,7 @@ B1="$(stats)"
 C1_BYTES="$(jq .bytes <<<"$B1")"
 C1_REQ="$(jq .requests <<<"$B1")"
 reset_stats
-C2_AT="$(wait_cycle "$C1_AT")"
+wait_cycle "$C1_AT" >/dev/null
 C2_S="$(metric npm_watchdog_check_duration_seconds 'check="packages"')"
 B2="$(stats)"
 C2_BYTES="$(jq .bytes <<<"$B2")"
@@ -284,7 +321,7 @@ say ""
 HOSTPATH="${REG#http:}"
 printf 'registry=%s\n%s:_authToken=%s\n' "$REG" "$HOSTPATH" "$(head -1 "$WORK/token")" >"$WORK/npmrc"
 mkdir -p "$WORK/npm-cache" "$WORK/npm-out"
-jq -r '.packages[]' "$WORK/audit.json" | head -n "$NPM_SAMPLE" >"$WORK/names"
+jq -r --argjson n "$NPM_SAMPLE" '.packages[:$n][]' "$WORK/audit-main.json" >"$WORK/names"
 cat >"$WORK/npm-loop.sh" <<'EOF'
 #!/usr/bin/env bash
 # What a user would write: one `npm view` per package, one after the other.
@@ -316,7 +353,8 @@ C="$(stats)"
 NPM_REQ="$(jq .requests <<<"$C")"
 NPM_BYTES="$(jq .bytes <<<"$C")"
 NPM_KINDS="$(kinds <<<"$C")"
-NPM_RSS_KB="$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/npm.time")"
+NPM_RSS_KB="$(peak_kb "$WORK/npm.time")"
+NPM_CPU_S="$(cpu_s "$WORK/npm.time")"
 NPM_FAILED="$(cat "$WORK/npm-out/failed")"
 ((NPM_FAILED == 0)) || die "$NPM_FAILED npm view calls failed: $(head -20 "$WORK/npm-out/errors.log")"
 first="$(head -1 "$WORK/names")"
@@ -325,7 +363,7 @@ first="$(head -1 "$WORK/names")"
 PER_PKG="$(calc "$NPM_S / $NPM_SAMPLE")"
 
 say "== c. npm view <pkg> --json, sequential shell loop (measured over $NPM_SAMPLE of $N packages)"
-say "wall time:      $(fmt "$NPM_S" '%.1f') s   ($(fmt "$PER_PKG" '%.3f') s a package)"
+say "wall time:      $(fmt "$NPM_S" '%.1f') s   ($(fmt "$PER_PKG" '%.3f') s a package; CPU user+sys $(fmt "$NPM_CPU_S" '%.1f') s)"
 say "requests:       $NPM_REQ   ($NPM_KINDS)"
 say "bytes served:   $NPM_BYTES   ($(mib "$NPM_BYTES"))"
 say "peak RSS:       $((NPM_RSS_KB / 1024)) MiB   (largest single npm process, GNU time)"
@@ -356,4 +394,5 @@ say "wall-time ratio (npm loop / npm-watchdog audit): $(fmt "$RATIO" '%.0f')x"
 if ((NPM_SAMPLE < N)); then
     say "  (npm loop measured over $NPM_SAMPLE packages in $(fmt "$NPM_S" '%.1f') s and extrapolated linearly to $N)"
 fi
+say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 say "daemon second cycle: ${P304:-0} x 304 of $N packuments, $(fmt "$C2_S" '%.2f') s, $C2_BYTES bytes served (first cycle $(fmt "$C1_S" '%.2f') s)"
