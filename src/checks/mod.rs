@@ -248,6 +248,17 @@ pub fn run_group(
             ran.push(def.id);
         }
     }
+    if snap.registry.as_str() != DEFAULT_REGISTRY {
+        // npm commands in a fix act on the public registry unless told otherwise.
+        for f in &mut findings {
+            if f.fix.contains("`npm ") && !f.fix.contains("--registry") {
+                f.fix.push_str(&format!(
+                    " (Add `--registry {}` to the npm commands.)",
+                    snap.registry
+                ));
+            }
+        }
+    }
     (findings, ran)
 }
 
@@ -497,6 +508,48 @@ mod tests {
         assert_eq!(ago(5 * 3600 + 12 * 60), "5h 12m");
         assert_eq!(ago(6 * 86400 + 2 * 3600 + 59), "6d 2h");
         assert_eq!(ago(2 * 86400 + 30), "2d");
+    }
+
+    #[test]
+    fn fixes_name_a_non_default_registry_once() {
+        use fixtures::{run_group_on, Inputs};
+        let packages = fixtures::packages();
+        let inputs = Inputs {
+            packages: Some(&packages),
+            ..Inputs::default()
+        };
+        let (findings, _) = run_group_on("packages", inputs, &fixtures::watch_policy());
+        assert!(!findings.is_empty());
+        assert!(
+            findings.iter().all(|f| !f.fix.contains("--registry")),
+            "public registry: no flag"
+        );
+        let reg = Url::parse("http://127.0.0.1:4873/").expect("url");
+        let tokens = fixtures::tokens();
+        let snap = Snapshot {
+            now: fixtures::now(),
+            registry: &reg,
+            tokens: Some(&tokens),
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+            packages: Some(&packages),
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
+        };
+        for group in ["packages", "tokens"] {
+            for f in run_group(group, &snap, &fixtures::watch_policy()).0 {
+                if f.fix.contains("`npm ") {
+                    assert_eq!(
+                        f.fix.matches("--registry http://127.0.0.1:4873/").count(),
+                        1,
+                        "{}",
+                        f.fix
+                    );
+                }
+            }
+        }
     }
 
     #[test]
