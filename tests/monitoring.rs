@@ -7,9 +7,13 @@
 //!   binary, run against the in-process fake registry;
 //! - a real Prometheus scrapes that daemon with the rules file loaded unchanged (the critical-finding
 //!   alert has no `for:`, so nothing is rewritten) and must report `NpmWatchdogCriticalFinding` firing
-//!   for the bypass-2FA token, evaluate every rule without error, and accept every dashboard query.
+//!   for the bypass-2FA token, evaluate every rule without error, and accept every dashboard query;
+//! - the same chain with a real Alertmanager (Debian package `prometheus-alertmanager`) routing the alert
+//!   to an email receiver must deliver Alertmanager's default email to a real SMTP server (aiosmtpd), and
+//!   neither the email nor Alertmanager's API may carry the registry token.
 //!
-//! A missing promtool or prometheus is a failure, never a skip: run `scripts/install-peers.sh`.
+//! A missing promtool, prometheus, prometheus-alertmanager or aiosmtpd is a failure, never a skip: run
+//! `scripts/install-peers.sh`.
 
 mod fake_registry;
 mod peers;
@@ -533,63 +537,78 @@ path = "{state}"
 }
 
 // ---------------------------------------------------------------------------
-// A real Prometheus
+// Real Prometheus and Alertmanager
 // ---------------------------------------------------------------------------
 
-struct Prometheus {
+/// A server of the Prometheus project (`prometheus`, `prometheus-alertmanager`) on a free port of
+/// 127.0.0.1, with its config, storage and log in its own temp dir. Killed on drop.
+struct Server {
+    name: &'static str,
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
 }
 
-fn prometheus_bin() -> PathBuf {
+/// `name` on PATH; panics (never skips) if it is not there.
+fn bin_on_path(name: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|dir| dir.join("prometheus"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
-            panic!("prometheus is not on PATH (Debian package prometheus): {INSTALL_HINT}")
+            panic!("{name} is not on PATH (Debian package {package}): {INSTALL_HINT}")
         })
 }
 
-impl Prometheus {
-    /// Starts Prometheus with `config` (prometheus.yml) and its own storage, and waits for `/-/ready`.
-    fn start(config: &str) -> Prometheus {
-        let bin = prometheus_bin();
+impl Server {
+    /// Writes `config` to `config_name` in a fresh temp dir, starts `name` (from the Debian `package`)
+    /// with `--config.file`, `<storage_flag>=<dir>/data`, `--web.listen-address` and `extra` args,
+    /// and waits until `/-/ready` answers 200.
+    fn start(
+        name: &'static str,
+        package: &str,
+        config_name: &str,
+        config: &str,
+        storage_flag: &str,
+        extra: &[&str],
+    ) -> Server {
+        let bin = bin_on_path(name, package);
         let dir = tempfile::Builder::new()
-            .prefix("prometheus-")
+            .prefix(&format!("{name}-"))
             .tempdir()
-            .expect("temp dir for Prometheus");
-        let config_path = dir.path().join("prometheus.yml");
-        fs::write(&config_path, config).expect("write prometheus.yml");
+            .unwrap_or_else(|e| panic!("temp dir for {name}: {e}"));
+        let config_path = dir.path().join(config_name);
+        fs::write(&config_path, config).unwrap_or_else(|e| panic!("write {config_name}: {e}"));
         let port = free_port();
-        let log = File::create(dir.path().join("prometheus.log")).expect("prometheus log");
+        let log = File::create(dir.path().join("server.log")).expect("server log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
-                "--storage.tsdb.path={}",
+                "{storage_flag}={}",
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn prometheus: {e}; {INSTALL_HINT}"));
-        let mut p = Prometheus {
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}; {INSTALL_HINT}"));
+        let mut s = Server {
+            name,
             child: Some(child),
             port,
             dir,
         };
-        let ready = p.url("/-/ready");
-        wait_until("Prometheus /-/ready answers 200", SLOW, || {
-            if let Some(Ok(Some(status))) = p.child.as_mut().map(Child::try_wait) {
-                panic!("prometheus exited with {status}:\n{}", p.log_text());
+        let ready = s.url("/-/ready");
+        wait_until(&format!("{name} /-/ready answers 200"), SLOW, || {
+            if let Some(Ok(Some(status))) = s.child.as_mut().map(Child::try_wait) {
+                panic!("{name} exited with {status}:\n{}", s.log_text());
             }
             matches!(http("GET", &ready, None, None), Ok((200, _))).then_some(())
         });
-        p
+        s
     }
 
     fn url(&self, path: &str) -> String {
@@ -597,28 +616,96 @@ impl Prometheus {
     }
 
     fn log_text(&self) -> String {
-        fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// `GET` an API path; the `data` of a `"status": "success"` answer.
-    fn api(&self, path_and_query: &str) -> Result<Value, String> {
+    /// `GET` a path that answers JSON: the raw body and its parsed value.
+    fn get_json(&self, path_and_query: &str) -> Result<(String, Value), String> {
         let (code, body) = http("GET", &self.url(path_and_query), None, None)?;
-        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {body}: {e}"))?;
-        if code == 200 && v["status"] == "success" {
+        if code != 200 {
+            return Err(format!(
+                "{} {path_and_query} answered {code}: {body}",
+                self.name
+            ));
+        }
+        let v = serde_json::from_str(&body).map_err(|e| format!("{code} {body}: {e}"))?;
+        Ok((body, v))
+    }
+
+    /// Prometheus's HTTP API: `GET` a path; the `data` of a `"status": "success"` answer.
+    fn api(&self, path_and_query: &str) -> Result<Value, String> {
+        let (body, v) = self.get_json(path_and_query)?;
+        if v["status"] == "success" {
             Ok(v["data"].clone())
         } else {
-            Err(format!("{path_and_query} answered {code}: {body}"))
+            Err(format!("{path_and_query} answered {body}"))
         }
     }
 }
 
-impl Drop for Prometheus {
+impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// A real Prometheus with `config` as its prometheus.yml.
+fn start_prometheus(config: &str) -> Server {
+    Server::start(
+        "prometheus",
+        "prometheus",
+        "prometheus.yml",
+        config,
+        "--storage.tsdb.path",
+        &[],
+    )
+}
+
+/// A real Alertmanager with `config` as its alertmanager.yml; no cluster (gossip) port.
+fn start_alertmanager(config: &str) -> Server {
+    Server::start(
+        "prometheus-alertmanager",
+        "prometheus-alertmanager",
+        "alertmanager.yml",
+        config,
+        "--storage.path",
+        &["--cluster.listen-address="],
+    )
+}
+
+/// A prometheus.yml that scrapes the daemon on `daemon_port` every second as job `npm-watchdog`,
+/// evaluates the rules file of the repository unchanged every second, and sends alerts to the
+/// Alertmanager on `alertmanager_port` if given.
+fn prometheus_config(daemon_port: u16, alertmanager_port: Option<u16>) -> String {
+    // The rules file is loaded as it is in the repository: NpmWatchdogCriticalFinding has no `for:`.
+    let mut config = format!(
+        r#"# Generated by tests/monitoring.rs
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - '{rules}'
+scrape_configs:
+  - job_name: {JOB}
+    static_configs:
+      - targets: ['127.0.0.1:{daemon_port}']
+"#,
+        rules = repo_file(RULES).display(),
+    );
+    if let Some(port) = alertmanager_port {
+        config.push_str(&format!(
+            r#"alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['127.0.0.1:{port}']
+"#
+        ));
+    }
+    config
 }
 
 /// Percent-encodes a query parameter value.
@@ -900,52 +987,35 @@ fn active_alerts(alerts: &Value, alertname: &str, check: Option<&str>) -> Vec<Va
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn real_prometheus_fires_the_critical_finding_alert() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_reg, daemon) = watched_account(dir.path()).await;
-    // The rules file is loaded as it is in the repository: NpmWatchdogCriticalFinding has no `for:`.
-    let rules = repo_file(RULES);
-    let config = format!(
-        r#"# Generated by tests/monitoring.rs
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - '{rules}'
-scrape_configs:
-  - job_name: {JOB}
-    static_configs:
-      - targets: ['127.0.0.1:{port}']
-"#,
-        rules = rules.display(),
-        port = daemon.port,
-    );
-    let started = Instant::now();
-    let prom = Prometheus::start(&config);
-    let ready_after = started.elapsed();
-
+/// Waits until `prom` reports `NpmWatchdogCriticalFinding` firing for `check` and returns that alert;
+/// panics with the alerts, targets, rules and both logs otherwise.
+fn wait_critical_firing(prom: &Server, daemon: &Daemon, check: &str) -> Value {
     let firing = wait_until_or_none(SLOW, || {
         let alerts = prom.api("/api/v1/alerts").ok()?;
-        active_alerts(
-            &alerts,
-            "NpmWatchdogCriticalFinding",
-            Some("token-bypass-2fa"),
-        )
-        .into_iter()
-        .find(|a| a["state"] == "firing")
+        active_alerts(&alerts, "NpmWatchdogCriticalFinding", Some(check))
+            .into_iter()
+            .find(|a| a["state"] == "firing")
     });
-    let Some(alert) = firing else {
+    firing.unwrap_or_else(|| {
         panic!(
-            "NpmWatchdogCriticalFinding{{check=\"token-bypass-2fa\"}} not firing after {SLOW:?}\nalerts: {:?}\ntargets: {:?}\nrules: {:?}\nprometheus log:\n{}\ndaemon log:\n{}",
+            "NpmWatchdogCriticalFinding{{check=\"{check}\"}} not firing after {SLOW:?}\nalerts: {:?}\ntargets: {:?}\nrules: {:?}\nprometheus log:\n{}\ndaemon log:\n{}",
             prom.api("/api/v1/alerts"),
             prom.api("/api/v1/targets"),
             prom.api("/api/v1/rules"),
             prom.log_text(),
             daemon.log_text()
-        );
-    };
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_prometheus_fires_the_critical_finding_alert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_reg, daemon) = watched_account(dir.path()).await;
+    let started = Instant::now();
+    let prom = start_prometheus(&prometheus_config(daemon.port, None));
+    let ready_after = started.elapsed();
+    let alert = wait_critical_firing(&prom, &daemon, "token-bypass-2fa");
     let fired_after = started.elapsed();
     println!("prometheus ready: {ready_after:?}; NpmWatchdogCriticalFinding firing: {fired_after:?} after start");
     let labels = &alert["labels"];
@@ -966,20 +1036,7 @@ scrape_configs:
     );
 
     // The untrusted publish is the other critical finding of this account.
-    wait_until(
-        "NpmWatchdogCriticalFinding for publish-untrusted",
-        SLOW,
-        || {
-            let alerts = prom.api("/api/v1/alerts").ok()?;
-            active_alerts(
-                &alerts,
-                "NpmWatchdogCriticalFinding",
-                Some("publish-untrusted"),
-            )
-            .into_iter()
-            .find(|a| a["state"] == "firing")
-        },
-    );
+    wait_critical_firing(&prom, &daemon, "publish-untrusted");
 
     // Every rule has been evaluated without error against the real series.
     let rules_data = wait_until("every rule evaluated", SLOW, || {
@@ -1058,4 +1115,229 @@ scrape_configs:
     println!("dashboard queries with no data yet (valid, just empty): {empty:?}");
     drop(prom);
     drop(daemon);
+}
+
+/// An alertmanager.yml that routes every alert to one email receiver, delivered through the SMTP
+/// server on `smtp_port` without TLS: the same route as config/prometheus/README.md, with one-second
+/// grouping so a test does not wait.
+fn alertmanager_config(smtp_port: u16) -> String {
+    format!(
+        r#"# Generated by tests/monitoring.rs
+global:
+  smtp_from: 'npm-watchdog-alerts@example.test'
+  smtp_smarthost: '127.0.0.1:{smtp_port}'
+  smtp_require_tls: false
+route:
+  receiver: security-email
+  group_by: [alertname, instance, check]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: security-email
+    email_configs:
+      - to: 'security@example.test'
+"#
+    )
+}
+
+/// `text` with quoted-printable soft line breaks removed, so a value split across lines is found.
+fn unfold_qp(text: &str) -> String {
+    text.replace("=\r\n", "").replace("=\n", "")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_alertmanager_emails_the_critical_finding_alert() {
+    let smtp = peers::Smtp::start();
+    let am = start_alertmanager(&alertmanager_config(smtp.port));
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let started = Instant::now();
+    let (_reg, daemon) = watched_account(dir.path()).await;
+    let daemon_ready = started.elapsed();
+    let prom = start_prometheus(&prometheus_config(daemon.port, Some(am.port)));
+    let prom_ready = started.elapsed();
+    let finding = "npm_watchdog_findings{check=\"token-bypass-2fa\",severity=\"critical\"} 1";
+    wait_until("the daemon exports the critical finding", SLOW, || {
+        daemon.metrics().contains(finding).then_some(())
+    });
+    let exported = started.elapsed();
+    let alert = wait_critical_firing(&prom, &daemon, "token-bypass-2fa");
+    let prom_firing = started.elapsed();
+    let instance = format!("127.0.0.1:{}", daemon.port);
+    let summary = format!("npm-watchdog: 1 critical token-bypass-2fa finding(s) on {instance}");
+    assert_eq!(alert["annotations"]["summary"], summary, "{alert}");
+
+    // Alertmanager received it from Prometheus.
+    let is_ours = |a: &&Value| {
+        a["labels"]["alertname"] == "NpmWatchdogCriticalFinding"
+            && a["labels"]["check"] == "token-bypass-2fa"
+    };
+    let listed = wait_until_or_none(SLOW, || {
+        let (body, alerts) = am.get_json("/api/v2/alerts").ok()?;
+        let ours = alerts.as_array()?.iter().find(is_ours)?.clone();
+        (ours["status"]["state"] == "active").then_some((body, ours))
+    });
+    let Some((am_body, am_alert)) = listed else {
+        panic!(
+            "Alertmanager does not list NpmWatchdogCriticalFinding{{check=\"token-bypass-2fa\"}} after {SLOW:?}\nalertmanager alerts: {:?}\nprometheus alertmanagers: {:?}\nalertmanager log:\n{}\nprometheus log:\n{}",
+            am.get_json("/api/v2/alerts").map(|(b, _)| b),
+            prom.api("/api/v1/alertmanagers"),
+            am.log_text(),
+            prom.log_text()
+        );
+    };
+    let am_listed = started.elapsed();
+    let labels = &am_alert["labels"];
+    assert_eq!(labels["severity"], "critical", "{am_alert}");
+    assert_eq!(labels["job"], JOB, "{am_alert}");
+    assert_eq!(labels["instance"], instance, "{am_alert}");
+    assert_eq!(am_alert["annotations"]["summary"], summary, "{am_alert}");
+    assert_eq!(
+        am_alert["receivers"][0]["name"], "security-email",
+        "{am_alert}"
+    );
+
+    // Alertmanager's default email template: the subject is `[FIRING:<n>]`, the group labels
+    // (alertname, check, instance: sorted by name), then the other common labels in parentheses;
+    // the body is HTML only and lists every label as `name = value` and every annotation.
+    let subject = format!(
+        "[FIRING:1] NpmWatchdogCriticalFinding token-bypass-2fa {instance} ({JOB} critical)"
+    );
+    let mail = wait_until_or_none(SLOW, || {
+        smtp.messages().into_iter().find(|m| {
+            m.subject.contains("NpmWatchdogCriticalFinding")
+                && m.subject.contains("token-bypass-2fa")
+        })
+    });
+    let Some(mail) = mail else {
+        panic!(
+            "no email for NpmWatchdogCriticalFinding{{check=\"token-bypass-2fa\"}} after {SLOW:?}\nmessages: {:?}\naiosmtpd log:\n{}\nalertmanager log:\n{}",
+            smtp.messages(),
+            smtp.log_text(),
+            am.log_text()
+        );
+    };
+    let emailed = started.elapsed();
+    assert_eq!(mail.subject, subject, "{}", mail.raw);
+    assert_eq!(
+        mail.from, "npm-watchdog-alerts@example.test",
+        "{}",
+        mail.raw
+    );
+    assert_eq!(mail.to, "security@example.test", "{}", mail.raw);
+    assert!(
+        mail.raw.contains("Content-Type: text/html"),
+        "the default email is HTML:\n{}",
+        mail.raw
+    );
+    for wanted in [
+        "alertname = NpmWatchdogCriticalFinding".to_string(),
+        "check = token-bypass-2fa".to_string(),
+        "severity = critical".to_string(),
+        format!("instance = {instance}"),
+        format!("summary = {summary}"),
+    ] {
+        assert!(
+            mail.body.contains(&wanted),
+            "the email body lacks {wanted:?}:\n{}",
+            mail.body
+        );
+    }
+
+    // The registry credential never reaches an alert: not in Alertmanager's API, not in any email.
+    let (groups, _) = am.get_json("/api/v2/alerts/groups").expect("alert groups");
+    for (place, text) in [
+        ("GET /api/v2/alerts".to_string(), am_body),
+        ("GET /api/v2/alerts/groups".to_string(), groups),
+    ]
+    .into_iter()
+    .chain(smtp.messages().into_iter().flat_map(|m| {
+        [
+            (format!("email {:?} (raw)", m.subject), unfold_qp(&m.raw)),
+            (format!("email {:?} (decoded)", m.subject), m.body),
+        ]
+    })) {
+        assert!(
+            !text.contains(TOKEN),
+            "the registry token is in {place}:\n{text}"
+        );
+    }
+
+    println!(
+        "daemon ready: {daemon_ready:?}; prometheus ready: {prom_ready:?}; finding in /metrics: {exported:?}; \
+         firing in prometheus: {prom_firing:?} (+{:?}); listed by alertmanager: {am_listed:?} (+{:?}); \
+         email received: {emailed:?} (+{:?}) after the daemon's start",
+        prom_firing - exported,
+        am_listed - prom_firing,
+        emailed - am_listed
+    );
+    println!("email subject: {}", mail.subject);
+    drop(prom);
+    drop(am);
+    drop(daemon);
+}
+
+/// The `yaml` code block of config/prometheus/README.md's "Routing to Alertmanager" section.
+fn readme_alertmanager_example() -> String {
+    let readme = read("config/prometheus/README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Routing to Alertmanager"))
+        .expect("config/prometheus/README.md has a \"Routing to Alertmanager\" section");
+    let block = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string());
+    block.expect("a yaml block in \"Routing to Alertmanager\"")
+}
+
+/// `amtool check-config` (same Debian package as Alertmanager) on `config`; panics unless it passes.
+fn amtool_check_config(dir: &Path, name: &str, config: &str) {
+    let path = dir.join(name);
+    fs::write(&path, config).expect("write config");
+    let out = Command::new(bin_on_path("amtool", "prometheus-alertmanager"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("run amtool: {e}; {INSTALL_HINT}"));
+    assert!(
+        out.status.success(),
+        "amtool check-config rejects {name}:\n{config}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn readme_alertmanager_example_is_valid_and_routes_like_the_test() {
+    let example = readme_alertmanager_example();
+    let dir = tempfile::tempdir().expect("tempdir");
+    amtool_check_config(dir.path(), "example.yml", &example);
+    // The commented variant for a remote relay with a login is valid too.
+    let with_login: String = example
+        .lines()
+        .filter(|l| {
+            !l.contains("smtp_smarthost: '127.0.0.1") && !l.contains("smtp_require_tls: false")
+        })
+        .map(|l| l.replacen("  # smtp_", "  smtp_", 1) + "\n")
+        .collect();
+    assert!(
+        with_login.contains("smtp_auth_password_file:")
+            && !with_login.contains("smtp_auth_password:"),
+        "{with_login}"
+    );
+    amtool_check_config(dir.path(), "with-login.yml", &with_login);
+    // The route and receiver the end-to-end test proves, but for its one-second timings and addresses.
+    let tested = alertmanager_config(25);
+    let route_and_receiver = tested
+        .lines()
+        .skip_while(|l| *l != "route:")
+        .filter(|l| !l.contains("_wait:") && !l.contains("_interval:") && !l.contains("- to:"));
+    for line in route_and_receiver {
+        assert!(
+            example.lines().any(|l| l == line),
+            "the README's example lacks the tested line {line:?}:\n{example}"
+        );
+    }
 }
