@@ -15,9 +15,7 @@ mod peers;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use peers::{
-    free_port, metric_in, npm, npm_token_create, wait_until, Daemon, Mail, Smtp, Verdaccio,
-};
+use peers::{free_port, metric_in, npm, npm_token_create, Daemon, Mail, Smtp, Verdaccio};
 use serde_json::Value;
 
 const PASSWORD: &str = "e2e-Pa55word-for-alice-publish";
@@ -29,31 +27,6 @@ const SLOW: Duration = Duration::from_secs(60);
 /// Bound for a publish (or deprecate) to reach the mailbox: a few package periods plus slack for a
 /// loaded 2-core machine.
 const PUBLISH_BOUND: Duration = Duration::from_secs(30);
-
-fn subjects(smtp: &Smtp) -> Vec<String> {
-    smtp.messages().into_iter().map(|m| m.subject).collect()
-}
-
-fn count(smtp: &Smtp, prefix: &str) -> usize {
-    subjects(smtp)
-        .iter()
-        .filter(|s| s.starts_with(prefix))
-        .count()
-}
-
-fn wait_for_mail(smtp: &Smtp, prefix: &str, timeout: Duration) -> (Mail, Duration) {
-    let started = Instant::now();
-    let mail = wait_until(
-        &format!("an email whose subject starts with {prefix:?}"),
-        timeout,
-        || {
-            smtp.messages()
-                .into_iter()
-                .find(|m| m.subject.starts_with(prefix))
-        },
-    );
-    (mail, started.elapsed())
-}
 
 /// Writes a minimal package.json for `PACKAGE@version` in `dir`.
 fn write_package(dir: &Path, version: &str) {
@@ -230,8 +203,7 @@ path = "{state}"
         "no package series before the package exists:\n{metrics}"
     );
     // With blind_after = 2 the unreadable package makes the watchdog report itself blind, naming why.
-    let (blind, _) = wait_for_mail(
-        &smtp,
+    let (blind, _) = smtp.wait_for(
         "[FIRING:critical] watchdog-blind: check group packages",
         SLOW,
     );
@@ -241,10 +213,10 @@ path = "{state}"
         blind.body
     );
     assert_eq!(
-        count(&smtp, "[FIRING:critical] publish-untrusted"),
+        smtp.count("[FIRING:critical] publish-untrusted"),
         0,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
     let log_text = daemon.log_text();
     assert!(
@@ -256,8 +228,7 @@ path = "{state}"
     let pkg = tempfile::tempdir().expect("package dir");
     publish(&verdaccio, &laptop_npmrc, pkg.path(), "1.0.0");
     let published = Instant::now();
-    let (fired_100, latency) = wait_for_mail(
-        &smtp,
+    let (fired_100, latency) = smtp.wait_for(
         "[FIRING:critical] publish-untrusted: version @acme/widget@1.0.0",
         PUBLISH_BOUND,
     );
@@ -289,11 +260,7 @@ path = "{state}"
         "npm_watchdog_package_latest_trusted_publish{package=\"@acme/widget\"}",
         0.0,
     );
-    wait_for_mail(
-        &smtp,
-        "[RESOLVED] watchdog-blind: check group packages",
-        SLOW,
-    );
+    smtp.wait_for("[RESOLVED] watchdog-blind: check group packages", SLOW);
     // The next run asks with the stored ETag and Verdaccio answers 304 Not Modified.
     let started = Instant::now();
     daemon.wait_counter(
@@ -387,8 +354,7 @@ path = "{state}"
 
     // --- A second token publish fires for the new version only. ---
     publish(&verdaccio, &laptop_npmrc, pkg.path(), "1.0.1");
-    let (fired_101, latency) = wait_for_mail(
-        &smtp,
+    let (fired_101, latency) = smtp.wait_for(
         "[FIRING:critical] publish-untrusted: version @acme/widget@1.0.1",
         PUBLISH_BOUND,
     );
@@ -407,22 +373,16 @@ path = "{state}"
         seen_304 + 2.0,
     );
     assert_eq!(
-        count(
-            &smtp,
-            "[FIRING:critical] publish-untrusted: version @acme/widget@1.0.0"
-        ),
+        smtp.count("[FIRING:critical] publish-untrusted: version @acme/widget@1.0.0"),
         1,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
     assert_eq!(
-        count(
-            &smtp,
-            "[FIRING:critical] publish-untrusted: version @acme/widget@1.0.1"
-        ),
+        smtp.count("[FIRING:critical] publish-untrusted: version @acme/widget@1.0.1"),
         1,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
 
     // --- Deprecating with the real npm CLI (a packument PUT on Verdaccio) resolves 1.0.0 only. ---
@@ -438,8 +398,7 @@ path = "{state}"
         ],
         work.path(),
     );
-    let (resolved_100, latency) = wait_for_mail(
-        &smtp,
+    let (resolved_100, latency) = smtp.wait_for(
         "[RESOLVED] publish-untrusted: version @acme/widget@1.0.0",
         PUBLISH_BOUND,
     );
@@ -457,22 +416,16 @@ path = "{state}"
         seen_304 + 1.0,
     );
     assert_eq!(
-        count(
-            &smtp,
-            "[RESOLVED] publish-untrusted: version @acme/widget@1.0.1"
-        ),
+        smtp.count("[RESOLVED] publish-untrusted: version @acme/widget@1.0.1"),
         0,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
     assert_eq!(
-        count(
-            &smtp,
-            "[FIRING:critical] publish-untrusted: version @acme/widget@1.0.0"
-        ),
+        smtp.count("[FIRING:critical] publish-untrusted: version @acme/widget@1.0.0"),
         1,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
     assert_eq!(
         daemon.metric("npm_watchdog_findings{check=\"publish-untrusted\",severity=\"critical\"}"),

@@ -4,10 +4,10 @@
 
 mod peers;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use peers::{
-    free_port, http, npm_token_create, npm_token_revoke, wait_until, Daemon, Mail, Smtp, Verdaccio,
+    free_port, http, npm_token_create, npm_token_revoke, wait_until, Daemon, Smtp, Verdaccio,
 };
 use serde_json::json;
 
@@ -16,31 +16,6 @@ const PASSWORD: &str = "e2e-Pa55word-for-alice";
 const PERIOD: Duration = Duration::from_secs(2);
 /// Generous bound for slow steps (restarts, outages); the fast paths are measured and printed.
 const SLOW: Duration = Duration::from_secs(60);
-
-fn subjects(smtp: &Smtp) -> Vec<String> {
-    smtp.messages().into_iter().map(|m| m.subject).collect()
-}
-
-fn count(smtp: &Smtp, prefix: &str) -> usize {
-    subjects(smtp)
-        .iter()
-        .filter(|s| s.starts_with(prefix))
-        .count()
-}
-
-fn wait_for_mail(smtp: &Smtp, prefix: &str, timeout: Duration) -> (Mail, Duration) {
-    let started = Instant::now();
-    let mail = wait_until(
-        &format!("an email whose subject starts with {prefix:?}"),
-        timeout,
-        || {
-            smtp.messages()
-                .into_iter()
-                .find(|m| m.subject.starts_with(prefix))
-        },
-    );
-    (mail, started.elapsed())
-}
 
 #[test]
 fn tokens_made_and_revoked_with_npm_reach_the_mailbox_and_outages_are_reported() {
@@ -112,12 +87,12 @@ path = "{state}"
     let mut daemon = Daemon::start(&config, port, &log, &npmrc);
 
     // First run: Verdaccio reports 2FA off (a true finding); the allowlisted own token is not reported.
-    wait_for_mail(&smtp, "[FIRING:critical] account-2fa: account alice", SLOW);
+    smtp.wait_for("[FIRING:critical] account-2fa: account alice", SLOW);
     assert_eq!(
-        count(&smtp, "[FIRING:warning] token-present"),
+        smtp.count("[FIRING:warning] token-present"),
         0,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
     assert_eq!(
         daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
@@ -128,8 +103,7 @@ path = "{state}"
     // A token made with the real npm CLI fires within two periods.
     let made = npm_token_create(&verdaccio, &npmrc, PASSWORD, &[]);
     let id = &made.key[..6];
-    let (mail, latency) = wait_for_mail(
-        &smtp,
+    let (mail, latency) = smtp.wait_for(
         &format!("[FIRING:critical] token-created: token {id}"),
         2 * PERIOD + Duration::from_secs(4),
     );
@@ -141,11 +115,7 @@ path = "{state}"
     );
     assert!(mail.to.contains("security@example.test"));
     for check in ["token-present", "token-long-lived", "token-unrestricted"] {
-        wait_for_mail(
-            &smtp,
-            &format!("[FIRING:warning] {check}: token {id}"),
-            SLOW,
-        );
+        smtp.wait_for(&format!("[FIRING:warning] {check}: token {id}"), SLOW);
     }
     let metrics = daemon.metrics();
     assert!(
@@ -155,7 +125,7 @@ path = "{state}"
     peers::promtool_check_metrics(&metrics).expect("promtool accepts /metrics with tokens");
 
     // A restart sends no duplicate FIRING.
-    let firing_before = count(&smtp, "[FIRING");
+    let firing_before = smtp.count("[FIRING");
     let (status, took) = daemon.stop();
     println!("SIGTERM -> exit: {took:?}");
     assert!(status.success(), "exit status {status}");
@@ -167,42 +137,34 @@ path = "{state}"
             .then_some(())
     });
     assert_eq!(
-        count(&smtp, "[FIRING"),
+        smtp.count("[FIRING"),
         firing_before,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
 
     // Revoking it with the real npm CLI resolves it.
     npm_token_revoke(&verdaccio, &npmrc, id);
-    let (_, latency) = wait_for_mail(
-        &smtp,
-        &format!("[RESOLVED] token-present: token {id}"),
-        SLOW,
-    );
+    let (_, latency) = smtp.wait_for(&format!("[RESOLVED] token-present: token {id}"), SLOW);
     println!("token revoked -> RESOLVED email: {latency:?}");
     for check in ["token-long-lived", "token-unrestricted"] {
-        wait_for_mail(&smtp, &format!("[RESOLVED] {check}: token {id}"), SLOW);
+        smtp.wait_for(&format!("[RESOLVED] {check}: token {id}"), SLOW);
     }
     // An event never resolves.
-    assert_eq!(count(&smtp, "[RESOLVED] token-created"), 0);
+    assert_eq!(smtp.count("[RESOLVED] token-created"), 0);
 
     // Registry down: the check fails, nothing resolves, and the watchdog reports itself blind.
-    let resolved_before = count(&smtp, "[RESOLVED]");
+    let resolved_before = smtp.count("[RESOLVED]");
     verdaccio.stop();
     wait_until("check_success 0 while the registry is down", SLOW, || {
         (daemon.metric("npm_watchdog_check_success{check=\"tokens\"}")? == 0.0).then_some(())
     });
-    wait_for_mail(
-        &smtp,
-        "[FIRING:critical] watchdog-blind: check group tokens",
-        SLOW,
-    );
+    smtp.wait_for("[FIRING:critical] watchdog-blind: check group tokens", SLOW);
     assert_eq!(
-        count(&smtp, "[RESOLVED]"),
+        smtp.count("[RESOLVED]"),
         resolved_before,
         "{:?}",
-        subjects(&smtp)
+        smtp.subjects()
     );
     assert_eq!(
         daemon.metric("npm_watchdog_findings{check=\"account-2fa\",severity=\"critical\"}"),
@@ -215,7 +177,7 @@ path = "{state}"
     wait_until("check_success 1 after the registry is back", SLOW, || {
         (daemon.metric("npm_watchdog_check_success{check=\"tokens\"}")? == 1.0).then_some(())
     });
-    wait_for_mail(&smtp, "[RESOLVED] watchdog-blind: check group tokens", SLOW);
+    smtp.wait_for("[RESOLVED] watchdog-blind: check group tokens", SLOW);
     let final_metrics = daemon.metrics();
     peers::promtool_check_metrics(&final_metrics)
         .expect("promtool accepts /metrics after recovery");

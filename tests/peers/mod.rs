@@ -613,6 +613,34 @@ impl Smtp {
     }
 
     /// Every stored message, oldest first (by file modification time, then name).
+    /// Every received subject, in arrival order.
+    pub fn subjects(&self) -> Vec<String> {
+        self.messages().into_iter().map(|m| m.subject).collect()
+    }
+
+    /// How many received subjects start with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.subjects()
+            .iter()
+            .filter(|s| s.starts_with(prefix))
+            .count()
+    }
+
+    /// Wait for a message whose subject starts with `prefix`; returns it and how long the wait took.
+    pub fn wait_for(&self, prefix: &str, timeout: Duration) -> (Mail, Duration) {
+        let started = Instant::now();
+        let mail = wait_until(
+            &format!("an email whose subject starts with {prefix:?}"),
+            timeout,
+            || {
+                self.messages()
+                    .into_iter()
+                    .find(|m| m.subject.starts_with(prefix))
+            },
+        );
+        (mail, started.elapsed())
+    }
+
     pub fn messages(&self) -> Vec<Mail> {
         let mut files: Vec<(SystemTime, PathBuf)> = Vec::new();
         for sub in ["new", "cur"] {
