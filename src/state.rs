@@ -491,6 +491,27 @@ impl State {
         })
     }
 
+    /// A `key → JSON body` table, decoded; `what` names a row in an error.
+    fn json_map<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        what: &str,
+    ) -> Result<BTreeMap<String, T>, StateError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(k, b)| {
+                let v = self.decode(&format!("{what} {k}"), &b)?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+
     /// Stored slim packuments with their ETags.
     pub fn packuments(&self) -> Result<BTreeMap<String, (Option<String>, Packument)>, StateError> {
         let rows: Vec<(String, Option<String>, String)> = self.with(|c| {
@@ -549,16 +570,7 @@ impl State {
     pub fn provenance_cache(
         &self,
     ) -> Result<BTreeMap<String, Option<ProvenanceSource>>, StateError> {
-        let rows: Vec<(String, String)> = self.with(|c| {
-            let mut stmt = c.prepare("SELECT key, body FROM provenance")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })?;
-        rows.into_iter()
-            .map(|(k, b)| Ok((k.clone(), self.decode(&format!("provenance {k}"), &b)?)))
-            .collect()
+        self.json_map("SELECT key, body FROM provenance", "provenance")
     }
 
     pub fn store_provenance(
@@ -581,16 +593,7 @@ impl State {
     }
 
     pub fn orgs(&self) -> Result<BTreeMap<String, OrgView>, StateError> {
-        let rows: Vec<(String, String)> = self.with(|c| {
-            let mut stmt = c.prepare("SELECT org, body FROM orgs")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })?;
-        rows.into_iter()
-            .map(|(k, b)| Ok((k.clone(), self.decode(&format!("org {k}"), &b)?)))
-            .collect()
+        self.json_map("SELECT org, body FROM orgs", "org")
     }
 
     pub fn store_org(&self, view: &OrgView) -> Result<(), StateError> {
