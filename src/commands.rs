@@ -64,18 +64,12 @@ async fn read_live(rt: &Runtime) -> Result<Live, CommandError> {
     let tokens = tokens.map_err(CommandError::from)?;
     let profile = profile.map_err(CommandError::from)?;
     let now = Utc::now();
+    // One-shot commands have no memory of earlier runs (`seen_tokens` stays `None`), so nothing
+    // counts as newly created.
     let snap = Snapshot {
-        now,
-        registry: &rt.registry,
         tokens: Some(&tokens),
         profile: Some(&profile),
-        // One-shot commands have no memory of earlier runs, so nothing counts as newly created.
-        seen_tokens: None,
-        health: &[],
-        packages: None,
-        orgs: None,
-        trust: None,
-        previous_maintainers: None,
+        ..Snapshot::new(now, &rt.registry)
     };
     let (findings, _) = checks::run_group("tokens", &snap, &rt.config.policy);
     Ok(Live {
@@ -312,16 +306,12 @@ pub async fn audit(
     let trust =
         trust.filter(|t| otp.is_some() || t.values().any(|s| matches!(s, TrustStatus::Read(_))));
     let snap = Snapshot {
-        now: live.now,
-        registry: &rt.registry,
         tokens: Some(&live.tokens),
         profile: Some(&live.profile),
-        seen_tokens: None,
-        health: &[],
         packages: packages.as_ref(),
         orgs: orgs.as_deref(),
         trust: trust.as_ref(),
-        previous_maintainers: None,
+        ..Snapshot::new(live.now, &rt.registry)
     };
     let mut findings = live.findings.clone();
     for group in ["packages", "org", "trust"] {

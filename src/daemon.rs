@@ -265,16 +265,14 @@ impl Watchdog {
         let all_health = self.state.group_health()?;
         let seen = self.state.seen_tokens()?;
         let snap = Snapshot {
-            now,
-            registry: &self.rt.registry,
             tokens: g.tokens.as_deref(),
             profile: g.profile.as_ref(),
             seen_tokens: seen.as_ref(),
             health: &all_health,
             packages: g.packages.as_ref(),
             orgs: g.orgs.as_deref(),
-            trust: None,
             previous_maintainers: g.previous_maintainers.as_ref(),
+            ..Snapshot::new(now, &self.rt.registry)
         };
         let (mut findings, mut ran) = checks::run_group(group, &snap, &self.rt.config.policy);
         let (health_findings, health_ran) =

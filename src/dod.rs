@@ -426,16 +426,8 @@ mod tests {
         let tokens = fixtures::tokens();
         let reg = fixtures::registry();
         let snap = Snapshot {
-            now: fixtures::now(),
-            registry: &reg,
             tokens: Some(&tokens),
-            profile: None,
-            seen_tokens: None,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(fixtures::now(), &reg)
         };
         checks::run_group("tokens", &snap, &fixtures::policy()).0
     }

@@ -57,16 +57,8 @@ mod tests {
         let profile =
             parse_profile(&serde_json::from_str(profile_json).expect("json")).expect("profile");
         let snap = Snapshot {
-            now: now(),
-            registry: &reg,
-            tokens: None,
             profile: Some(&profile),
-            seen_tokens: None,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(now(), &reg)
         };
         evaluate(&snap, &policy())
     }

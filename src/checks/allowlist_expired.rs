@@ -53,16 +53,7 @@ mod tests {
                 .with_timezone(&Utc)
         };
         let snap = |now| Snapshot {
-            now,
-            registry: &reg,
-            tokens: None,
-            profile: None,
-            seen_tokens: None,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(now, &reg)
         };
         assert!(evaluate(&snap(at("2027-01-31T23:00:00Z")), &policy()).is_empty());
         let got = evaluate(&snap(at("2027-02-01T00:00:00Z")), &policy());

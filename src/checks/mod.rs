@@ -153,7 +153,23 @@ pub struct Snapshot<'a> {
     pub previous_maintainers: Option<&'a BTreeMap<String, Vec<String>>>,
 }
 
-impl Snapshot<'_> {
+impl<'a> Snapshot<'a> {
+    /// A snapshot in which no source was read; set the ones that were.
+    pub fn new(now: DateTime<Utc>, registry: &'a Url) -> Self {
+        Snapshot {
+            now,
+            registry,
+            tokens: None,
+            profile: None,
+            seen_tokens: None,
+            health: &[],
+            packages: None,
+            orgs: None,
+            trust: None,
+            previous_maintainers: None,
+        }
+    }
+
     pub fn has(&self, source: Source) -> bool {
         match source {
             Source::Tokens => self.tokens.is_some(),
@@ -327,16 +343,9 @@ pub(crate) mod fixtures {
         let tokens = tokens();
         let reg = registry();
         let snap = Snapshot {
-            now: now(),
-            registry: &reg,
             tokens: Some(&tokens),
-            profile: None,
             seen_tokens: seen,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(now(), &reg)
         };
         (check.evaluate)(&snap, &policy())
     }
@@ -430,16 +439,11 @@ pub(crate) mod fixtures {
 
     fn snapshot<'a>(reg: &'a Url, inputs: Inputs<'a>) -> Snapshot<'a> {
         Snapshot {
-            now: now(),
-            registry: reg,
-            tokens: None,
-            profile: None,
-            seen_tokens: None,
-            health: &[],
             packages: inputs.packages,
             orgs: inputs.orgs,
             trust: inputs.trust,
             previous_maintainers: inputs.previous_maintainers,
+            ..Snapshot::new(now(), reg)
         }
     }
 
@@ -480,16 +484,7 @@ mod tests {
     fn a_check_without_its_source_does_not_run() {
         let reg = fixtures::registry();
         let snap = Snapshot {
-            now: fixtures::now(),
-            registry: &reg,
-            tokens: None,
-            profile: None,
-            seen_tokens: None,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(fixtures::now(), &reg)
         };
         let (findings, ran) = run_group("tokens", &snap, &fixtures::policy());
         assert!(findings.is_empty());
@@ -527,16 +522,9 @@ mod tests {
         let reg = Url::parse("http://127.0.0.1:4873/").expect("url");
         let tokens = fixtures::tokens();
         let snap = Snapshot {
-            now: fixtures::now(),
-            registry: &reg,
             tokens: Some(&tokens),
-            profile: None,
-            seen_tokens: None,
-            health: &[],
             packages: Some(&packages),
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(fixtures::now(), &reg)
         };
         for group in ["packages", "tokens"] {
             for f in run_group(group, &snap, &fixtures::watch_policy()).0 {
@@ -557,16 +545,8 @@ mod tests {
         let tokens = fixtures::tokens();
         let reg = Url::parse("http://127.0.0.1:4873/").expect("url");
         let snap = Snapshot {
-            now: fixtures::now(),
-            registry: &reg,
             tokens: Some(&tokens),
-            profile: None,
-            seen_tokens: None,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(fixtures::now(), &reg)
         };
         assert_eq!(
             snap.revoke_command(&tokens[2]),

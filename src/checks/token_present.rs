@@ -72,16 +72,8 @@ mod tests {
             .expect("t")
             .with_timezone(&chrono::Utc);
         let snap = Snapshot {
-            now: later,
-            registry: &reg,
             tokens: Some(&tokens),
-            profile: None,
-            seen_tokens: None,
-            health: &[],
-            packages: None,
-            orgs: None,
-            trust: None,
-            previous_maintainers: None,
+            ..Snapshot::new(later, &reg)
         };
         let got = evaluate(&snap, &super::super::fixtures::policy());
         assert!(got.iter().any(|f| f.subject == "token 82e393 (watchdog)"));

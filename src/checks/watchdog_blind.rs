@@ -58,16 +58,8 @@ mod tests {
         };
         let run = |h: &[GroupHealth]| {
             let snap = Snapshot {
-                now: now(),
-                registry: &reg,
-                tokens: None,
-                profile: None,
-                seen_tokens: None,
                 health: h,
-                packages: None,
-                orgs: None,
-                trust: None,
-                previous_maintainers: None,
+                ..Snapshot::new(now(), &reg)
             };
             evaluate(&snap, &policy())
         };
