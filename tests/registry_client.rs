@@ -1,56 +1,20 @@
 //! `RegistryClient` against the in-process fake registry: pagination, retries, error classification,
 //! metrics and credential hygiene. Token-object parsing itself is unit-tested in `registry/model.rs`.
 
+mod client_support;
 mod fake_registry;
 
 use std::time::{Duration, Instant};
 
+use client_support::{
+    assert_secret_absent, client, client_with, cred, cred_with, fast_retry, metric_line, text,
+};
 use fake_registry::{
     escaped_entity, escaped_name, FakeRegistry, Fault, NextStyle, TOKEN, TOKENS_PATH,
 };
-use npm_watchdog::credential::{Credential, Source};
-use npm_watchdog::metrics::Metrics;
 use npm_watchdog::registry::model::{TfaMode, Token, TokenKind};
-use npm_watchdog::registry::{RegistryClient, RegistryError, RetryPolicy};
-use secrecy::SecretString;
+use npm_watchdog::registry::{RegistryError, RetryPolicy};
 use serde_json::{json, Value};
-use url::Url;
-
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        retries: 3,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        retry_after_cap: Duration::from_secs(2),
-    }
-}
-
-fn client_with(url: &str, retry: RetryPolicy, timeout: Duration) -> (RegistryClient, Metrics) {
-    let metrics = Metrics::new();
-    let client = RegistryClient::new(
-        Url::parse(url).expect("registry url"),
-        timeout,
-        retry,
-        metrics.clone(),
-    )
-    .expect("client");
-    (client, metrics)
-}
-
-fn client(url: &str) -> (RegistryClient, Metrics) {
-    client_with(url, fast_retry(), Duration::from_secs(5))
-}
-
-fn cred_with(secret: &str) -> Credential {
-    Credential::new(
-        SecretString::from(secret.to_string()),
-        Source::TokenFile("/run/npm-watchdog/token".into()),
-    )
-}
-
-fn cred() -> Credential {
-    cred_with(TOKEN)
-}
 
 /// A classic token object; key prefixes differ in the first six characters.
 fn token_obj(i: usize) -> Value {
@@ -82,28 +46,6 @@ fn paths(reg: &FakeRegistry) -> Vec<String> {
         .into_iter()
         .map(|r| r.path_and_query)
         .collect()
-}
-
-/// The error's Display and Debug, after checking neither holds the credential.
-fn text(err: &RegistryError) -> String {
-    assert_secret_absent(err, TOKEN);
-    err.to_string()
-}
-
-fn assert_secret_absent(err: &RegistryError, secret: &str) {
-    let display = err.to_string();
-    let debug = format!("{err:?}");
-    assert!(!display.contains(secret), "secret in Display: {display}");
-    assert!(!debug.contains(secret), "secret in Debug: {debug}");
-}
-
-fn metric_line(metrics: &Metrics, endpoint: &str, code: &str) -> Option<u64> {
-    let prefix =
-        format!("npm_watchdog_registry_requests_total{{code=\"{code}\",endpoint=\"{endpoint}\"}} ");
-    metrics.render().lines().find_map(|l| {
-        l.strip_prefix(&prefix)
-            .map(|v| v.trim().parse().expect("counter value"))
-    })
 }
 
 /// A 7-token list in pages of 3 (3 pages).

@@ -3,74 +3,18 @@
 //! back (the slim packument, typed errors, metrics). Parsing details are unit-tested in
 //! `registry/package.rs`.
 
+mod client_support;
 mod fake_registry;
 
 use std::time::{Duration, Instant};
 
+use client_support::{assert_secret_absent, client, cred, cred_with, metric_line, text};
 use fake_registry::{packument_doc, packument_doc_padded, FakeRegistry, Fault, TOKEN};
-use npm_watchdog::credential::{Credential, Source};
-use npm_watchdog::metrics::Metrics;
-use npm_watchdog::registry::{Fetched, RegistryClient, RegistryError, RetryPolicy};
-use secrecy::SecretString;
+use npm_watchdog::registry::{Fetched, RegistryError};
 use serde_json::{json, Value};
-use url::Url;
 
 const OTP: &str = "123456";
 const SLSA_V1: &str = "https://slsa.dev/provenance/v1";
-
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        retries: 3,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        retry_after_cap: Duration::from_secs(2),
-    }
-}
-
-fn client(url: &str) -> (RegistryClient, Metrics) {
-    let metrics = Metrics::new();
-    let client = RegistryClient::new(
-        Url::parse(url).expect("registry url"),
-        Duration::from_secs(10),
-        fast_retry(),
-        metrics.clone(),
-    )
-    .expect("client");
-    (client, metrics)
-}
-
-fn cred_with(secret: &str) -> Credential {
-    Credential::new(
-        SecretString::from(secret.to_string()),
-        Source::TokenFile("/run/npm-watchdog/token".into()),
-    )
-}
-
-fn cred() -> Credential {
-    cred_with(TOKEN)
-}
-
-/// The error's Display, after checking neither Display nor Debug holds the credential.
-fn text(err: &RegistryError) -> String {
-    assert_secret_absent(err, TOKEN);
-    err.to_string()
-}
-
-fn assert_secret_absent(err: &RegistryError, secret: &str) {
-    let display = err.to_string();
-    let debug = format!("{err:?}");
-    assert!(!display.contains(secret), "secret in Display: {display}");
-    assert!(!debug.contains(secret), "secret in Debug: {debug}");
-}
-
-fn metric_line(metrics: &Metrics, endpoint: &str, code: &str) -> Option<u64> {
-    let prefix =
-        format!("npm_watchdog_registry_requests_total{{code=\"{code}\",endpoint=\"{endpoint}\"}} ");
-    metrics.render().lines().find_map(|l| {
-        l.strip_prefix(&prefix)
-            .map(|v| v.trim().parse().expect("counter value"))
-    })
-}
 
 fn paths(reg: &FakeRegistry) -> Vec<String> {
     reg.requests()
