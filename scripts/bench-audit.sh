@@ -159,6 +159,8 @@ token_file = "$WORK/token"
 concurrency = $conc
 
 [watch]
+# Only the benchmark user's packages, so the request count is the packages plus the listing.
+own_account = false
 users = ["$USER_NAME"]
 
 [state]
@@ -230,6 +232,8 @@ token_file = "$WORK/token"
 concurrency = $CONCURRENCY
 
 [watch]
+# Only the benchmark user's packages, so the request count is the packages plus the listing.
+own_account = false
 users = ["$USER_NAME"]
 
 [schedule]

@@ -204,6 +204,10 @@ cat >"$WORK/config.toml" <<TOML
 url = "$REGISTRY"
 timeout = "5s"
 
+[watch]
+# Verdaccio cannot list a user's packages (no /-/user/<name>/package route): tokens only.
+own_account = false
+
 [schedule]
 tokens = "2s"
 

@@ -2,11 +2,14 @@
 //! conditional requests and bounded concurrency), the provenance of recent versions, and org rosters
 //! and teams. Shared by the daemon, `audit` and `harden`.
 //!
-//! Failures are collected, not hidden: a package or org that could not be read is reported in
-//! `errors`, and when a stored copy exists the caller gets that copy instead, so a registry error can
+//! Nothing here touches the state database: the caller hands in what it has stored (packuments with
+//! their ETags, provenance already read, orgs) and gets back what was read fresh, to store as it sees
+//! fit. Failures are collected, not hidden: a package or org that could not be read is reported in
+//! `errors`, and when a stored copy exists the result holds that copy instead, so a registry error can
 //! neither resolve a finding nor make one up.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -15,18 +18,52 @@ use tokio::sync::Semaphore;
 use crate::checks::PackageSet;
 use crate::config::WatchConfig;
 use crate::credential::Credential;
-use crate::registry::package::{OrgView, Packument, TeamView};
-use crate::registry::{Fetched, RegistryClient, RegistryError};
-use crate::state::{State, StateError};
+use crate::registry::{
+    Fetched, OrgView, Packument, ProvenanceSource, RegistryClient, RegistryError, TeamView,
+};
+
+/// A source that could not be read: what it was, a fixed reason for the `check_errors_total` metric,
+/// and the message for the log and the `watchdog-blind` finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    /// `packument @acme/widget`, `org acme`; empty when the message says it all.
+    pub what: String,
+    /// A [`RegistryError::label`], or `credential`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl ReadError {
+    pub fn registry(what: impl Into<String>, e: &RegistryError) -> Self {
+        Self {
+            what: what.into(),
+            reason: e.label(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.what.is_empty() {
+            f.write_str(&self.detail)
+        } else {
+            write!(f, "{}: {}", self.what, self.detail)
+        }
+    }
+}
 
 /// The watched package names, and what could not be listed.
 #[derive(Debug, Default)]
 pub struct Discovery {
     pub packages: BTreeSet<String>,
-    pub errors: Vec<String>,
+    /// The account the credential belongs to, when `watch.own_account` asked for it and it was read.
+    pub own_account: Option<String>,
+    pub errors: Vec<ReadError>,
 }
 
-/// The union of `watch.users`, `watch.orgs` and `watch.packages`.
+/// The union of `watch.packages`, the packages of `watch.users` and `watch.orgs`, and (with
+/// `watch.own_account`) the packages of the account `/-/whoami` names.
 pub async fn discover(
     client: &RegistryClient,
     watch: &WatchConfig,
@@ -34,22 +71,55 @@ pub async fn discover(
 ) -> Discovery {
     let mut d = Discovery {
         packages: watch.packages.iter().cloned().collect(),
-        errors: Vec::new(),
+        ..Discovery::default()
     };
-    for user in &watch.users {
+    let mut users: Vec<String> = watch.users.clone();
+    if watch.own_account {
+        match client.whoami(cred).await {
+            Ok(name) => {
+                if !users.contains(&name) {
+                    users.push(name.clone());
+                }
+                d.own_account = Some(name);
+            }
+            Err(e) => d.errors.push(ReadError::registry(
+                "the credential's own account (watch.own_account)",
+                &e,
+            )),
+        }
+    }
+    for user in &users {
         match client.user_packages(user, cred).await {
             Ok(m) => d.packages.extend(m.into_keys()),
-            Err(e) => d.errors.push(format!("packages of user {user}: {e}")),
+            Err(e) => {
+                let own = d.own_account.as_deref() == Some(user.as_str());
+                let what = if own && matches!(e, RegistryError::NotFound { .. }) {
+                    // Verdaccio, for one, has no such route: say which key to change.
+                    format!(
+                        "packages of user {user} (the credential's own account; if this registry \
+                         cannot list a user's packages, set watch.own_account = false and name them \
+                         in watch.packages)"
+                    )
+                } else {
+                    format!("packages of user {user}")
+                };
+                d.errors.push(ReadError::registry(what, &e));
+            }
         }
     }
     for org in &watch.orgs {
         match client.org_packages(org, cred).await {
             Ok(m) => d.packages.extend(m.into_keys()),
-            Err(e) => d.errors.push(format!("packages of org {org}: {e}")),
+            Err(e) => d
+                .errors
+                .push(ReadError::registry(format!("packages of org {org}"), &e)),
         }
     }
     d
 }
+
+/// A stored slim packument with the ETag it was served with.
+pub type StoredPackument = (Option<String>, Packument);
 
 /// What reading the packuments gave.
 #[derive(Debug, Default)]
@@ -57,29 +127,29 @@ pub struct PackagesRead {
     pub set: PackageSet,
     /// Maintainers per package as stored before this read (only packages that had a stored copy).
     pub previous_maintainers: BTreeMap<String, Vec<String>>,
-    pub errors: Vec<String>,
-    /// Fresh documents, 304s, and bytes of fresh documents received.
-    pub fresh: usize,
+    /// Documents that changed (or were new), with their ETags: what the caller should store.
+    pub fresh: Vec<(String, Option<String>, Packument)>,
+    /// Provenance read for the first time per `name@version` (`None`: the version has none).
+    pub learned_provenance: Vec<(String, Option<ProvenanceSource>)>,
+    pub errors: Vec<ReadError>,
     pub not_modified: usize,
+    /// Bytes of the fresh documents as received.
     pub bytes: usize,
 }
 
-/// Read the packuments of `names`, at most `concurrency` at a time. With a `state`, each document's
-/// ETag and slim copy are stored, a 304 reuses the stored copy, and provenance is cached per version.
-/// Provenance is read for versions published after `since` that claim it.
+/// Read the packuments of `names`, at most `concurrency` at a time. A stored copy's ETag makes the
+/// request conditional and a 304 reuses the copy; provenance is read for versions published after
+/// `since` that claim it, unless `provenance_cache` already has it.
 pub async fn read_packages(
     client: &RegistryClient,
     names: &BTreeSet<String>,
     cred: &Credential,
-    state: Option<&State>,
+    stored: &BTreeMap<String, StoredPackument>,
+    provenance_cache: &BTreeMap<String, Option<ProvenanceSource>>,
     concurrency: usize,
     since: DateTime<Utc>,
-) -> Result<PackagesRead, StateError> {
+) -> PackagesRead {
     let mut out = PackagesRead::default();
-    let stored: BTreeMap<String, (Option<String>, Packument)> = match state {
-        Some(s) => s.packuments()?,
-        None => BTreeMap::new(),
-    };
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for name in names {
@@ -95,10 +165,13 @@ pub async fn read_packages(
             (name, r)
         });
     }
-    let mut fresh: Vec<(String, Option<String>, Packument)> = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let Ok((name, result)) = joined else {
-            out.errors.push("a packument task failed".into());
+            out.errors.push(ReadError {
+                what: "packuments".into(),
+                reason: "task_failed",
+                detail: "a packument task failed".into(),
+            });
             continue;
         };
         let previous = stored.get(&name);
@@ -112,46 +185,41 @@ pub async fn read_packages(
                     out.not_modified += 1;
                     out.set.packuments.insert(name, p.clone());
                 }
-                None => out
-                    .errors
-                    .push(format!("packument {name}: 304 without a stored copy")),
+                None => out.errors.push(ReadError {
+                    what: format!("packument {name}"),
+                    reason: "unexpected_status",
+                    detail: "304 without a stored copy".into(),
+                }),
             },
             Ok(Fetched::Fresh {
                 packument,
                 etag,
                 bytes,
             }) => {
-                out.fresh += 1;
                 out.bytes += bytes;
-                fresh.push((name.clone(), etag, packument.clone()));
+                out.fresh.push((name.clone(), etag, packument.clone()));
                 out.set.packuments.insert(name, packument);
             }
             Err(e) => {
-                out.errors.push(format!("packument {name}: {e}"));
+                out.errors
+                    .push(ReadError::registry(format!("packument {name}"), &e));
                 if let Some((_, p)) = previous {
                     out.set.packuments.insert(name, p.clone());
                 }
             }
         }
     }
-    if let Some(s) = state {
-        s.store_packuments(&fresh)?;
-    }
-    read_provenance(client, cred, state, since, &mut out).await?;
-    Ok(out)
+    read_provenance(client, cred, provenance_cache, since, &mut out).await;
+    out
 }
 
 async fn read_provenance(
     client: &RegistryClient,
     cred: &Credential,
-    state: Option<&State>,
+    cached: &BTreeMap<String, Option<ProvenanceSource>>,
     since: DateTime<Utc>,
     out: &mut PackagesRead,
-) -> Result<(), StateError> {
-    let cached = match state {
-        Some(s) => s.provenance_cache()?,
-        None => BTreeMap::new(),
-    };
+) {
     let mut learned = Vec::new();
     for p in out.set.packuments.values() {
         for v in &p.versions {
@@ -175,15 +243,14 @@ async fn read_provenance(
                         }
                         learned.push((key, src));
                     }
-                    Err(e) => out.errors.push(format!("provenance of {key}: {e}")),
+                    Err(e) => out
+                        .errors
+                        .push(ReadError::registry(format!("provenance of {key}"), &e)),
                 },
             }
         }
     }
-    if let Some(s) = state {
-        s.store_provenance(&learned)?;
-    }
-    Ok(())
+    out.learned_provenance = learned;
 }
 
 /// Read one org's roster, teams and team packages.
@@ -208,35 +275,39 @@ pub async fn read_org(
     })
 }
 
-/// Read every watched org; a failed org falls back to its stored copy (if `state` has one).
+/// What reading the watched orgs gave.
+#[derive(Debug, Default)]
+pub struct OrgsRead {
+    /// Every watched org: read now, or its stored copy when the read failed.
+    pub views: Vec<OrgView>,
+    /// The orgs read now: what the caller should store.
+    pub fresh: Vec<OrgView>,
+    pub errors: Vec<ReadError>,
+}
+
+/// Read every watched org; a failed org falls back to its stored copy, if `stored` has one.
 pub async fn read_orgs(
     client: &RegistryClient,
     orgs: &[String],
     cred: &Credential,
-    state: Option<&State>,
-) -> Result<(Vec<OrgView>, Vec<String>), StateError> {
-    let stored = match state {
-        Some(s) => s.orgs()?,
-        None => BTreeMap::new(),
-    };
-    let mut views = Vec::new();
-    let mut errors = Vec::new();
+    stored: &BTreeMap<String, OrgView>,
+) -> OrgsRead {
+    let mut out = OrgsRead::default();
     for org in orgs {
         let key = org.trim_start_matches('@');
         match read_org(client, org, cred).await {
             Ok(v) => {
-                if let Some(s) = state {
-                    s.store_org(&v)?;
-                }
-                views.push(v);
+                out.fresh.push(v.clone());
+                out.views.push(v);
             }
             Err(e) => {
-                errors.push(format!("org {key}: {e}"));
+                out.errors
+                    .push(ReadError::registry(format!("org {key}"), &e));
                 if let Some(v) = stored.get(key) {
-                    views.push(v.clone());
+                    out.views.push(v.clone());
                 }
             }
         }
     }
-    Ok((views, errors))
+    out
 }

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::checks::{self, Finding, PackageSet, TrustStatus};
+use crate::checks::{self, PackageSet, TrustStatus};
 use crate::config::PolicyConfig;
-use crate::registry::model::Token;
-use crate::registry::package::OrgView;
+use crate::finding::{Dod, Finding};
+use crate::registry::{OrgView, Token};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -46,6 +46,8 @@ pub struct Input<'a> {
     pub now: DateTime<Utc>,
     pub policy: &'a PolicyConfig,
     pub tokens: &'a [Token],
+    /// The registry key of the daemon's own credential, when it can be derived.
+    pub own_key: Option<&'a str>,
     /// Every finding of this audit, of every check that ran.
     pub findings: &'a [Finding],
     /// `None` when no package is watched.
@@ -58,8 +60,13 @@ pub struct Input<'a> {
     pub hardened: &'a BTreeMap<String, DateTime<Utc>>,
 }
 
-fn of<'f>(findings: &'f [Finding], check: &str) -> Vec<&'f Finding> {
-    findings.iter().filter(|f| f.check == check).collect()
+/// The findings that are evidence against `dod`: those of the checks that say they feed it.
+fn against(findings: &[Finding], dod: Dod) -> Vec<&Finding> {
+    let checks: Vec<&str> = checks::feeding(dod).map(|c| c.id).collect();
+    findings
+        .iter()
+        .filter(|f| checks.contains(&f.check.as_str()))
+        .collect()
 }
 
 fn lines(findings: &[&Finding]) -> Vec<String> {
@@ -107,7 +114,7 @@ fn d1(i: &Input) -> DodRow {
     let Some(trust) = i.trust else {
         return row("D1", T, Verdict::Unverified, vec![NEEDS_OTP.into()]);
     };
-    let missing = of(i.findings, "trusted-publisher-missing");
+    let missing = against(i.findings, Dod::D1);
     if !missing.is_empty() {
         return row("D1", T, Verdict::Fail, lines(&missing));
     }
@@ -144,10 +151,7 @@ fn d1(i: &Input) -> DodRow {
 fn d2(i: &Input) -> DodRow {
     const T: &str =
         "every trusted publisher is bound to a branch-restricted context or environment";
-    let bad: Vec<&Finding> = of(i.findings, "trusted-publisher-unbound")
-        .into_iter()
-        .chain(of(i.findings, "publish-unexpected-source"))
-        .collect();
+    let bad = against(i.findings, Dod::D2);
     if !bad.is_empty() {
         return row("D2", T, Verdict::Fail, lines(&bad));
     }
@@ -171,16 +175,12 @@ fn d2(i: &Input) -> DodRow {
     }
 }
 
-fn untrusted<'a>(i: &Input<'a>) -> Vec<&'a Finding> {
-    of(i.findings, "publish-untrusted")
-}
-
 fn d3(i: &Input) -> DodRow {
     const T: &str = "publish jobs fetch an OIDC token at runtime; no NPM_TOKEN is referenced";
     let cannot =
         "the registry cannot show CI configuration; judged only from how versions were published"
             .to_string();
-    let bad = untrusted(i);
+    let bad = against(i.findings, Dod::D3);
     if !bad.is_empty() {
         let mut ev = vec![
             cannot,
@@ -248,7 +248,7 @@ fn d4(i: &Input) -> DodRow {
         .values()
         .filter_map(|p| p.latest().map(|v| format!("{}@{}", p.name, v.version)))
         .collect();
-    let bad: Vec<&Finding> = untrusted(i)
+    let bad: Vec<&Finding> = against(i.findings, Dod::D4)
         .into_iter()
         .filter(|f| !latest.contains(&f.subject_key))
         .collect();
@@ -263,8 +263,13 @@ fn d5(i: &Input) -> DodRow {
     const T: &str = "every static npm token on the account is deleted";
     let present: Vec<String> = checks::not_allowlisted(i.tokens, i.policy, i.now)
         .map(|t| {
+            let own = if checks::is_own_token(t, i.own_key, i.policy) {
+                "; npm-watchdog's own credential: allowlist it with an expiry"
+            } else {
+                ""
+            };
             format!(
-                "{} ({} {}, created {})",
+                "{} ({} {}, created {}{own})",
                 t.label(),
                 t.kind.as_str(),
                 t.access.as_str(),
@@ -290,7 +295,7 @@ fn d5(i: &Input) -> DodRow {
 
 fn d6(i: &Input) -> DodRow {
     const T: &str = "every service account that only held a publish token is retired";
-    let bad = of(i.findings, "retired-account-active");
+    let bad = against(i.findings, Dod::D6);
     if !bad.is_empty() {
         return row("D6", T, Verdict::Fail, lines(&bad));
     }
@@ -330,7 +335,7 @@ fn d7(i: &Input) -> DodRow {
         ev.push(NO_PACKAGES.into());
         return row("D7", T, Verdict::Unverified, ev);
     };
-    let bad = untrusted(i);
+    let bad = against(i.findings, Dod::D7);
     if !bad.is_empty() {
         ev.push(
             "versions published with a token after the cutoff prove tokens are still accepted:"
@@ -373,7 +378,7 @@ fn d7(i: &Input) -> DodRow {
 
 fn d8(i: &Input) -> DodRow {
     const T: &str = "developer and publish teams are read-only; write stays with owners";
-    let bad = of(i.findings, "team-write-access");
+    let bad = against(i.findings, Dod::D8);
     if !bad.is_empty() {
         return row("D8", T, Verdict::Fail, lines(&bad));
     }
@@ -404,7 +409,7 @@ fn d8(i: &Input) -> DodRow {
 
 fn d9(i: &Input) -> DodRow {
     const T: &str = "the temporary bypass-2FA bulk-hardening token has been deleted";
-    let bad = of(i.findings, "token-bypass-2fa");
+    let bad = against(i.findings, Dod::D9);
     if bad.is_empty() {
         row(
             "D9",
@@ -420,7 +425,7 @@ fn d9(i: &Input) -> DodRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::{fixtures, Snapshot};
+    use crate::checks::{fixtures, Group, Snapshot};
 
     fn token_findings() -> Vec<Finding> {
         let tokens = fixtures::tokens();
@@ -429,7 +434,7 @@ mod tests {
             tokens: Some(&tokens),
             ..Snapshot::new(fixtures::now(), &reg)
         };
-        checks::run_group("tokens", &snap, &fixtures::policy()).0
+        checks::run_group(Group::Tokens, &snap, &fixtures::policy()).0
     }
 
     fn status(rows: &[DodRow], id: &str) -> Verdict {
@@ -449,6 +454,7 @@ mod tests {
             now: fixtures::now(),
             policy: &policy,
             tokens: &tokens,
+            own_key: None,
             findings: &findings,
             packages: None,
             orgs: None,
@@ -483,6 +489,7 @@ mod tests {
             now: fixtures::now(),
             policy: &policy,
             tokens: &tokens,
+            own_key: None,
             findings: &[],
             packages: None,
             orgs: None,
@@ -512,7 +519,7 @@ mod tests {
             previous_maintainers: None,
         };
         let mut findings = token_findings();
-        for g in ["packages", "org", "trust"] {
+        for g in [Group::Packages, Group::Org, Group::Trust] {
             findings.extend(run_group_on(g, inputs, &policy).0);
         }
         let tokens = fixtures::tokens();
@@ -521,6 +528,7 @@ mod tests {
             now: fixtures::now(),
             policy: &policy,
             tokens: &tokens,
+            own_key: None,
             findings: &findings,
             packages: Some(&packages),
             orgs: Some(&orgs),
@@ -569,9 +577,8 @@ mod tests {
             "time": {"2.0.0": "2026-06-01T00:00:00Z"},
             "versions": {"2.0.0": {"_npmUser": {"name": "GitHub Actions", "trustedPublisher": {"id": "github"}}}}
         });
-        let clean =
-            crate::registry::package::parse_packument(doc.to_string().as_bytes(), "@acme/clean")
-                .expect("parse");
+        let clean = crate::registry::parse_packument(doc.to_string().as_bytes(), "@acme/clean")
+            .expect("parse");
         let packages = PackageSet {
             packuments: BTreeMap::from([("@acme/clean".to_string(), clean)]),
             provenance: BTreeMap::new(),
@@ -588,6 +595,7 @@ mod tests {
                 now: fixtures::now(),
                 policy: &policy,
                 tokens: &[],
+                own_key: None,
                 findings: &[],
                 packages: Some(&packages),
                 orgs: None,

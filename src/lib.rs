@@ -1,25 +1,31 @@
 //! npm-watchdog keeps an npm account at its hardened state: no static tokens, no stale bypass-2FA
 //! token, 2FA on the account, every release through trusted publishing, teams read-only. It reads the
 //! registry on a schedule, turns what it sees into findings, alerts through a persistent outbox and
-//! exports Prometheus metrics.
+//! exports Prometheus metrics. `docs/ARCHITECTURE.md` draws the flow and has recipes for adding a
+//! check, a sink and a source.
 //!
-//! A map of the crate for a newcomer:
-//! - [`config`]: the TOML/env configuration, strict about unknown keys, validated at load.
-//! - [`runtime`]: what the config leaves open (registry, state path), settled once at start.
+//! A map of the crate for a newcomer, from the bottom up:
+//! - [`finding`], [`settings`], [`secret`]: the shared vocabulary (findings, severities, DoD boxes),
+//!   configuration building blocks (durations, the validation error) and redaction. They depend on
+//!   nothing else here.
+//! - [`alerts`]: what a notification says, the finding lifecycle, and the sinks (one file each, listed
+//!   once in `alerts/mod.rs`), each with its own `[[alerts.<kind>]]` config section.
+//! - [`config`]: the TOML/env configuration, strict about unknown keys, validated per section.
 //! - [`credential`]: finding and re-reading the daemon's own npm token (never logged).
-//! - [`registry`]: the only code that talks to npm; typed results and typed errors.
-//! - [`checks`]: pure functions from a snapshot to findings, one file per check, listed in `checks::all()`.
+//! - [`runtime`]: what the config leaves open (registry, state path), and how it was found, so a
+//!   reload reads it again the same way.
+//! - [`registry`]: the only code that talks to npm; typed results and typed errors, one file per area.
+//! - [`checks`]: pure functions from a snapshot to findings, one file per check, listed in
+//!   `checks::all()`, each in a [`checks::Group`].
 //! - [`collect`]: reading packages and orgs for the package, org and trust checks (shared by the
-//!   daemon, `audit` and `harden`).
-//! - [`state`]: SQLite: seen tokens, active findings, the notification outbox, per-group health.
-//! - [`alerts`]: finding lifecycle (FIRING, reminders, RESOLVED) and the sinks behind the `Sink` trait.
+//!   daemon, `audit` and `harden`); it is handed stored copies and returns fresh ones.
+//! - [`state`]: SQLite: seen tokens, active findings, the outbox, per-group health, stored copies.
+//! - [`outbox`]: the dispatcher that delivers queued notifications through the sinks.
 //! - [`dod`]: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
 //! - [`metrics`]: every exported metric in one struct.
-//! - [`daemon`]: the scheduler, one cycle per check group (`tokens`, `packages`, `org`), the
-//!   notification dispatcher and shutdown; [`server`] serves `/metrics`, `/healthz`, `/readyz`.
-//! - [`systemd`]: `Type=notify` readiness, the service watchdog, the stopping notice.
-//! - [`commands`]: the one-shot CLI verbs (`tokens`, `audit`, `harden`, `config check`,
-//!   `notify-test`, `healthcheck`).
+//! - [`daemon`]: the scheduler, one cycle per check group, reload on SIGHUP, shutdown;
+//!   [`server`] serves `/metrics`, `/healthz`, `/readyz`; [`systemd`] does `Type=notify`.
+//! - [`commands`]: the one-shot CLI verbs, one file each.
 
 pub mod alerts;
 pub mod checks;
@@ -29,9 +35,13 @@ pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod dod;
+pub mod finding;
 pub mod metrics;
+pub mod outbox;
 pub mod registry;
 pub mod runtime;
+pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod systemd;

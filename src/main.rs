@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use npm_watchdog::commands::{self, Format, Outcome, EXIT_CANNOT_RUN};
-use npm_watchdog::config;
-use npm_watchdog::credential::Environment;
-use npm_watchdog::runtime::Runtime;
+use npm_watchdog::daemon::{self, Signals};
+use npm_watchdog::runtime::ConfigSource;
 
 #[derive(Parser)]
 #[command(
@@ -19,7 +18,8 @@ use npm_watchdog::runtime::Runtime;
                   alerts by email, webhook or log when a static token or a stale bypass-2FA token appears, \
                   and exports Prometheus metrics.\n\n\
                   Configuration: --config PATH, else /etc/npm-watchdog/config.toml if it exists, else built-in \
-                  defaults; NPM_WATCHDOG_<SECTION>__<KEY> variables override both.\n\
+                  defaults; NPM_WATCHDOG_<SECTION>__<KEY> variables override both. The daemon reads it again \
+                  on SIGHUP.\n\
                   Exit codes: 0 fine, 1 findings, 2 could not run."
 )]
 struct Cli {
@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: check on schedule, alert, serve /metrics, /healthz and /readyz.
+    /// Run the daemon: check on schedule, alert, serve /metrics, /healthz and /readyz; SIGHUP reloads the configuration.
     Run,
     /// List the account's tokens with their risk.
     Tokens {
@@ -103,42 +103,6 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     }
 }
 
-/// Register the SIGTERM and SIGINT handlers now (so a signal that arrives while the daemon starts is not
-/// lost) and return a future that completes on the first of them.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => tracing::info!("SIGTERM received"),
-                        _ = int.recv() => tracing::info!("SIGINT received"),
-                    }
-                }
-                (term, int) => {
-                    let e = term
-                        .err()
-                        .or(int.err())
-                        .map(|e| e.to_string())
-                        .unwrap_or_default();
-                    tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; stopping on Ctrl-C only");
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 fn print(outcome: Outcome) -> ExitCode {
     print!("{}", outcome.stdout);
     ExitCode::from(outcome.code as u8)
@@ -155,12 +119,9 @@ async fn main() -> ExitCode {
     let daemon = matches!(cli.command, Command::Run);
     init_tracing(cli.log_format, if daemon { "info" } else { "warn" });
 
-    let loaded = match config::load(cli.config.as_deref()) {
+    let source = ConfigSource::from_process(cli.config);
+    let (loaded, runtime) = match source.load() {
         Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let runtime = match Runtime::new(loaded.config.clone(), Environment::from_process()) {
-        Ok(r) => r,
         Err(e) => return fail(e),
     };
     let as_format = |f: OutputFormat| match f {
@@ -172,7 +133,7 @@ async fn main() -> ExitCode {
             if loaded.file.is_none() {
                 tracing::info!("no config file: using built-in defaults, the npm user config and the environment");
             }
-            match npm_watchdog::daemon::run(runtime, shutdown_signal()).await {
+            match daemon::run(source, runtime, Signals::install()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

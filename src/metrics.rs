@@ -1,15 +1,19 @@
-//! Every metric the daemon exports, in one struct with its own registry.
+//! Every metric the daemon exports, in one struct with its own Prometheus registry.
 //!
 //! Names follow Prometheus conventions (`_total` counters, `_seconds`, `_timestamp_seconds`) and are part
-//! of the product's contract (DESIGN.md): dashboards and alert rules depend on them. Label values are
-//! token id prefixes, names, check ids and sink names, never a secret.
+//! of the product's contract: dashboards and alert rules depend on them. Label values are token id
+//! prefixes and names, check group names (`check` on the per-group series), check ids (`findings`),
+//! sink names, package names and fixed error reasons, never a secret. The registry client reports its
+//! requests through the [`Observer`] trait, which this struct implements.
 
+use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::checks::Severity;
-use crate::registry::model::Token;
+use crate::checks::{Group, PackageSet};
+use crate::finding::Severity;
+use crate::registry::{Observer, Token};
 
 const NS: &str = "npm_watchdog";
 
@@ -23,6 +27,7 @@ pub struct Metrics {
     pub check_success: IntGaugeVec,
     pub check_last_success: GaugeVec,
     pub check_duration: GaugeVec,
+    pub check_errors: IntCounterVec,
     pub registry_requests: IntCounterVec,
     pub notifications: IntCounterVec,
     pub notification_queue: IntGaugeVec,
@@ -30,6 +35,8 @@ pub struct Metrics {
     pub credential_expiry: GaugeVec,
     pub build_info: IntGaugeVec,
     pub up_since: Gauge,
+    pub config_reload_ok: IntGauge,
+    pub config_reload_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +109,14 @@ impl Metrics {
                 &["check"],
             )
             .expect("static metric"),
+            check_errors: IntCounterVec::new(
+                opts(
+                    "check_errors_total",
+                    "Sources a check group could not read, by group and reason (unreachable, unauthorized, otp_required, malformed, credential, state …).",
+                ),
+                &["check", "reason"],
+            )
+            .expect("static metric"),
             registry_requests: IntCounterVec::new(
                 opts(
                     "registry_requests_total",
@@ -155,6 +170,16 @@ impl Metrics {
                 "When the daemon started, in seconds since the epoch.",
             ))
             .expect("static metric"),
+            config_reload_ok: IntGauge::with_opts(opts(
+                "config_last_reload_successful",
+                "1 if the last configuration (re)load succeeded, else 0.",
+            ))
+            .expect("static metric"),
+            config_reload_success: Gauge::with_opts(opts(
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration was last loaded successfully (at start or on SIGHUP).",
+            ))
+            .expect("static metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -165,6 +190,7 @@ impl Metrics {
             Box::new(m.check_success.clone()),
             Box::new(m.check_last_success.clone()),
             Box::new(m.check_duration.clone()),
+            Box::new(m.check_errors.clone()),
             Box::new(m.registry_requests.clone()),
             Box::new(m.notifications.clone()),
             Box::new(m.notification_queue.clone()),
@@ -172,6 +198,8 @@ impl Metrics {
             Box::new(m.credential_expiry.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.up_since.clone()),
+            Box::new(m.config_reload_ok.clone()),
+            Box::new(m.config_reload_success.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
@@ -179,7 +207,10 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        m.up_since.set(chrono::Utc::now().timestamp() as f64);
+        let now = Utc::now();
+        m.up_since.set(now.timestamp() as f64);
+        // The configuration was loaded before the metrics exist.
+        m.config_reloaded(true, now);
         m
     }
 
@@ -238,7 +269,7 @@ impl Metrics {
     }
 
     /// One series per watched package (packages no longer watched disappear).
-    pub fn set_packages(&self, packages: &crate::checks::PackageSet) {
+    pub fn set_packages(&self, packages: &PackageSet) {
         self.package_latest_trusted.reset();
         for (name, p) in &packages.packuments {
             let trusted = p.latest().is_some_and(|v| v.trusted_publisher.is_some());
@@ -265,6 +296,42 @@ impl Metrics {
                 .set(*n);
         }
     }
+
+    /// The outcome of one run of a group: `check_success`, and `check_last_success_timestamp_seconds`
+    /// when it read everything.
+    pub fn group_ran(&self, group: Group, ok: bool, at: DateTime<Utc>) {
+        self.check_success
+            .with_label_values(&[group.as_str()])
+            .set(i64::from(ok));
+        if ok {
+            self.check_last_success
+                .with_label_values(&[group.as_str()])
+                .set(at.timestamp() as f64);
+        }
+    }
+
+    /// One source the group could not read.
+    pub fn group_error(&self, group: Group, reason: &str) {
+        self.check_errors
+            .with_label_values(&[group.as_str(), reason])
+            .inc();
+    }
+
+    /// A configuration (re)load: `config_last_reload_successful`, and the success time.
+    pub fn config_reloaded(&self, ok: bool, at: DateTime<Utc>) {
+        self.config_reload_ok.set(i64::from(ok));
+        if ok {
+            self.config_reload_success.set(at.timestamp() as f64);
+        }
+    }
+}
+
+impl Observer for Metrics {
+    fn request(&self, endpoint: &str, outcome: &str) {
+        self.registry_requests
+            .with_label_values(&[endpoint, outcome])
+            .inc();
+    }
 }
 
 #[cfg(test)]
@@ -285,6 +352,8 @@ mod tests {
             "npm_watchdog_registry_requests_total",
             "npm_watchdog_check_success",
             "npm_watchdog_findings",
+            "npm_watchdog_config_last_reload_successful",
+            "npm_watchdog_config_last_reload_success_timestamp_seconds",
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} ")),

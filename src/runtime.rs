@@ -1,15 +1,48 @@
-//! What the configuration leaves open, settled once at start: which registry, where the state lives,
-//! and how to build the registry client. Shared by the daemon and the one-shot commands.
+//! What the configuration leaves open, settled when it is loaded: which registry, where the state
+//! lives, and how to build the registry client. Shared by the daemon and the one-shot commands.
+//! [`ConfigSource`] remembers how the configuration was found, so a reload reads it the same way.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use url::Url;
 
-use crate::config::{Config, DEFAULT_REGISTRY};
+use crate::config::{self, Config, ConfigError, Loaded, DEFAULT_REGISTRY};
 use crate::credential::{self, Credential, CredentialError, Environment, Npmrc};
-use crate::metrics::Metrics;
-use crate::registry::{RegistryClient, RegistryError, RetryPolicy};
+use crate::registry::{Observer, RegistryClient, RegistryError, RetryPolicy};
+
+/// Where the configuration comes from: the `--config` path (else the default file, if it exists) and
+/// the process environment (variables that override keys, the npm user config, systemd's folders).
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub config_path: Option<PathBuf>,
+    pub env: Environment,
+}
+
+/// A configuration that cannot be used. Its message is what `config check` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+}
+
+impl ConfigSource {
+    pub fn from_process(config_path: Option<PathBuf>) -> Self {
+        Self {
+            config_path,
+            env: Environment::from_process(),
+        }
+    }
+
+    /// Read the configuration and settle what it leaves open.
+    pub fn load(&self) -> Result<(Loaded, Runtime), LoadError> {
+        let loaded = config::load(self.config_path.as_deref())?;
+        let rt = Runtime::new(loaded.config.clone(), self.env.clone())?;
+        Ok((loaded, rt))
+    }
+}
 
 /// Where a setting's value came from, for the start-up summary and `config check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +137,10 @@ impl Runtime {
         )
     }
 
-    pub fn client(&self, metrics: Metrics) -> Result<RegistryClient, RegistryError> {
+    pub fn client(
+        &self,
+        observer: impl Observer + 'static,
+    ) -> Result<RegistryClient, RegistryError> {
         RegistryClient::new(
             self.registry.clone(),
             self.config.registry.timeout.0,
@@ -112,7 +148,7 @@ impl Runtime {
                 retries: self.config.registry.retries,
                 ..RetryPolicy::default()
             },
-            metrics,
+            observer,
         )
     }
 }

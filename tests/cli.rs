@@ -3,6 +3,7 @@
 //! the token never is.
 
 mod fake_registry;
+mod test_config;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use fake_registry::{FakeRegistry, TOKEN};
 use serde_json::{json, Value};
+use test_config::TestConfig;
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_npm-watchdog");
@@ -30,16 +32,14 @@ async fn setup(tokens: Vec<Value>, extra_config: &str) -> (FakeRegistry, tempfil
     reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "[registry]\nurl = \"{}\"\ntoken_file = \"{}\"\nretries = 0\n[state]\npath = \"{}\"\n{extra_config}",
-            reg.url,
-            dir.path().join("token").display(),
-            dir.path().join("state.db").display()
-        ),
+    TestConfig::new(
+        &reg.url,
+        &dir.path().join("token"),
+        &dir.path().join("state.db"),
     )
-    .expect("config");
+    .no_retries()
+    .with(extra_config)
+    .write(&dir.path().join("config.toml"));
     (reg, dir)
 }
 

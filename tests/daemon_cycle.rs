@@ -12,12 +12,15 @@ use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::Router;
 use fake_registry::{FakeRegistry, Fault};
-use npm_watchdog::checks::Severity;
-use npm_watchdog::config::{Config, HumanDuration, WebhookSinkConfig};
+use npm_watchdog::alerts::webhook::WebhookSinkConfig;
+use npm_watchdog::checks::Group;
+use npm_watchdog::config::{Config, HumanDuration};
 use npm_watchdog::credential::Environment;
 use npm_watchdog::daemon::Watchdog;
+use npm_watchdog::finding::Severity;
 use npm_watchdog::metrics::Metrics;
 use npm_watchdog::runtime::Runtime;
+use npm_watchdog::secret::SecretUrl;
 use npm_watchdog::state::State;
 use serde_json::{json, Value};
 
@@ -134,7 +137,7 @@ impl Setup {
         cfg.state.path = Some(self.state_path());
         cfg.alerts.webhook.push(WebhookSinkConfig {
             name: None,
-            url: url::Url::parse(&self.hook_url).expect("url"),
+            url: SecretUrl::new(url::Url::parse(&self.hook_url).expect("url")),
             secret_file: None,
             min_severity: Severity::Info,
             timeout: HumanDuration::secs(5),
@@ -147,12 +150,12 @@ impl Setup {
 }
 
 async fn cycle(wd: &Arc<Watchdog>) {
-    cycle_group(wd, "tokens").await;
+    cycle_group(wd, Group::Tokens).await;
 }
 
-async fn cycle_group(wd: &Arc<Watchdog>, group: &str) {
+async fn cycle_group(wd: &Arc<Watchdog>, group: Group) {
     wd.run_group(group).await;
-    wd.dispatch().await;
+    wd.outbox().dispatch().await;
 }
 
 fn metric(wd: &Watchdog, line_start: &str) -> Option<String> {
@@ -326,9 +329,10 @@ async fn a_down_sink_keeps_notifications_until_it_is_back_and_sends_each_once() 
     s.hook.status.store(200, Ordering::SeqCst);
     let wd = s.watchdog();
     // Not due yet (backoff): nothing is sent early.
-    wd.dispatch().await;
+    wd.outbox().dispatch().await;
     assert!(s.hook.take().is_empty());
-    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(1))
+    wd.outbox()
+        .dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(1))
         .await;
     let mut got = s.hook.take();
     got.sort();
@@ -339,7 +343,8 @@ async fn a_down_sink_keeps_notifications_until_it_is_back_and_sends_each_once() 
             "FIRING token-unrestricted token ffffff (laptop)"
         ]
     );
-    wd.dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(2))
+    wd.outbox()
+        .dispatch_at(chrono::Utc::now() + chrono::Duration::minutes(2))
         .await;
     cycle(&wd).await;
     assert!(
@@ -409,8 +414,8 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
         c.watch.users = vec!["alice".into()];
     };
     let wd = s.watchdog_with(watch);
-    assert_eq!(wd.active_groups(), vec!["tokens", "packages"]);
-    cycle_group(&wd, "packages").await;
+    assert_eq!(wd.active_groups(), vec![Group::Tokens, Group::Packages]);
+    cycle_group(&wd, Group::Packages).await;
     // A trusted release and a release from before the cutoff: nothing to report.
     assert!(s.hook.take().is_empty());
     assert_eq!(
@@ -442,7 +447,7 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
     );
 
     // Nothing changed: the second cycle is all 304s.
-    cycle_group(&wd, "packages").await;
+    cycle_group(&wd, Group::Packages).await;
     assert_eq!(
         metric(
             &wd,
@@ -459,7 +464,7 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
         "@acme/widget",
         packument_doc("@acme/widget", &[trusted, untrusted], &["alice", "mallory"]),
     );
-    cycle_group(&wd, "packages").await;
+    cycle_group(&wd, Group::Packages).await;
     assert_eq!(
         sorted(s.hook.take()),
         vec![
@@ -479,7 +484,7 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
     // The registry fails for that package: nothing resolves, the group reports the failure.
     s.registry
         .push_faults("/@acme%2fwidget", Fault::Status(500), 50);
-    cycle_group(&wd, "packages").await;
+    cycle_group(&wd, Group::Packages).await;
     assert!(
         s.hook.take().is_empty(),
         "a failed fetch must not resolve anything"
@@ -494,7 +499,7 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
     let mut doc = packument_doc("@acme/widget", &[trusted, untrusted], &["alice", "mallory"]);
     doc["versions"]["1.1.0"]["deprecated"] = json!("compromised; use 1.0.0");
     s.registry.add_packument("@acme/widget", doc);
-    cycle_group(&wd, "packages").await;
+    cycle_group(&wd, Group::Packages).await;
     assert_eq!(
         s.hook.take(),
         vec!["RESOLVED publish-untrusted version @acme/widget@1.1.0"]
@@ -534,8 +539,11 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
         c.policy.retired_accounts = vec!["old-ci".into()];
     };
     let wd = s.watchdog_with(policy);
-    assert_eq!(wd.active_groups(), vec!["tokens", "packages", "org"]);
-    cycle_group(&wd, "org").await;
+    assert_eq!(
+        wd.active_groups(),
+        vec![Group::Tokens, Group::Packages, Group::Org]
+    );
+    cycle_group(&wd, Group::Org).await;
     assert_eq!(
         sorted(s.hook.take()),
         vec![
@@ -550,7 +558,7 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
         "developers",
         [("@acme/widget", "read"), ("@acme/cli", "read")],
     );
-    cycle_group(&wd, "org").await;
+    cycle_group(&wd, Group::Org).await;
     assert_eq!(
         s.hook.take(),
         vec!["RESOLVED team-write-access team @acme:developers"]
@@ -559,7 +567,7 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
     // The roster cannot be read: the retired account's finding stays, the group fails.
     s.registry
         .push_faults("/-/org/acme/user", Fault::Status(503), 50);
-    cycle_group(&wd, "org").await;
+    cycle_group(&wd, Group::Org).await;
     assert!(s.hook.take().is_empty());
     assert_eq!(
         metric(&wd, "npm_watchdog_check_success{check=\"org\"}").as_deref(),
@@ -573,7 +581,7 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
         policy(c);
         c.watch.orgs.push("nope".into());
     });
-    cycle_group(&wd, "org").await;
+    cycle_group(&wd, Group::Org).await;
     // The second failed org run in a row (blind_after = 2): the watchdog says it cannot see.
     assert_eq!(s.hook.take(), vec!["FIRING watchdog-blind check group org"]);
     let health = wd.state().group_health().expect("health");

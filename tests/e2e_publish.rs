@@ -11,12 +11,14 @@
 //! `trustedPublisher`; `/-/package/<pkg>/trust` is a 404 (Verdaccio has no trust endpoint).
 
 mod peers;
+mod test_config;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use peers::{free_port, metric_in, npm, npm_token_create, Daemon, Mail, Smtp, Verdaccio};
 use serde_json::Value;
+use test_config::TestConfig;
 
 const PASSWORD: &str = "e2e-Pa55word-for-alice-publish";
 const PACKAGE: &str = "@acme/widget";
@@ -134,12 +136,11 @@ fn token_publishes_after_the_cutoff_are_alerted_audited_and_resolved_by_deprecat
     let port = free_port();
     let config = work.path().join("config.toml");
     let state = work.path().join("state.db");
-    std::fs::write(
-        &config,
-        format!(
+    TestConfig::new(&verdaccio.url, &token_file, &state)
+        .listen(port)
+        .not_own_account()
+        .with(&format!(
             r#"[registry]
-url = "{url}"
-token_file = "{token_file}"
 timeout = "5s"
 retries = 1
 
@@ -159,20 +160,10 @@ smtp_url = "smtp://127.0.0.1:{smtp_port}"
 from = "npm-watchdog@example.test"
 to = ["security@example.test"]
 timeout = "5s"
-
-[server]
-listen = "127.0.0.1:{port}"
-
-[state]
-path = "{state}"
 "#,
-            url = verdaccio.url,
-            token_file = token_file.display(),
             smtp_port = smtp.port,
-            state = state.display(),
-        ),
-    )
-    .expect("write config");
+        ))
+        .write(&config);
     let log = work.path().join("daemon.log");
     let mut daemon = Daemon::start(&config, port, &log, &harmless_npmrc);
 

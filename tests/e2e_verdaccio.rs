@@ -3,6 +3,7 @@
 //! lints the live `/metrics`. Every secret used is searched for in the logs, metrics, emails and state.
 
 mod peers;
+mod test_config;
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use peers::{
     free_port, http, npm_token_create, npm_token_revoke, wait_until, Daemon, Smtp, Verdaccio,
 };
 use serde_json::json;
+use test_config::TestConfig;
 
 const PASSWORD: &str = "e2e-Pa55word-for-alice";
 /// `schedule.tokens` in this test.
@@ -47,12 +49,11 @@ fn tokens_made_and_revoked_with_npm_reach_the_mailbox_and_outages_are_reported()
     let port = free_port();
     let config = work.path().join("config.toml");
     let state = work.path().join("state.db");
-    std::fs::write(
-        &config,
-        format!(
+    TestConfig::new(&verdaccio.url, &token_file, &state)
+        .listen(port)
+        .not_own_account()
+        .with(&format!(
             r#"[registry]
-url = "{url}"
-token_file = "{token_file}"
 timeout = "5s"
 retries = 1
 
@@ -68,21 +69,11 @@ smtp_url = "smtp://127.0.0.1:{smtp_port}"
 from = "npm-watchdog@example.test"
 to = ["security@example.test"]
 timeout = "5s"
-
-[server]
-listen = "127.0.0.1:{port}"
-
-[state]
-path = "{state}"
 "#,
-            url = verdaccio.url,
-            token_file = token_file.display(),
             own_prefix = &own_key[..8],
             smtp_port = smtp.port,
-            state = state.display(),
-        ),
-    )
-    .expect("write config");
+        ))
+        .write(&config);
     let log = work.path().join("daemon.log");
     let mut daemon = Daemon::start(&config, port, &log, &npmrc);
 

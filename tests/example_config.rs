@@ -14,12 +14,14 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use figment::providers::Env;
-use npm_watchdog::checks::Severity;
+use npm_watchdog::alerts::email::EmailSinkConfig;
+use npm_watchdog::alerts::webhook::WebhookSinkConfig;
 use npm_watchdog::config::{
-    load_with_env, AlertsConfig, AllowToken, Config, EmailSinkConfig, HumanDuration, PolicyConfig,
-    RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
-    WebhookSinkConfig,
+    load_with_env, AlertsConfig, AllowToken, Config, HumanDuration, PolicyConfig, RegistryConfig,
+    Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
 };
+use npm_watchdog::finding::Severity;
+use npm_watchdog::secret::SecretUrl;
 use toml::{Table, Value};
 use url::Url;
 
@@ -119,6 +121,7 @@ fn fully_populated() -> Config {
             retries: 1,
         },
         watch: WatchConfig {
+            own_account: false,
             users: vec!["alice".into()],
             orgs: vec!["acme".into()],
             packages: vec!["@acme/widget".into()],
@@ -167,7 +170,7 @@ fn fully_populated() -> Config {
             }],
             webhook: vec![WebhookSinkConfig {
                 name: Some("chat".into()),
-                url: url("https://hooks.example.com/services/T000/B000/XXXX"),
+                url: SecretUrl::new(url("https://hooks.example.com/services/T000/B000/XXXX")),
                 secret_file: Some(PathBuf::from("/run/credentials/x/webhook-secret")),
                 min_severity: Severity::Critical,
                 timeout: HumanDuration::secs(5),
@@ -185,8 +188,8 @@ fn fully_populated() -> Config {
 /// Every key path the config structs accept, from serializing them.
 fn accepted_keys() -> BTreeSet<String> {
     let full = fully_populated();
-    if let Err((key, msg)) = full.validate() {
-        panic!("the fully populated test config is invalid: {key}: {msg}");
+    if let Err(e) = full.validate() {
+        panic!("the fully populated test config is invalid: {e}");
     }
     let mut keys = BTreeSet::new();
     for config in [Config::default(), full] {

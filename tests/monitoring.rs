@@ -17,6 +17,7 @@
 
 mod fake_registry;
 mod peers;
+mod test_config;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -28,6 +29,7 @@ use chrono::{SecondsFormat, Utc};
 use fake_registry::{packument_doc, FakeRegistry, TOKEN};
 use peers::{free_port, http, wait_until};
 use serde_json::{json, Value};
+use test_config::TestConfig;
 
 const RULES: &str = "config/prometheus/npm-watchdog.rules.yml";
 const RULES_TESTS: &str = "config/prometheus/npm-watchdog.rules.test.yml";
@@ -473,15 +475,11 @@ async fn watched_account(dir: &Path) -> (FakeRegistry, Daemon) {
     let port = free_port();
     let allow_until = (Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%d");
     let config = dir.join("config.toml");
-    fs::write(
-        &config,
-        format!(
-            r#"[registry]
-url = "{url}"
-token_file = "{token}"
-retries = 0
-
-[schedule]
+    TestConfig::new(&reg.url, &dir.join("token"), &dir.join("state.db"))
+        .listen(port)
+        .no_retries()
+        .with(&format!(
+            r#"[schedule]
 tokens = "2s"
 packages = "2s"
 
@@ -490,20 +488,10 @@ packages = ["{TRUSTED_PKG}", "{UNTRUSTED_PKG}"]
 
 [policy]
 allow_tokens = [{{ key_prefix = "{own}", reason = "the watchdog's own read-only credential", expires = "{allow_until}", self = true }}]
-
-[server]
-listen = "127.0.0.1:{port}"
-
-[state]
-path = "{state}"
 "#,
-            url = reg.url,
-            token = dir.join("token").display(),
             own = &OWN_KEY[..6],
-            state = dir.join("state.db").display(),
-        ),
-    )
-    .expect("write config");
+        ))
+        .write(&config);
     let log = dir.join("daemon.log");
     let err = File::create(&log).expect("daemon log");
     let child = Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))

@@ -19,6 +19,7 @@
 //! `ldd` and systemd-analyze; a missing tool fails the test, it is never skipped.
 
 mod fake_registry;
+mod test_config;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use fake_registry::{FakeRegistry, TOKEN};
 use serde_json::{json, Value};
+use test_config::TestConfig;
 
 const HADOLINT_VERSION: &str = "2.15.1";
 /// The image's user (distroless `nonroot`).
@@ -839,15 +841,13 @@ async fn shipped_binary_runs_under_memory_deny_write_execute_with_tls() {
 
     std::fs::write(dir.path().join("token"), TOKEN).expect("token");
     let port = free_port();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "[registry]\nurl = \"https://127.0.0.1:{tls_port}/\"\ntoken_file = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\npath = \"{}\"\n",
-            dir.path().join("token").display(),
-            dir.path().join("state.db").display()
-        ),
+    TestConfig::new(
+        &format!("https://127.0.0.1:{tls_port}/"),
+        &dir.path().join("token"),
+        &dir.path().join("state.db"),
     )
-    .expect("config");
+    .listen(port)
+    .write(&dir.path().join("config.toml"));
     let mut daemon = tokio::process::Command::new("python3")
         .arg("-c")
         .arg(MDWE_LAUNCHER)
@@ -1017,16 +1017,13 @@ async fn shipped_binary_uses_only_system_calls_the_unit_allows() {
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     std::fs::write(dir.path().join("token"), TOKEN).expect("token");
     let port = free_port();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "[registry]\nurl = \"{}\"\ntoken_file = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\npath = \"{}\"\n",
-            reg.url,
-            dir.path().join("token").display(),
-            dir.path().join("state.db").display()
-        ),
+    TestConfig::new(
+        &reg.url,
+        &dir.path().join("token"),
+        &dir.path().join("state.db"),
     )
-    .expect("config");
+    .listen(port)
+    .write(&dir.path().join("config.toml"));
     for f in ["token", "config.toml"] {
         std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o644))
             .expect("chmod");

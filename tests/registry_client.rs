@@ -12,8 +12,8 @@ use client_support::{
 use fake_registry::{
     escaped_entity, escaped_name, FakeRegistry, Fault, NextStyle, TOKEN, TOKENS_PATH,
 };
-use npm_watchdog::registry::model::{TfaMode, Token, TokenKind};
 use npm_watchdog::registry::{RegistryError, RetryPolicy};
+use npm_watchdog::registry::{TfaMode, Token, TokenKind};
 use serde_json::{json, Value};
 
 /// A classic token object; key prefixes differ in the first six characters.

@@ -40,13 +40,7 @@ fn acme_a_doc() -> Value {
     )
 }
 
-fn fresh(
-    f: Fetched,
-) -> (
-    npm_watchdog::registry::package::Packument,
-    Option<String>,
-    usize,
-) {
+fn fresh(f: Fetched) -> (npm_watchdog::registry::Packument, Option<String>, usize) {
     match f {
         Fetched::Fresh {
             packument,
@@ -930,7 +924,7 @@ async fn fake_benchmark_helpers() {
         .json()
         .await
         .expect("json");
-    let src = npm_watchdog::registry::package::parse_provenance(&raw)
+    let src = npm_watchdog::registry::parse_provenance(&raw)
         .expect("parse")
         .expect("provenance");
     assert_eq!(

@@ -17,11 +17,12 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
-use npm_watchdog::alerts::email::EmailSink;
-use npm_watchdog::alerts::webhook::WebhookSink;
+use npm_watchdog::alerts::email::{EmailSink, EmailSinkConfig};
+use npm_watchdog::alerts::webhook::{WebhookSink, WebhookSinkConfig};
 use npm_watchdog::alerts::{Notification, Sink, Status};
-use npm_watchdog::checks::{Finding, Severity};
-use npm_watchdog::config::{EmailSinkConfig, HumanDuration, WebhookSinkConfig};
+use npm_watchdog::finding::{Dod, Finding, Severity};
+use npm_watchdog::secret::SecretUrl;
+use npm_watchdog::settings::HumanDuration;
 
 const FIX: &str = "Revoke it now: `npm token revoke 82e393`, then confirm with `npm token list`.";
 
@@ -46,7 +47,7 @@ fn firing() -> Notification {
                 .into(),
             why: "Anyone holding it can publish every package without a second factor.".into(),
             fix: FIX.into(),
-            dod: Some("D9".into()),
+            dod: Some(Dod::D9),
         },
         first_seen: first,
         at,
@@ -137,7 +138,7 @@ async fn receiver() -> (Receiver, String) {
 fn webhook_config(url: &str, secret_file: Option<&Path>) -> WebhookSinkConfig {
     WebhookSinkConfig {
         name: Some("hook".into()),
-        url: Url::parse(url).expect("url"),
+        url: SecretUrl::new(Url::parse(url).expect("url")),
         secret_file: secret_file.map(Path::to_path_buf),
         min_severity: Severity::Info,
         timeout: HumanDuration::secs(5),

@@ -2,6 +2,7 @@
 //! runs, STOPPING=1 on SIGTERM. A plain datagram socket stands in for systemd, as `NOTIFY_SOCKET`.
 
 mod fake_registry;
+mod test_config;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use fake_registry::{FakeRegistry, TOKEN};
 use serde_json::json;
+use test_config::TestConfig;
 
 /// Read datagrams until one contains `want` or the deadline passes; returns every message seen.
 fn until(sock: &UnixDatagram, want: &str, timeout: Duration, seen: &mut Vec<String>) -> bool {
@@ -49,16 +51,13 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "[registry]\nurl = \"{}\"\ntoken_file = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\npath = \"{}\"\n",
-            reg.url,
-            dir.path().join("token").display(),
-            dir.path().join("state.db").display()
-        ),
+    TestConfig::new(
+        &reg.url,
+        &dir.path().join("token"),
+        &dir.path().join("state.db"),
     )
-    .expect("config");
+    .listen(port)
+    .write(&dir.path().join("config.toml"));
     // systemd sets WATCHDOG_PID to the main process; `exec` keeps the shell's pid for the daemon.
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")

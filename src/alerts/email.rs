@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
@@ -21,11 +22,92 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{message, Notification, Sink, SinkError};
-use crate::checks::Severity;
-use crate::config::{EmailSinkConfig, HumanDuration};
+use super::{message, Notification, Sink, SinkConfig, SinkError};
+use crate::finding::Severity;
+use crate::secret;
+use crate::settings::{one_or_many, HumanDuration, Invalid};
+
+/// `[[alerts.email]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSinkConfig {
+    /// Label in metrics and logs; defaults to `email` (`email-2`, … for further sinks).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `smtp://host:port` (no TLS), `smtp+starttls://host:port`, or `smtps://host:port` (implicit TLS).
+    pub smtp_url: Url,
+    pub from: String,
+    #[serde(deserialize_with = "one_or_many")]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "super::default_min_severity")]
+    pub min_severity: Severity,
+    #[serde(default = "super::default_sink_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl SinkConfig for EmailSinkConfig {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if !matches!(self.smtp_url.scheme(), "smtp" | "smtp+starttls" | "smtps") {
+            return Err(Invalid::new(
+                "smtp_url",
+                "scheme must be smtp, smtp+starttls or smtps",
+            ));
+        }
+        if self.smtp_url.host_str().is_none_or(str::is_empty) {
+            return Err(Invalid::new("smtp_url", "needs a host"));
+        }
+        if !self.smtp_url.username().is_empty() || self.smtp_url.password().is_some() {
+            return Err(Invalid::new(
+                "smtp_url",
+                "must not carry credentials; use username and password_file",
+            ));
+        }
+        if self.from.parse::<Mailbox>().is_err() {
+            return Err(Invalid::new(
+                "from",
+                format!("`{}` is not an email address", self.from),
+            ));
+        }
+        if self.to.is_empty() {
+            return Err(Invalid::new("to", "needs at least one address"));
+        }
+        if let Some(to) = self.to.iter().find(|t| t.parse::<Mailbox>().is_err()) {
+            return Err(Invalid::new(
+                "to",
+                format!("`{to}` is not an email address"),
+            ));
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return Err(Invalid::new(
+                "password_file",
+                "username and password_file go together",
+            ));
+        }
+        Ok(())
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        self.password_file
+            .iter()
+            .map(|p| ("password_file", p.as_path()))
+            .collect()
+    }
+
+    fn build(&self, name: String) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(EmailSink::new(name, self)?))
+    }
+}
 
 const HEADER_CHECK: &str = "X-Npm-Watchdog-Check";
 const HEADER_SEVERITY: &str = "X-Npm-Watchdog-Severity";
@@ -228,14 +310,13 @@ impl EmailSink {
     }
 
     /// The transport for this send: the prebuilt one, or one with the password as it is now.
-    async fn transport(
+    fn transport(
         &self,
     ) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Option<String>), SinkError> {
         match (&self.transport, &self.login) {
             (Some(t), _) => Ok((t.clone(), None)),
             (None, Some(login)) => {
-                let password = read_password(&login.password_file)
-                    .await
+                let password = secret::read_text(&login.password_file, "password_file")
                     .map_err(|e| self.error(e))?;
                 let transport = self
                     .builder
@@ -261,7 +342,7 @@ impl Sink for EmailSink {
 
     async fn send(&self, n: &Notification) -> Result<(), SinkError> {
         let email = self.build_message(n)?;
-        let (transport, password) = self.transport().await?;
+        let (transport, password) = self.transport()?;
         let server = self.endpoint.shown();
         let outcome = tokio::time::timeout(self.timeout.0, transport.send(email)).await;
         match outcome {
@@ -272,7 +353,7 @@ impl Sink for EmailSink {
                     self.login.is_some(),
                     self.endpoint.security != Security::Plain,
                 );
-                let text = scrub(&text, password.as_deref());
+                let text = secret::scrub(&text, password.as_deref().as_slice());
                 Err(self.error(format!("sending to {server} failed: {text}")))
             }
             Err(_elapsed) => Err(self.error(format!(
@@ -292,39 +373,6 @@ fn is_loopback(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|a| a.is_loopback())
-}
-
-/// The password file's content without one trailing newline. Errors name the file, never the content.
-async fn read_password(path: &Path) -> Result<String, String> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
-    let text = strip_one_newline(text);
-    if text.is_empty() {
-        return Err(format!("password_file {} is empty", path.display()));
-    }
-    Ok(text)
-}
-
-/// Remove one trailing `\n` (or `\r\n`): what an editor or `echo` adds, not part of the secret.
-fn strip_one_newline(mut text: String) -> String {
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    text
-}
-
-/// Defence in depth: no server reply or library message should hold the password, but if one ever
-/// does, it does not reach logs or the outbox. Passwords shorter than 4 bytes are not searched for:
-/// replacing them would garble ordinary words of the message.
-fn scrub(text: &str, password: Option<&str>) -> String {
-    match password {
-        Some(p) if p.len() >= 4 => text.replace(p, "<redacted>"),
-        _ => text.to_string(),
-    }
 }
 
 /// What failed, in words an operator can act on, followed by lettre's own description.
@@ -490,31 +538,6 @@ mod tests {
         assert!(raw.contains("npm token revoke 82e393"), "{raw}");
     }
 
-    #[tokio::test]
-    async fn password_file_is_read_with_one_newline_trimmed_and_errors_hide_content() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("smtp-password");
-        std::fs::write(&p, "s3cret-pass\n\n").expect("write");
-        assert_eq!(read_password(&p).await.expect("read"), "s3cret-pass\n");
-        std::fs::write(&p, "s3cret-pass\r\n").expect("write");
-        assert_eq!(read_password(&p).await.expect("read"), "s3cret-pass");
-        std::fs::write(&p, "\n").expect("write");
-        let err = read_password(&p).await.expect_err("empty");
-        assert_eq!(err, format!("password_file {} is empty", p.display()));
-        let missing = dir.path().join("missing");
-        let err = read_password(&missing).await.expect_err("missing");
-        assert!(
-            err.starts_with(&format!(
-                "cannot read password_file {}: ",
-                missing.display()
-            )),
-            "{err}"
-        );
-        std::fs::write(&p, [0xff, 0xfe, b'x']).expect("write");
-        let err = read_password(&p).await.expect_err("not utf-8");
-        assert!(err.contains(&p.display().to_string()), "{err}");
-    }
-
     #[test]
     fn debug_shows_where_but_no_secret() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -532,16 +555,6 @@ mod tests {
         assert!(shown.contains("watchdog"), "{shown}");
         assert!(shown.contains(&p.display().to_string()), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
-    }
-
-    #[test]
-    fn scrub_hides_the_password_but_not_every_letter() {
-        assert_eq!(
-            scrub("535 bad hunter2x", Some("hunter2x")),
-            "535 bad <redacted>"
-        );
-        assert_eq!(scrub("535 bad", Some("a")), "535 bad");
-        assert_eq!(scrub("535 bad", None), "535 bad");
     }
 
     #[tokio::test]

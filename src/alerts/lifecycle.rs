@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use super::AlertsConfig;
 use super::{Notification, Status};
-use crate::checks::Finding;
-use crate::config::AlertsConfig;
+use crate::finding::Finding;
 
 /// A finding that is active, with its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ fn firing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::Severity;
+    use crate::finding::Severity;
 
     fn f(check: &str, key: &str, sev: Severity) -> Finding {
         Finding {

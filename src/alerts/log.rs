@@ -2,7 +2,7 @@
 //! finding is never dropped for want of somewhere to send it.
 
 use super::{message, Notification, Sink, SinkError};
-use crate::checks::Severity;
+use crate::finding::Severity;
 
 pub struct LogSink;
 

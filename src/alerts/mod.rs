@@ -1,23 +1,84 @@
 //! Alerts: what a notification says, and the sinks that carry it.
 //!
 //! The lifecycle (FIRING at once, a reminder every `repeat_interval`, RESOLVED when a finding is gone)
-//! lives in [`lifecycle`]; notifications go through the SQLite outbox in [`crate::state`] so that none is
-//! lost by a restart or a down mail server. Sinks only deliver: they sit behind the small [`Sink`] trait
-//! and never see a secret other than their own (SMTP password, webhook key), which they do not print.
+//! lives in [`lifecycle`]; notifications are queued in the state database's outbox in the same
+//! transaction as the findings that cause them, and [`crate::outbox`] delivers them. Sinks only deliver:
+//! they sit behind the small [`Sink`] trait and never see a secret other than their own (SMTP password,
+//! webhook key), which they do not print.
+//!
+//! Adding a sink: write `src/alerts/<kind>.rs` with its config section (a struct implementing
+//! [`SinkConfig`]) and its [`Sink`], then add one line to the list in [`sink_kinds!`] below. The
+//! `[[alerts.<kind>]]` section, its validation, naming, `config check` and the daemon's dispatch
+//! follow from that line.
 
-pub mod email;
 pub mod lifecycle;
 pub mod log;
 pub mod message;
-pub mod webhook;
 
+use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{Finding, Severity};
-use crate::config::AlertsConfig;
+use crate::finding::{Finding, Severity};
+use crate::settings::{HumanDuration, Invalid};
+
+/// Expands the sink list: the modules, [`AlertsConfig`] with one array per kind, and
+/// [`AlertsConfig::entries`].
+macro_rules! sink_kinds {
+    ($($kind:ident => $config:ident),+ $(,)?) => {
+        $(pub mod $kind;)+
+
+        /// `[alerts]`: the lifecycle's settings and one array of entries per sink kind.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct AlertsConfig {
+            pub repeat_interval: HumanDuration,
+            pub send_resolved: bool,
+            /// Also write notifications to the log when other sinks exist (the log is always used
+            /// when none do).
+            pub log: bool,
+            $(pub $kind: Vec<$kind::$config>,)+
+        }
+
+        impl Default for AlertsConfig {
+            fn default() -> Self {
+                Self {
+                    repeat_interval: HumanDuration::secs(4 * 3600),
+                    send_resolved: true,
+                    log: false,
+                    $($kind: Vec::new(),)+
+                }
+            }
+        }
+
+        impl AlertsConfig {
+            /// Every configured sink entry, in the order of the list above.
+            pub fn entries(&self) -> Vec<SinkEntry<'_>> {
+                let mut out = Vec::new();
+                $(
+                    for (index, config) in self.$kind.iter().enumerate() {
+                        out.push(SinkEntry {
+                            kind: stringify!($kind),
+                            index,
+                            config: config as &dyn SinkConfig,
+                        });
+                    }
+                )+
+                out
+            }
+        }
+    };
+}
+
+// The sink list: `<module> => <its config section>`. Each line declares the module, adds the
+// `[[alerts.<module>]]` array to [`AlertsConfig`] and makes its entries buildable.
+sink_kinds! {
+    email => EmailSinkConfig,
+    webhook => WebhookSinkConfig,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,25 +159,87 @@ pub trait Sink: Send + Sync {
     async fn send(&self, n: &Notification) -> Result<(), SinkError>;
 }
 
-/// Build the sinks the configuration asks for. With no email or webhook sink the log is used, so a
-/// finding is never silently dropped.
-pub fn build_sinks(cfg: &AlertsConfig) -> Result<Vec<Arc<dyn Sink>>, SinkError> {
-    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-    for (i, e) in cfg.email.iter().enumerate() {
-        sinks.push(Arc::new(email::EmailSink::new(cfg.email_name(i), e)?));
+/// One `[[alerts.<kind>]]` entry, as its sink file defines it.
+pub trait SinkConfig: fmt::Debug + Send + Sync {
+    /// The `name` key, when the user gave one (else the sink is named after its kind).
+    fn name(&self) -> Option<&str>;
+    /// Rules the types cannot express. Keys are relative to the entry (`smtp_url`).
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
     }
-    for (i, w) in cfg.webhook.iter().enumerate() {
-        sinks.push(Arc::new(webhook::WebhookSink::new(cfg.webhook_name(i), w)?));
+    /// The secret files the entry names, by key, so `config check` can say whether each is readable.
+    fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        Vec::new()
     }
-    if sinks.is_empty() || cfg.log {
-        sinks.push(Arc::new(log::LogSink));
+    fn build(&self, name: String) -> Result<Arc<dyn Sink>, SinkError>;
+}
+
+/// A configured sink entry with where it sits in the configuration.
+pub struct SinkEntry<'a> {
+    pub kind: &'static str,
+    pub index: usize,
+    pub config: &'a dyn SinkConfig,
+}
+
+impl SinkEntry<'_> {
+    /// `alerts.email[0]`.
+    pub fn key(&self) -> String {
+        format!("alerts.{}[{}]", self.kind, self.index)
     }
-    Ok(sinks)
+
+    /// The given name, else the kind for the first entry and `kind-N` for the N-th.
+    pub fn name(&self) -> String {
+        match self.config.name() {
+            Some(n) => n.to_string(),
+            None if self.index == 0 => self.kind.to_string(),
+            None => format!("{}-{}", self.kind, self.index + 1),
+        }
+    }
+}
+
+pub(crate) fn default_min_severity() -> Severity {
+    Severity::Info
+}
+
+pub(crate) fn default_sink_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+impl AlertsConfig {
+    /// Each entry's own rules, and names unique across all sinks.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut names = std::collections::HashSet::new();
+        for e in self.entries() {
+            e.config.validate().map_err(|i| i.under(&e.key()))?;
+            if !names.insert(e.name()) {
+                return Err(Invalid::new(
+                    format!("{}.name", e.key()),
+                    "another sink has this name",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the sinks the configuration asks for. With no other sink the log is used, so a finding
+    /// is never silently dropped.
+    pub fn build_sinks(&self) -> Result<Vec<Arc<dyn Sink>>, SinkError> {
+        let mut sinks = self
+            .entries()
+            .iter()
+            .map(|e| e.config.build(e.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if sinks.is_empty() || self.log {
+            sinks.push(Arc::new(log::LogSink));
+        }
+        Ok(sinks)
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
+    use crate::finding::Dod;
 
     /// The bulk-hardening token's stale bypass-2FA finding, as a notification.
     pub fn note(status: Status, reminder: bool) -> Notification {
@@ -136,10 +259,49 @@ pub(crate) mod fixtures {
                 summary: "A bypass-2FA token is 2d old.".into(),
                 why: "It publishes without 2FA.".into(),
                 fix: "Revoke it: `npm token revoke 82e393`.".into(),
-                dod: Some("D9".into()),
+                dod: Some(Dod::D9),
             },
             first_seen: t,
             at: t,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_named_by_kind_and_position_unless_named() {
+        let cfg: AlertsConfig = toml::from_str(
+            r#"
+[[webhook]]
+url = "https://example.com/a"
+[[webhook]]
+url = "https://example.com/b"
+[[email]]
+smtp_url = "smtp://127.0.0.1:25"
+from = "w@example.com"
+to = "a@example.com"
+name = "mail"
+"#,
+        )
+        .expect("parse");
+        let shown: Vec<(String, String)> =
+            cfg.entries().iter().map(|e| (e.key(), e.name())).collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("alerts.email[0]".into(), "mail".into()),
+                ("alerts.webhook[0]".into(), "webhook".into()),
+                ("alerts.webhook[1]".into(), "webhook-2".into()),
+            ]
+        );
+        let sinks = cfg.build_sinks().expect("build");
+        let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
+        assert_eq!(names, vec!["mail", "webhook", "webhook-2"]);
+        let none = AlertsConfig::default().build_sinks().expect("build");
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].name(), "log");
     }
 }

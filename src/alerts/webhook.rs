@@ -5,20 +5,21 @@
 //! trimmed), so a receiver can reject forged alerts. Redirects are not followed: a webhook that moved
 //! is a configuration error to fix, not something to chase with a signed alert.
 //!
-//! Chat webhooks carry their secret in the URL path, so the URL is shown redacted in every error and
-//! in `Debug`.
+//! Chat webhooks carry their secret in the URL path, so the URL is a [`SecretUrl`]: shown redacted in
+//! every error, in `Debug` and in `config check`.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use url::Url;
 
-use super::{message, Notification, Sink, SinkError};
-use crate::checks::Severity;
-use crate::config::{redact_url, HumanDuration, WebhookSinkConfig};
+use super::{message, Notification, Sink, SinkConfig, SinkError};
+use crate::finding::Severity;
+use crate::secret::{self, SecretUrl};
+use crate::settings::{HumanDuration, Invalid};
 
 /// The header that carries `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Npm-Watchdog-Signature";
@@ -27,25 +28,55 @@ const ERROR_BODY_CHARS: usize = 200;
 /// How much of a failed response's body is read at most.
 const ERROR_BODY_READ: usize = 4096;
 
+/// `[[alerts.webhook]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Chat webhooks carry their secret in the path, so this is redacted wherever it is shown.
+    pub url: SecretUrl,
+    /// File with the HMAC-SHA256 key for the `X-Npm-Watchdog-Signature` header.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "super::default_min_severity")]
+    pub min_severity: Severity,
+    #[serde(default = "super::default_sink_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl SinkConfig for WebhookSinkConfig {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if !matches!(self.url.scheme(), "http" | "https") {
+            return Err(Invalid::new("url", "must be an http:// or https:// URL"));
+        }
+        Ok(())
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        self.secret_file
+            .iter()
+            .map(|p| ("secret_file", p.as_path()))
+            .collect()
+    }
+
+    fn build(&self, name: String) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(WebhookSink::new(name, self)?))
+    }
+}
+
+#[derive(Debug)]
 pub struct WebhookSink {
     name: String,
     min_severity: Severity,
-    url: Url,
+    url: SecretUrl,
     secret_file: Option<PathBuf>,
     timeout: HumanDuration,
     client: reqwest::Client,
-}
-
-impl fmt::Debug for WebhookSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookSink")
-            .field("name", &self.name)
-            .field("url", &redact_url(&self.url))
-            .field("secret_file", &self.secret_file)
-            .field("min_severity", &self.min_severity)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 impl WebhookSink {
@@ -53,7 +84,7 @@ impl WebhookSink {
         if !matches!(cfg.url.scheme(), "http" | "https") {
             return Err(SinkError(format!(
                 "webhook sink {name}: {} is not an http:// or https:// URL",
-                redact_url(&cfg.url)
+                cfg.url
             )));
         }
         let client = reqwest::Client::builder()
@@ -77,13 +108,16 @@ impl WebhookSink {
     }
 
     /// `what` is our own text (it may name files); anything from the receiver or the HTTP stack
-    /// goes through [`scrub`] before it gets here.
+    /// goes through [`Self::scrub`] before it gets here.
     fn error(&self, what: &str) -> SinkError {
-        SinkError(format!(
-            "webhook sink {}: POST {} {what}",
-            self.name,
-            redact_url(&self.url)
-        ))
+        SinkError(format!("webhook sink {}: POST {} {what}", self.name, self.url))
+    }
+
+    /// Remove what must never be shown even if a library or the receiver echoes it: the URL's
+    /// secret parts and the signing key.
+    fn scrub(&self, text: &str, key: Option<&[u8]>) -> String {
+        let key = key.and_then(|k| std::str::from_utf8(k).ok());
+        secret::scrub(&self.url.scrub(text), key.as_slice())
     }
 }
 
@@ -100,26 +134,28 @@ impl Sink for WebhookSink {
     async fn send(&self, n: &Notification) -> Result<(), SinkError> {
         let body = serde_json::to_vec(&message::webhook_payload(n))
             .map_err(|e| self.error(&format!("cannot encode the payload: {e}")))?;
-        let secret = match &self.secret_file {
-            Some(path) => Some(read_secret(path).await.map_err(|e| self.error(&e))?),
+        let key = match &self.secret_file {
+            Some(path) => {
+                Some(secret::read_bytes(path, "secret_file").map_err(|e| self.error(&e))?)
+            }
             None => None,
         };
         let mut request = self
             .client
-            .post(self.url.clone())
+            .post(self.url.expose().clone())
             .header(CONTENT_TYPE, "application/json")
             .header(
                 USER_AGENT,
                 concat!("npm-watchdog/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some(key) = &secret {
+        if let Some(key) = &key {
             request = request.header(SIGNATURE_HEADER, signature(key, &body));
         }
         let mut response = match request.body(body).send().await {
             Ok(r) => r,
             Err(e) => {
                 let (timeout, connect) = (e.is_timeout(), e.is_connect());
-                let detail = scrub(&chain(&e.without_url()), &self.url, secret.as_deref());
+                let detail = self.scrub(&chain(&e.without_url()), key.as_deref());
                 let what = if timeout {
                     format!("timed out after {}", self.timeout)
                 } else if connect {
@@ -143,11 +179,7 @@ impl Sink for WebhookSink {
             }
         }
         // Scrubbed before it is cut, so that no prefix of a secret survives.
-        let text = scrub(
-            &String::from_utf8_lossy(&head),
-            &self.url,
-            secret.as_deref(),
-        );
+        let text = self.scrub(&String::from_utf8_lossy(&head), key.as_deref());
         let snippet = snippet(&text);
         let what = if snippet.is_empty() {
             format!("answered {status}")
@@ -169,23 +201,6 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The key from `secret_file`, without one trailing newline. Errors name the file, never the content.
-async fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    let mut key = tokio::fs::read(path)
-        .await
-        .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?;
-    if key.last() == Some(&b'\n') {
-        key.pop();
-        if key.last() == Some(&b'\r') {
-            key.pop();
-        }
-    }
-    if key.is_empty() {
-        return Err(format!("secret_file {} is empty", path.display()));
-    }
-    Ok(key)
-}
-
 /// At most [`ERROR_BODY_CHARS`] characters of a response body, on one line, without control characters.
 fn snippet(text: &str) -> String {
     let mut out = String::new();
@@ -203,26 +218,6 @@ fn snippet(text: &str) -> String {
         count += 1;
     }
     out.trim().to_string()
-}
-
-/// Remove what must never be shown even if a library or the receiver echoes it: the full URL, its
-/// path and query (where chat webhooks keep their secret), and the signing key.
-fn scrub(text: &str, url: &Url, secret: Option<&[u8]>) -> String {
-    let mut out = text.replace(url.as_str(), &redact_url(url));
-    let path = url.path();
-    if path.len() > 1 {
-        out = out.replace(path, "/<redacted>");
-    }
-    if let Some(q) = url.query().filter(|q| !q.is_empty()) {
-        out = out.replace(q, "<redacted>");
-    }
-    if let Some(key) = secret
-        .and_then(|k| std::str::from_utf8(k).ok())
-        .filter(|k| k.len() >= 4)
-    {
-        out = out.replace(key, "<redacted>");
-    }
-    out
 }
 
 /// An error and its sources on one line.
@@ -243,11 +238,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use url::Url;
 
     fn config(url: &str) -> WebhookSinkConfig {
         WebhookSinkConfig {
             name: None,
-            url: Url::parse(url).expect("url"),
+            url: SecretUrl::new(Url::parse(url).expect("url")),
             secret_file: None,
             min_severity: Severity::Info,
             timeout: HumanDuration::secs(2),
@@ -260,27 +256,6 @@ mod tests {
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[tokio::test]
-    async fn secret_file_loses_one_newline_and_errors_name_the_file_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("hook-secret");
-        std::fs::write(&p, "k3y-material\n").expect("write");
-        assert_eq!(read_secret(&p).await.expect("read"), b"k3y-material");
-        std::fs::write(&p, "k3y\n\n").expect("write");
-        assert_eq!(read_secret(&p).await.expect("read"), b"k3y\n");
-        std::fs::write(&p, "\r\n").expect("write");
-        assert_eq!(
-            read_secret(&p).await.expect_err("empty"),
-            format!("secret_file {} is empty", p.display())
-        );
-        let missing = dir.path().join("missing");
-        let err = read_secret(&missing).await.expect_err("missing");
-        assert!(
-            err.starts_with(&format!("cannot read secret_file {}: ", missing.display())),
-            "{err}"
         );
     }
 
@@ -299,11 +274,16 @@ mod tests {
 
     #[test]
     fn scrub_removes_url_path_query_and_key() {
-        let url = Url::parse("https://hooks.example.com/services/T0/B0/PATHSECRET?token=QSECRET")
-            .expect("url");
-        let text =
-            format!("echo {url} and /services/T0/B0/PATHSECRET and token=QSECRET and KEYSECRET");
-        let out = scrub(&text, &url, Some(b"KEYSECRET"));
+        let sink = WebhookSink::new(
+            "webhook".into(),
+            &config("https://hooks.example.com/services/T0/B0/PATHSECRET?token=QSECRET"),
+        )
+        .expect("sink");
+        let text = format!(
+            "echo {} and /services/T0/B0/PATHSECRET and token=QSECRET and KEYSECRET",
+            sink.url.expose()
+        );
+        let out = sink.scrub(&text, Some(b"KEYSECRET"));
         for s in ["PATHSECRET", "QSECRET", "KEYSECRET"] {
             assert!(!out.contains(s), "{out}");
         }

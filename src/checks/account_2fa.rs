@@ -1,13 +1,14 @@
 //! `account-2fa`: the account's own two-factor mode is not `auth-and-writes`.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
-use crate::registry::model::TfaMode;
+use crate::registry::TfaMode;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "account-2fa",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Profile,
+    dod: &[],
     event: false,
     evaluate,
 };
@@ -42,7 +43,7 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
         fix: "Enable it for login and writes: `npm profile enable-2fa auth-and-writes` (use a security key \
               where possible)."
             .into(),
-        dod: None,
+        dod: CHECK.dod_box(),
     }]
 }
 
@@ -50,7 +51,7 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
 mod tests {
     use super::super::fixtures::{now, policy, registry};
     use super::*;
-    use crate::registry::model::parse_profile;
+    use crate::registry::parse_profile;
 
     fn check(profile_json: &str) -> Vec<Finding> {
         let reg = registry();

@@ -1,12 +1,13 @@
 //! `allowlist-expired`: an entry of `policy.allow_tokens` past its `expires` date.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "allowlist-expired",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Config,
+    dod: &[],
     event: false,
     evaluate,
 };
@@ -33,7 +34,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
             fix: "Revoke the token if it is no longer needed, then remove the entry from policy.allow_tokens; \
                   or renew the entry with a new expires date."
                 .into(),
-            dod: None,
+            dod: CHECK.dod_box(),
         })
         .collect()
 }

@@ -12,13 +12,14 @@
 
 use std::collections::BTreeSet;
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "maintainers-changed",
-    group: "packages",
+    group: Group::Packages,
     source: Source::Packages,
+    dod: &[],
     event: true,
     evaluate,
 };
@@ -94,7 +95,7 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
                   owners. Adding an owner is a classic takeover step; removing the real ones locks the team out."
                 .into(),
             fix: fix.join(" "),
-            dod: None,
+            dod: CHECK.dod_box(),
         });
     }
     out
@@ -182,6 +183,6 @@ mod tests {
         assert!(!got[1].fix.contains("owner rm"), "{}", got[1].fix);
         assert_eq!(got[0].dod, None);
         // Registered as an event: it fires once and never resolves.
-        assert!(crate::checks::by_id("maintainers-changed").is_some_and(|c| c.event));
+        assert!(crate::checks::events().contains("maintainers-changed"));
     }
 }

@@ -1,9 +1,16 @@
 //! Checks: pure functions from a snapshot of what the registry showed (plus policy and the time) to
 //! findings.
 //!
-//! Each check lives in its own file and is registered once in [`all`]. A check names the source it
-//! reads; when that source could not be fetched the runner does not call it and keeps its previous
-//! findings, so a registry error can never look like "all clear". Nothing here does I/O.
+//! Each check lives in its own file and is registered once, in [`all`]. A check names its [`Group`]
+//! (which schedule runs it), the [`Source`] it reads and the Definition-of-Done boxes it feeds. When
+//! its source could not be fetched the runner does not call it and keeps its previous findings, so a
+//! registry error can never look like "all clear". Nothing here does I/O.
+//!
+//! Adding a check: write `src/checks/<id>.rs` with a `pub const CHECK: CheckDef` and its unit tests
+//! on the fixtures below, then add `mod <id>;` and `<id>::CHECK` to [`all`]. The daemon, `audit`, the
+//! `findings` metric and the scorecard pick it up from there.
+
+mod group;
 
 mod account_2fa;
 mod allowlist_expired;
@@ -23,74 +30,16 @@ mod trusted_publisher_missing;
 mod trusted_publisher_unbound;
 mod watchdog_blind;
 
-use std::collections::HashSet;
-use std::fmt;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use url::Url;
 
-use std::collections::BTreeMap;
+pub use group::Group;
 
 use crate::config::{PolicyConfig, DEFAULT_REGISTRY};
-use crate::registry::model::{Profile, Token};
-use crate::registry::package::{OrgView, Packument, ProvenanceSource, TrustConfig};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Something wrong with the account. Identified by its fingerprint (check id + subject key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    pub check: String,
-    /// Stable identity of the subject (a full token key, a group name); never shown as is.
-    pub subject_key: String,
-    /// How people see the subject: `token 82e393 (bulk-hardening)`.
-    pub subject: String,
-    pub severity: Severity,
-    /// What was found.
-    pub summary: String,
-    /// Why it matters.
-    pub why: String,
-    /// The exact fix.
-    pub fix: String,
-    /// The Definition-of-Done box this finding breaks, if any (`D5`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dod: Option<String>,
-}
-
-impl Finding {
-    pub fn fingerprint(&self) -> String {
-        format!("{}:{}", self.check, self.subject_key)
-    }
-}
+use crate::finding::{Dod, Finding, Severity};
+use crate::registry::{OrgView, Packument, Profile, ProvenanceSource, Token, TrustConfig};
 
 /// What a check reads. The runner calls a check only when its source was fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +90,9 @@ pub struct Snapshot<'a> {
     pub registry: &'a Url,
     pub tokens: Option<&'a [Token]>,
     pub profile: Option<&'a Profile>,
+    /// The key under which the registry lists the daemon's own credential, when it can be derived
+    /// (npmjs.com lists a token under the SHA-512 of its value).
+    pub own_key: Option<&'a str>,
     /// Keys seen in earlier runs; `None` before the first successful token run.
     pub seen_tokens: Option<&'a HashSet<String>>,
     pub health: &'a [GroupHealth],
@@ -161,6 +113,7 @@ impl<'a> Snapshot<'a> {
             registry,
             tokens: None,
             profile: None,
+            own_key: None,
             seen_tokens: None,
             health: &[],
             packages: None,
@@ -191,18 +144,25 @@ impl<'a> Snapshot<'a> {
     }
 }
 
-/// The pseudo-group of checks that judge the daemon itself; run after every group's cycle.
-pub const HEALTH_GROUP: &str = "health";
-
 /// One registered check.
 pub struct CheckDef {
     pub id: &'static str,
-    /// The schedule group that runs it (`tokens`, `packages`, `org`).
-    pub group: &'static str,
+    /// The group whose schedule runs it.
+    pub group: Group,
     pub source: Source,
+    /// The Definition-of-Done boxes its findings are evidence for, the box each finding breaks first.
+    /// The scorecard reads its FAIL evidence from here.
+    pub dod: &'static [Dod],
     /// Events fire once and never resolve (a token was created); conditions stay active until gone.
     pub event: bool,
     pub evaluate: fn(&Snapshot, &PolicyConfig) -> Vec<Finding>,
+}
+
+impl CheckDef {
+    /// The box a finding of this check names in alerts (`DoD box: D5`).
+    pub fn dod_box(&self) -> Option<Dod> {
+        self.dod.first().copied()
+    }
 }
 
 /// Every check, in the order reports list them.
@@ -229,13 +189,24 @@ pub fn all() -> &'static [CheckDef] {
     ALL
 }
 
-pub fn by_id(id: &str) -> Option<&'static CheckDef> {
-    all().iter().find(|c| c.id == id)
+/// The ids of the event checks (they fire once and are never kept as active).
+pub fn events() -> HashSet<&'static str> {
+    all().iter().filter(|c| c.event).map(|c| c.id).collect()
 }
 
-/// The checks of one schedule group.
-pub fn of_group(group: &str) -> impl Iterator<Item = &'static CheckDef> + '_ {
-    all().iter().filter(move |c| c.group == group)
+/// The checks whose findings are evidence for `dod`.
+pub fn feeding(dod: Dod) -> impl Iterator<Item = &'static CheckDef> {
+    all().iter().filter(move |c| c.dod.contains(&dod))
+}
+
+/// Whether `token` is the daemon's own credential: listed under the credential's registry key
+/// (`own_key`), or named by an allowlist entry marked `self = true`.
+pub fn is_own_token(token: &Token, own_key: Option<&str>, policy: &PolicyConfig) -> bool {
+    own_key.is_some_and(|k| k.eq_ignore_ascii_case(&token.key))
+        || policy
+            .allow_tokens
+            .iter()
+            .any(|a| a.own && a.matches(&token.key))
 }
 
 /// Tokens that no (unexpired) allowlist entry covers.
@@ -249,16 +220,27 @@ pub fn not_allowlisted<'t>(
         .filter(move |t| !policy.is_allowlisted(&t.key, now))
 }
 
+/// Tokens not allowlisted, without the daemon's own credential: `token-present` gives that one a
+/// single finding of its own, so the other token checks leave it alone.
+pub fn others_not_allowlisted<'t>(
+    snap: &Snapshot<'t>,
+    policy: &'t PolicyConfig,
+) -> impl Iterator<Item = &'t Token> {
+    let own_key = snap.own_key;
+    not_allowlisted(snap.tokens.unwrap_or_default(), policy, snap.now)
+        .filter(move |t| !is_own_token(t, own_key, policy))
+}
+
 /// Run every check of `group` whose source is in the snapshot. Returns the findings and the ids of the
 /// checks that ran (only those may resolve earlier findings).
 pub fn run_group(
-    group: &str,
+    group: Group,
     snap: &Snapshot,
     policy: &PolicyConfig,
 ) -> (Vec<Finding>, Vec<&'static str>) {
     let mut findings = Vec::new();
     let mut ran = Vec::new();
-    for def in of_group(group) {
+    for def in all().iter().filter(|c| c.group == group) {
         if snap.has(def.source) {
             findings.extend((def.evaluate)(snap, policy));
             ran.push(def.id);
@@ -321,8 +303,8 @@ pub(crate) mod fixtures {
         let page: serde_json::Value =
             serde_json::from_str(include_str!("fixtures/tokens.json")).expect("fixture json");
         let objects = page["objects"].as_array().expect("objects");
-        let mut t = crate::registry::model::parse_tokens(objects, 0).expect("fixture parses");
-        crate::registry::model::assign_ids(&mut t);
+        let mut t = crate::registry::parse_tokens(objects, 0).expect("fixture parses");
+        crate::registry::assign_ids(&mut t);
         t
     }
 
@@ -372,7 +354,7 @@ pub(crate) mod fixtures {
         let mut set = PackageSet::default();
         for raw in doc["packuments"].as_array().expect("packuments") {
             let name = raw["name"].as_str().expect("name");
-            let p = crate::registry::package::parse_packument(raw.to_string().as_bytes(), name)
+            let p = crate::registry::parse_packument(raw.to_string().as_bytes(), name)
                 .expect("fixture packument parses");
             set.packuments.insert(p.name.clone(), p);
         }
@@ -401,8 +383,7 @@ pub(crate) mod fixtures {
                     TrustStatus::Failed(e.to_string())
                 } else {
                     TrustStatus::Read(
-                        crate::registry::package::parse_trust(&v["configs"])
-                            .expect("fixture trust parses"),
+                        crate::registry::parse_trust(&v["configs"]).expect("fixture trust parses"),
                     )
                 };
                 (pkg, status)
@@ -455,7 +436,7 @@ pub(crate) mod fixtures {
 
     /// Run a whole schedule group on the given inputs: the findings and the checks that ran.
     pub fn run_group_on(
-        group: &str,
+        group: Group,
         inputs: Inputs,
         policy: &PolicyConfig,
     ) -> (Vec<Finding>, Vec<&'static str>) {
@@ -486,11 +467,11 @@ mod tests {
         let snap = Snapshot {
             ..Snapshot::new(fixtures::now(), &reg)
         };
-        let (findings, ran) = run_group("tokens", &snap, &fixtures::policy());
+        let (findings, ran) = run_group(Group::Tokens, &snap, &fixtures::policy());
         assert!(findings.is_empty());
         assert!(!ran.contains(&"token-present"));
         assert!(ran.contains(&"allowlist-expired"));
-        let (_, ran) = run_group(HEALTH_GROUP, &snap, &fixtures::policy());
+        let (_, ran) = run_group(Group::Health, &snap, &fixtures::policy());
         assert_eq!(ran, vec!["watchdog-blind"]);
     }
 
@@ -513,7 +494,7 @@ mod tests {
             packages: Some(&packages),
             ..Inputs::default()
         };
-        let (findings, _) = run_group_on("packages", inputs, &fixtures::watch_policy());
+        let (findings, _) = run_group_on(Group::Packages, inputs, &fixtures::watch_policy());
         assert!(!findings.is_empty());
         assert!(
             findings.iter().all(|f| !f.fix.contains("--registry")),
@@ -526,7 +507,7 @@ mod tests {
             packages: Some(&packages),
             ..Snapshot::new(fixtures::now(), &reg)
         };
-        for group in ["packages", "tokens"] {
+        for group in [Group::Packages, Group::Tokens] {
             for f in run_group(group, &snap, &fixtures::watch_policy()).0 {
                 if f.fix.contains("`npm ") {
                     assert_eq!(

@@ -14,13 +14,14 @@
 //! ("write stays with owners" assumes the owner list is right, which this check watches separately).
 //! Attaching it to D8 would fail that box for a reason the D8 fix (read-only teams) does not address.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "org-owner-unexpected",
-    group: "org",
+    group: Group::Org,
     source: Source::Orgs,
+    dod: &[],
     event: false,
     evaluate,
 };
@@ -63,7 +64,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                      or remove them with `npm org rm {org} {user}`, then check the org's teams and the packages' \
                      maintainers for changes they made. If they should, add \"{user}\" to policy.expected_owners."
                 ),
-                dod: None,
+                dod: CHECK.dod_box(),
             });
         }
     }
@@ -158,12 +159,12 @@ mod tests {
 
     #[test]
     fn org_group_does_not_run_without_orgs() {
-        let (findings, ran) = run_group_on("org", Inputs::default(), &watch_policy());
+        let (findings, ran) = run_group_on(Group::Org, Inputs::default(), &watch_policy());
         assert!(findings.is_empty());
         assert!(ran.is_empty(), "{ran:?}");
         let o = orgs();
         let (_, ran) = run_group_on(
-            "org",
+            Group::Org,
             Inputs {
                 orgs: Some(&o),
                 ..Inputs::default()

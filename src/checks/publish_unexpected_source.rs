@@ -23,14 +23,15 @@
 
 use chrono::SecondsFormat;
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::{ExpectedSource, PolicyConfig};
-use crate::registry::package::{ProvenanceSource, TrustedPublisher};
+use crate::registry::{ProvenanceSource, TrustedPublisher};
 
 pub const CHECK: CheckDef = CheckDef {
     id: "publish-unexpected-source",
-    group: "packages",
+    group: Group::Packages,
     source: Source::Packages,
+    dod: &[Dod::D2],
     event: false,
     evaluate,
 };
@@ -80,7 +81,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                      `npm trust revoke --id <id> {name}` and create the right one, bound to a protected \
                      environment. If the new source is intended, update policy.expected_publishers.\"{name}\"."
                 ),
-                dod: Some("D2".into()),
+                dod: CHECK.dod_box(),
             });
         }
     }
@@ -188,7 +189,7 @@ mod tests {
         assert!(got[1]
             .fix
             .contains("`npm trust revoke --id <id> @acme/core`"));
-        assert_eq!(got[1].dod.as_deref(), Some("D2"));
+        assert_eq!(got[1].dod, Some(Dod::D2));
     }
 
     #[test]

@@ -14,13 +14,14 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "publish-untrusted",
-    group: "packages",
+    group: Group::Packages,
     source: Source::Packages,
+    dod: &[Dod::D7, Dod::D3, Dod::D4],
     event: false,
     evaluate,
 };
@@ -106,7 +107,7 @@ fn finding(
              list`, then `npm token revoke <id>` for each), {check_account}, and set every package to \"Require \
              2FA and disallow tokens\": `npm-watchdog harden --otp CODE`."
         ),
-        dod: Some("D7".into()),
+        dod: CHECK.dod_box(),
     }
 }
 
@@ -168,7 +169,7 @@ mod tests {
             core.fix
         );
         assert!(core.why.contains("D4") && core.why.contains("D7"));
-        assert_eq!(core.dod.as_deref(), Some("D7"));
+        assert_eq!(core.dod, Some(Dod::D7));
     }
 
     #[test]
@@ -253,12 +254,12 @@ mod tests {
 
     #[test]
     fn package_group_does_not_run_without_packuments() {
-        let (findings, ran) = run_group_on("packages", Inputs::default(), &watch_policy());
+        let (findings, ran) = run_group_on(Group::Packages, Inputs::default(), &watch_policy());
         assert!(findings.is_empty());
         assert!(ran.is_empty(), "{ran:?}");
         let set = packages();
         let (_, ran) = run_group_on(
-            "packages",
+            Group::Packages,
             Inputs {
                 packages: Some(&set),
                 ..Inputs::default()

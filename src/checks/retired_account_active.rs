@@ -10,13 +10,14 @@
 //! finding. The package side reads the packuments the snapshot carries (the daemon passes the last
 //! stored copies to the org group); without packuments only memberships are checked.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "retired-account-active",
-    group: "org",
+    group: Group::Org,
     source: Source::Orgs,
+    dod: &[Dod::D6],
     event: false,
     evaluate,
 };
@@ -50,7 +51,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                     "Remove it from the org: `npm org rm {org} {user}`. Then revoke the account's tokens or \
                      delete the account."
                 ),
-                dod: Some("D6".into()),
+                dod: CHECK.dod_box(),
             });
         }
         let Some(set) = snap.packages else {
@@ -73,7 +74,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                     "Remove it from the package's maintainers: `npm owner rm {user} {name}`. Then revoke the \
                      account's tokens or delete the account."
                 ),
-                dod: Some("D6".into()),
+                dod: CHECK.dod_box(),
             });
         }
     }
@@ -134,7 +135,7 @@ mod tests {
             "{}",
             got[2].fix
         );
-        assert!(got.iter().all(|f| f.dod.as_deref() == Some("D6")));
+        assert!(got.iter().all(|f| f.dod == Some(Dod::D6)));
     }
 
     #[test]

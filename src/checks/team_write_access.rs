@@ -11,13 +11,14 @@
 //! this code does not know fails closed. One finding per team lists all its write packages, so
 //! removing write from the last one resolves it.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "team-write-access",
-    group: "org",
+    group: Group::Org,
     source: Source::Orgs,
+    dod: &[Dod::D8],
     event: false,
     evaluate,
 };
@@ -78,7 +79,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                     team.name,
                     team.name
                 ),
-                dod: Some("D8".into()),
+                dod: CHECK.dod_box(),
             });
         }
     }
@@ -147,7 +148,7 @@ mod tests {
             "{}",
             got[0].fix
         );
-        assert_eq!(got[0].dod.as_deref(), Some("D8"));
+        assert_eq!(got[0].dod, Some(Dod::D8));
     }
 
     #[test]

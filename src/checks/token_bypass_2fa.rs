@@ -4,13 +4,14 @@
 //! than `policy.bypass_token_max_age` and critical once older ("stale"). It is reported even when
 //! allowlisted: the allowlist is for known tokens, not for keeping a 2FA bypass around.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "token-bypass-2fa",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Tokens,
+    dod: &[Dod::D9],
     event: false,
     evaluate,
 };
@@ -49,7 +50,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                       2FA. Made for a one-day bulk change, it must be gone the same day."
                     .into(),
                 fix: format!("Revoke it as soon as the job it was made for is done: `{}`.", snap.revoke_command(t)),
-                dod: Some("D9".into()),
+                dod: CHECK.dod_box(),
             }
         })
         .collect()

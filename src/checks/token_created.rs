@@ -4,22 +4,23 @@
 //! (existing tokens show up as `token-present` instead of a flood of events). After that, a token that
 //! appeared while the daemon was down is still new to it, and is reported.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "token-created",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Tokens,
+    dod: &[Dod::D5],
     event: true,
     evaluate,
 };
 
 fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
-    let (Some(tokens), Some(seen)) = (snap.tokens, snap.seen_tokens) else {
+    let Some(seen) = snap.seen_tokens else {
         return Vec::new();
     };
-    super::not_allowlisted(tokens, policy, snap.now)
+    super::others_not_allowlisted(snap, policy)
         .filter(|t| !seen.contains(&t.key))
         .map(|t| {
             let severity = if t.access.can_write() || t.bypass_2fa {
@@ -47,7 +48,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                      sessions and 2FA devices. If it is wanted, add its key prefix to policy.allow_tokens with a reason and an expiry.",
                     snap.revoke_command(t)
                 ),
-                dod: Some("D5".into()),
+                dod: CHECK.dod_box(),
             }
         })
         .collect()

@@ -1,22 +1,20 @@
 //! `token-long-lived`: a token with no expiry, or one that lives longer than `policy.token_max_lifetime`.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "token-long-lived",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Tokens,
+    dod: &[Dod::D5],
     event: false,
     evaluate,
 };
 
 fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
-    let Some(tokens) = snap.tokens else {
-        return Vec::new();
-    };
     let max = policy.token_max_lifetime.as_chrono();
-    super::not_allowlisted(tokens, policy, snap.now)
+    super::others_not_allowlisted(snap, policy)
         .filter_map(|t| {
             let summary = match (t.expires, t.created) {
                 (None, _) => "The token never expires.".to_string(),
@@ -45,7 +43,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                     snap.revoke_command(t),
                     policy.token_max_lifetime
                 ),
-                dod: Some("D5".into()),
+                dod: CHECK.dod_box(),
             })
         })
         .collect()

@@ -1,12 +1,15 @@
-//! `token-present`: any token that no allowlist entry covers (Definition of Done, box D5).
+//! `token-present`: any token that no allowlist entry covers (Definition of Done, box D5). The
+//! daemon's own credential, when not allowlisted, is reported here once, with its own words.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
+use crate::registry::Token;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "token-present",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Tokens,
+    dod: &[Dod::D5],
     event: false,
     evaluate,
 };
@@ -16,29 +19,69 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
         return Vec::new();
     };
     super::not_allowlisted(tokens, policy, snap.now)
-        .map(|t| Finding {
-            check: CHECK.id.into(),
-            subject_key: t.key.clone(),
-            subject: t.label(),
-            severity: Severity::Warning,
-            summary: format!(
-                "A static {} {} token is on the account{}.",
-                t.kind.as_str(),
-                t.access.as_str(),
-                t.created
-                    .map(|c| format!(", created {}", c.format("%Y-%m-%d")))
-                    .unwrap_or_default()
-            ),
-            why: "Any persistent token can be stolen from wherever it sits; rotating it only moves the \
-                  window. Deleting it closes it."
-                .into(),
-            fix: format!(
-                "Revoke it: `{}`. If it must stay, add its key prefix to policy.allow_tokens with a reason and an expiry.",
-                snap.revoke_command(t)
-            ),
-            dod: Some("D5".into()),
+        .map(|t| {
+            if super::is_own_token(t, snap.own_key, policy) {
+                own_credential(t)
+            } else {
+                Finding {
+                    check: CHECK.id.into(),
+                    subject_key: t.key.clone(),
+                    subject: t.label(),
+                    severity: Severity::Warning,
+                    summary: format!(
+                        "A static {} {} token is on the account{}.",
+                        t.kind.as_str(),
+                        t.access.as_str(),
+                        created(t)
+                    ),
+                    why: "Any persistent token can be stolen from wherever it sits; rotating it only moves the \
+                          window. Deleting it closes it."
+                        .into(),
+                    fix: format!(
+                        "Revoke it: `{}`. If it must stay, add its key prefix to policy.allow_tokens with a reason and an expiry.",
+                        snap.revoke_command(t)
+                    ),
+                    dod: CHECK.dod_box(),
+                }
+            }
         })
         .collect()
+}
+
+fn created(t: &Token) -> String {
+    t.created
+        .map(|c| format!(", created {}", c.format("%Y-%m-%d")))
+        .unwrap_or_default()
+}
+
+/// The daemon's own credential is a static token too, and D5 stays open until it is accepted on
+/// purpose. It gets this one finding and no other token check's (revoking it, the usual fix, would
+/// blind the watchdog): the fix is to allowlist it with an expiry, which then reminds to rotate it.
+fn own_credential(t: &Token) -> Finding {
+    Finding {
+        check: CHECK.id.into(),
+        subject_key: t.key.clone(),
+        subject: t.label(),
+        severity: Severity::Warning,
+        summary: format!(
+            "This is npm-watchdog's own credential, the token it uses to read the account: a static {} {} \
+             token{}, not allowlisted.",
+            t.kind.as_str(),
+            t.access.as_str(),
+            created(t)
+        ),
+        why: "The watchdog needs a token to list the account's tokens, and that token can be stolen like \
+              any other. Accepting it on purpose, with an expiry, keeps D5 honest and reminds you to \
+              rotate it."
+            .into(),
+        fix: format!(
+            "Allowlist it with an expiry instead of revoking it (revoking blinds the watchdog): add \
+             `{{ key_prefix = \"{}\", reason = \"npm-watchdog's own credential\", expires = \"YYYY-MM-DD\" }}` \
+             to policy.allow_tokens. Use a read-only token restricted by CIDR to this host.",
+            t.id
+        ),
+        dod: CHECK.dod_box(),
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +120,55 @@ mod tests {
         };
         let got = evaluate(&snap, &super::super::fixtures::policy());
         assert!(got.iter().any(|f| f.subject == "token 82e393 (watchdog)"));
+    }
+
+    /// The daemon's own credential, not allowlisted: one finding that says what it is and how to
+    /// accept it, and no other token check reports it.
+    #[test]
+    fn the_own_credential_gets_one_clear_finding() {
+        use super::super::fixtures::{now, registry, tokens};
+        use super::super::{run_group, Group};
+        let tokens = tokens();
+        let reg = registry();
+        // ci-legacy (classic write, no expiry, no CIDR, unused): it would fire four token checks.
+        let own = tokens[2].key.clone();
+        let snap = Snapshot {
+            tokens: Some(&tokens),
+            own_key: Some(&own),
+            ..Snapshot::new(now(), &reg)
+        };
+        let (findings, _) = run_group(Group::Tokens, &snap, &PolicyConfig::default());
+        let mine: Vec<&Finding> = findings.iter().filter(|f| f.subject_key == own).collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0].check, "token-present");
+        assert_eq!(mine[0].subject, "token c1a55c (ci-legacy)");
+        assert!(mine[0]
+            .summary
+            .starts_with("This is npm-watchdog's own credential"));
+        assert!(mine[0]
+            .fix
+            .starts_with("Allowlist it with an expiry instead of revoking it"));
+        assert!(
+            mine[0].fix.contains("key_prefix = \"c1a55c\""),
+            "{}",
+            mine[0].fix
+        );
+        assert!(!mine[0].fix.contains("npm token revoke"));
+
+        // Allowlisted: nothing at all.
+        let policy = PolicyConfig {
+            allow_tokens: vec![crate::config::AllowToken {
+                key_prefix: "c1a55c".into(),
+                reason: "npm-watchdog's own credential".into(),
+                expires: None,
+                own: false,
+            }],
+            ..PolicyConfig::default()
+        };
+        let (findings, _) = run_group(Group::Tokens, &snap, &policy);
+        assert!(
+            findings.iter().all(|f| f.subject_key != own),
+            "{findings:?}"
+        );
     }
 }

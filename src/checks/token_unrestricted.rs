@@ -1,21 +1,19 @@
 //! `token-unrestricted`: a token that can write and works from any IP address.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "token-unrestricted",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Tokens,
+    dod: &[Dod::D5],
     event: false,
     evaluate,
 };
 
 fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
-    let Some(tokens) = snap.tokens else {
-        return Vec::new();
-    };
-    super::not_allowlisted(tokens, policy, snap.now)
+    super::others_not_allowlisted(snap, policy)
         .filter(|t| t.access.can_write() && t.cidr.is_empty())
         .map(|t| Finding {
             check: CHECK.id.into(),
@@ -28,7 +26,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                 "Revoke it (`{}`); if one is truly needed, create it with `--cidr` set to the hosts that use it.",
                 snap.revoke_command(t)
             ),
-            dod: Some("D5".into()),
+            dod: CHECK.dod_box(),
         })
         .collect()
 }

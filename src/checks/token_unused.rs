@@ -2,23 +2,21 @@
 //!
 //! Only registries that report `accessed` can tell; a token without that field is not judged.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "token-unused",
-    group: "tokens",
+    group: Group::Tokens,
     source: Source::Tokens,
+    dod: &[Dod::D5],
     event: false,
     evaluate,
 };
 
 fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
-    let Some(tokens) = snap.tokens else {
-        return Vec::new();
-    };
     let limit = policy.token_unused_after.as_chrono();
-    super::not_allowlisted(tokens, policy, snap.now)
+    super::others_not_allowlisted(snap, policy)
         .filter_map(|t| {
             let last = t.accessed?;
             (snap.now - last >= limit).then(|| Finding {
@@ -33,7 +31,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                 ),
                 why: "An unused token does no work but can still be stolen and used.".into(),
                 fix: format!("Revoke it: `{}`.", snap.revoke_command(t)),
-                dod: Some("D5".into()),
+                dod: CHECK.dod_box(),
             })
         })
         .collect()

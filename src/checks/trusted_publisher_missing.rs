@@ -12,13 +12,14 @@
 //! The suggested command uses npm 11's `npm trust <provider>` (npm 11.10 or later), filled in from
 //! `policy.expected_publishers` when the package has an entry there.
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source, TrustStatus};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source, TrustStatus};
 use crate::config::{ExpectedSource, PolicyConfig};
 
 pub const CHECK: CheckDef = CheckDef {
     id: "trusted-publisher-missing",
-    group: "trust",
+    group: Group::Trust,
     source: Source::Trust,
+    dod: &[Dod::D1],
     event: false,
     evaluate,
 };
@@ -50,7 +51,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                  request an OIDC token at runtime and reference no NPM_TOKEN.",
                 command(name, policy.expected_publishers.get(name))
             ),
-            dod: Some("D1".into()),
+            dod: CHECK.dod_box(),
         })
         .collect()
 }
@@ -133,7 +134,7 @@ mod tests {
         assert!(got[0]
             .fix
             .contains("https://www.npmjs.com/package/left-pad-acme/access"));
-        assert_eq!(got[0].dod.as_deref(), Some("D1"));
+        assert_eq!(got[0].dod, Some(Dod::D1));
     }
 
     #[test]
@@ -173,11 +174,11 @@ mod tests {
 
     #[test]
     fn trust_group_runs_only_with_trust_data() {
-        let (findings, ran) = run_group_on("trust", Inputs::default(), &watch_policy());
+        let (findings, ran) = run_group_on(Group::Trust, Inputs::default(), &watch_policy());
         assert!(findings.is_empty() && ran.is_empty(), "{ran:?}");
         let t = trust();
         let (_, ran) = run_group_on(
-            "trust",
+            Group::Trust,
             Inputs {
                 trust: Some(&t),
                 ..Inputs::default()

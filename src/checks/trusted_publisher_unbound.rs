@@ -13,14 +13,15 @@
 
 use serde_json::Value;
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source, TrustStatus};
+use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source, TrustStatus};
 use crate::config::PolicyConfig;
-use crate::registry::package::TrustConfig;
+use crate::registry::TrustConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "trusted-publisher-unbound",
-    group: "trust",
+    group: Group::Trust,
     source: Source::Trust,
+    dod: &[Dod::D2],
     event: false,
     evaluate,
 };
@@ -57,7 +58,7 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
                 ),
                 why: why(&cfg.kind),
                 fix: fix(name, cfg),
-                dod: Some("D2".into()),
+                dod: CHECK.dod_box(),
             });
         }
     }
@@ -238,7 +239,7 @@ mod tests {
             "{}",
             got[0].fix
         );
-        assert!(got.iter().all(|f| f.dod.as_deref() == Some("D2")));
+        assert!(got.iter().all(|f| f.dod == Some(Dod::D2)));
         assert!(
             got[0]
                 .why

@@ -1,14 +1,15 @@
 //! `watchdog-blind`: a check group failed `policy.blind_after` runs in a row, so the daemon cannot see
 //! what it is meant to watch (credential rejected, EOTP, registry down).
 
-use super::{CheckDef, Finding, Severity, Snapshot, Source, HEALTH_GROUP};
+use super::{CheckDef, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
 pub const CHECK: CheckDef = CheckDef {
     id: "watchdog-blind",
     // Judged after every group's run, over the health of all groups.
-    group: HEALTH_GROUP,
+    group: Group::Health,
     source: Source::Health,
+    dod: &[],
     event: false,
     evaluate,
 };
@@ -35,7 +36,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                   `npm whoami --registry <url>` with the same token); replace the credential file if it was \
                   revoked or expired."
                 .into(),
-            dod: None,
+            dod: CHECK.dod_box(),
         })
         .collect()
 }

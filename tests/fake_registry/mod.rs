@@ -1,12 +1,14 @@
 #![allow(dead_code)]
 //! An in-process fake npm registry for integration tests, served by axum on `127.0.0.1:0`.
 //!
-//! It follows the registry API as the npm CLI calls it (`/work/shared/npm-registry-api.md`):
+//! It follows the registry API as the npm CLI 11 calls it (the request shapes of npm-registry-fetch,
+//! libnpmaccess, libnpmorg, libnpmteam and pacote):
 //!
 //! - `GET /-/npm/v1/tokens` serves the token list as pages of `{objects, urls: {next, prev}, total}`;
 //!   the following pages are `/-/npm/v1/tokens?page=N`. How `urls.next` is written is programmable
 //!   ([`NextStyle`]), as is the marker on the last page and a forced value ([`FakeRegistry::set_next_override`]).
-//! - `GET /-/whoami` → `{"username": …}`; `GET /-/npm/v1/user` → a settable profile document.
+//! - `GET /-/whoami` → `{"username": …}` ([`FakeRegistry::set_username`], default `alice`), whose user
+//!   route answers `{}` until given packages; `GET /-/npm/v1/user` → a settable profile document.
 //! - Package, org and team lists (§3.5, §4): `GET /-/user/<u>/package`, `/-/org/<o>/package`,
 //!   `/-/org/<o>/user`, `/-/org/<o>/team?format=cli` (`["org:team", …]`), `/-/team/<o>/<t>/package`.
 //!   An unknown user, org or team is a 404 `{"error":"Not found"}`; nothing falls back to another route.
@@ -1463,9 +1465,14 @@ fn map_or_404(map: Option<BTreeMap<String, String>>) -> Response {
 }
 
 /// `GET /-/user/<user>/package`. The decoded segment is looked up as is, so a client that kept the
-/// `@` (sent `%40name`) finds nothing.
+/// `@` (sent `%40name`) finds nothing. The account `/-/whoami` names exists even without packages,
+/// so it answers `{}` until [`FakeRegistry::set_user_packages`] gives it some.
 async fn user_packages(State(sh): State<Shared>, Path(user): Path<String>) -> Response {
-    map_or_404(sh.lock().user_packages.get(&user).cloned())
+    let st = sh.lock();
+    let known = st.user_packages.get(&user).cloned();
+    let own = (st.username == user).then(BTreeMap::new);
+    drop(st);
+    map_or_404(known.or(own))
 }
 
 /// `GET /-/org/<org>/package`.

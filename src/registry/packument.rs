@@ -1,4 +1,5 @@
-//! Typed views of packuments, trust configurations and org data.
+//! Packuments and provenance: `GET /<pkg>` (the full document, conditional on its ETag) and
+//! `GET /-/npm/v1/attestations/<pkg>@<version>`, with the slim view the checks read.
 //!
 //! A full packument can be megabytes (every version's manifest); only what the checks need is kept:
 //! per version `_npmUser` (with `trustedPublisher`), `dist.attestations` and the publish time, plus
@@ -9,10 +10,25 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderValue, ETAG, IF_NONE_MATCH};
+use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::FieldError;
+use super::{escape_package, FieldError, RegistryClient, RegistryError};
+use crate::credential::Credential;
+
+/// A packument fetch: unchanged since the stored ETag, or a fresh slim copy.
+#[derive(Debug)]
+pub enum Fetched {
+    NotModified,
+    Fresh {
+        packument: Packument,
+        etag: Option<String>,
+        /// Size of the full document as received.
+        bytes: usize,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
@@ -276,174 +292,56 @@ pub fn parse_provenance(value: &Value) -> Result<Option<ProvenanceSource>, Field
     }))
 }
 
-/// One trusted-publisher configuration (`GET /-/package/<pkg>/trust`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrustConfig {
-    pub id: Option<String>,
-    /// `github`, `gitlab`, `circleci`, or a type this version does not know (shown, not rejected).
-    pub kind: String,
-    pub claims: Value,
-    pub permissions: Vec<String>,
-}
-
-impl TrustConfig {
-    /// A short description: `github o/r release.yml env=prod`.
-    pub fn describe(&self) -> String {
-        let c = &self.claims;
-        let s = |v: &Value| v.as_str().map(str::to_string);
-        match self.kind.as_str() {
-            "github" => format!(
-                "github {} {}{}",
-                s(&c["repository"]).unwrap_or_else(|| "?".into()),
-                s(&c["workflow_ref"]["file"]).unwrap_or_else(|| "?".into()),
-                s(&c["environment"])
-                    .map(|e| format!(" environment={e}"))
-                    .unwrap_or_default()
-            ),
-            "gitlab" => format!(
-                "gitlab {} {}{}",
-                s(&c["project_path"]).unwrap_or_else(|| "?".into()),
-                s(&c["ci_config_ref_uri"]["file"]).unwrap_or_else(|| "?".into()),
-                s(&c["environment"])
-                    .map(|e| format!(" environment={e}"))
-                    .unwrap_or_default()
-            ),
-            "circleci" => format!(
-                "circleci org {} project {}{}",
-                s(&c["oidc.circleci.com/org-id"]).unwrap_or_else(|| "?".into()),
-                s(&c["oidc.circleci.com/project-id"]).unwrap_or_else(|| "?".into()),
-                c["oidc.circleci.com/context-ids"]
-                    .as_array()
-                    .filter(|a| !a.is_empty())
-                    .map(|a| format!(" contexts={}", a.len()))
-                    .unwrap_or_default()
-            ),
-            other => format!("{other} (id {})", self.id.as_deref().unwrap_or("?")),
+impl RegistryClient {
+    /// `GET /<pkg>` (the full document), conditional on `etag` when one is stored.
+    pub async fn packument(
+        &self,
+        name: &str,
+        cred: Option<&Credential>,
+        etag: Option<&str>,
+    ) -> Result<Fetched, RegistryError> {
+        const EP: &str = "packument";
+        let url = self.endpoint_url(EP, &format!("/{}", escape_package(name)))?;
+        let mut headers = HeaderMap::new();
+        if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.insert(IF_NONE_MATCH, tag);
         }
+        let reply = self.get(EP, url, cred, headers).await?;
+        if reply.status == StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified);
+        }
+        let packument =
+            parse_packument(&reply.body, name).map_err(|e| RegistryError::malformed(EP, e))?;
+        Ok(Fetched::Fresh {
+            packument,
+            etag: reply
+                .headers
+                .get(ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            bytes: reply.body.len(),
+        })
     }
-}
 
-pub fn parse_trust(value: &Value) -> Result<Vec<TrustConfig>, FieldError> {
-    // The CLI accepts an array or a single object.
-    let items: Vec<&Value> = match value {
-        Value::Array(a) => a.iter().collect(),
-        Value::Object(_) => vec![value],
-        Value::Null => Vec::new(),
-        other => {
-            return Err(FieldError {
-                field: "trust".into(),
-                problem: format!("expected an array, found {other}"),
-            })
-        }
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let kind = v
-                .get("type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| FieldError {
-                    field: format!("trust[{i}].type"),
-                    problem: "missing".into(),
-                })?
-                .to_string();
-            Ok(TrustConfig {
-                id: v.get("id").and_then(Value::as_str).map(str::to_string),
-                kind,
-                claims: v.get("claims").cloned().unwrap_or(Value::Null),
-                permissions: v
-                    .get("permissions")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|p| p.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
-        })
-        .collect()
-}
-
-/// `{ "<name>": "read" | "write" }` maps (package lists, collaborators, team packages, rosters).
-pub fn parse_string_map(value: &Value, what: &str) -> Result<BTreeMap<String, String>, FieldError> {
-    let obj = value.as_object().ok_or_else(|| FieldError {
-        field: what.into(),
-        problem: format!("expected an object, found {value}"),
-    })?;
-    obj.iter()
-        .map(|(k, v)| match v.as_str() {
-            Some(s) => Ok((k.clone(), s.to_string())),
-            None => Err(FieldError {
-                field: format!("{what}.{k}"),
-                problem: format!("expected a string, found {v}"),
-            }),
-        })
-        .collect()
-}
-
-/// `["org:team", …]` or `["user", …]` lists.
-pub fn parse_string_list(value: &Value, what: &str) -> Result<Vec<String>, FieldError> {
-    let arr = value.as_array().ok_or_else(|| FieldError {
-        field: what.into(),
-        problem: format!("expected an array, found {value}"),
-    })?;
-    arr.iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.as_str().map(str::to_string).ok_or_else(|| FieldError {
-                field: format!("{what}[{i}]"),
-                problem: format!("expected a string, found {v}"),
-            })
-        })
-        .collect()
-}
-
-/// An org as the org checks see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrgView {
-    pub org: String,
-    /// user → `owner` | `admin` | `developer`.
-    pub roster: BTreeMap<String, String>,
-    pub teams: Vec<TeamView>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TeamView {
-    /// The team name without the org (`developers`).
-    pub name: String,
-    /// package → `read` | `write` (other values kept as given).
-    pub packages: BTreeMap<String, String>,
-}
-
-/// The name escaping of package routes: only the first `/` becomes `%2f`; `@` stays.
-pub fn escape_package(name: &str) -> String {
-    name.replacen('/', "%2f", 1)
-}
-
-/// Org, team and user segments: leading `@` removed, then percent-encoded like `encodeURIComponent`.
-pub fn escape_entity(name: &str) -> String {
-    let name = name.strip_prefix('@').unwrap_or(name);
-    let mut out = String::new();
-    for b in name.bytes() {
-        match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'_'
-            | b'.'
-            | b'!'
-            | b'~'
-            | b'*'
-            | b'\''
-            | b'('
-            | b')' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+    /// The repository and workflow named by a version's provenance statement, if it has one.
+    pub async fn provenance_source(
+        &self,
+        name: &str,
+        version: &str,
+        cred: Option<&Credential>,
+    ) -> Result<Option<ProvenanceSource>, RegistryError> {
+        const EP: &str = "attestations";
+        let url = self.endpoint_url(
+            EP,
+            &format!("/-/npm/v1/attestations/{}@{version}", escape_package(name)),
+        )?;
+        let body = match self.get_json(EP, url, cred).await {
+            Ok(b) => b,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        parse_provenance(&body).map_err(|e| RegistryError::malformed(EP, e))
     }
-    out
 }
 
 #[cfg(test)]
@@ -533,26 +431,6 @@ mod tests {
     }
 
     #[test]
-    fn trust_configs_of_every_kind_including_unknown() {
-        let v = json!([
-            {"id": "t1", "type": "github", "claims": {"repository": "o/r", "workflow_ref": {"file": "release.yml"}, "environment": "prod"}, "permissions": ["createPackage"]},
-            {"id": "t2", "type": "circleci", "claims": {"oidc.circleci.com/org-id": "o-1", "oidc.circleci.com/project-id": "p-1", "oidc.circleci.com/context-ids": ["c-1"]}},
-            {"id": "t3", "type": "buildkite", "claims": {"organization_slug": "acme"}}
-        ]);
-        let t = parse_trust(&v).expect("parse");
-        assert_eq!(t[0].describe(), "github o/r release.yml environment=prod");
-        assert_eq!(t[1].describe(), "circleci org o-1 project p-1 contexts=1");
-        assert_eq!(t[2].describe(), "buildkite (id t3)");
-        assert_eq!(
-            parse_trust(&json!({"type": "gitlab", "claims": {}}))
-                .expect("one")
-                .len(),
-            1
-        );
-        assert!(parse_trust(&json!([{"id": "x"}])).is_err());
-    }
-
-    #[test]
     fn provenance_statement_names_repository_and_workflow() {
         use base64::Engine as _;
         let statement = json!({"_type": "https://in-toto.io/Statement/v1",
@@ -578,13 +456,5 @@ mod tests {
             None
         );
         assert!(parse_provenance(&json!({})).is_err());
-    }
-
-    #[test]
-    fn escaping_follows_the_cli() {
-        assert_eq!(escape_package("@a/b"), "@a%2fb");
-        assert_eq!(escape_package("plain"), "plain");
-        assert_eq!(escape_entity("@myorg"), "myorg");
-        assert_eq!(escape_entity("dev team"), "dev%20team");
     }
 }

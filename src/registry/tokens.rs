@@ -1,4 +1,5 @@
-//! Typed views of what the registry returns.
+//! Tokens and the account: `GET /-/npm/v1/tokens` (paginated), `GET /-/npm/v1/user` and
+//! `GET /-/whoami`, with the typed views of what they return.
 //!
 //! The token list differs between npmjs.com classic tokens, npmjs.com granular tokens and Verdaccio
 //! (`cidr_whitelist` vs `cidr`, `expiry` vs `expires`, `readonly` vs `permissions`). Most granular fields
@@ -6,11 +7,15 @@
 //! optional and unknown fields are ignored. What is present must have the right type: a `created` that is
 //! not a date is an error naming the field, never a silently dropped value.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use super::{FieldError, RegistryClient, RegistryError};
+use crate::credential::Credential;
+
+/// Upper bound on token-list pages, against a registry whose `next` links go round in circles.
+pub const MAX_TOKEN_PAGES: usize = 1000;
 
 /// Raw token object as the registry sends it. All optional: see the module comment.
 #[derive(Debug, Deserialize)]
@@ -118,14 +123,6 @@ impl Token {
             _ => format!("token {}", self.id),
         }
     }
-}
-
-/// A field of the registry's JSON that is missing or of the wrong shape.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct FieldError {
-    pub field: String,
-    pub problem: String,
 }
 
 fn parse_time(field: String, value: Option<String>) -> Result<Option<DateTime<Utc>>, FieldError> {
@@ -245,11 +242,6 @@ pub fn assign_ids(tokens: &mut [Token]) {
     }
 }
 
-/// Keys of a token list, for remembering which tokens have been seen.
-pub fn keys(tokens: &[Token]) -> HashSet<String> {
-    tokens.iter().map(|t| t.key.clone()).collect()
-}
-
 /// Account two-factor mode as `npm profile get` reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -309,6 +301,96 @@ pub fn parse_profile(value: &Value) -> Result<Profile, FieldError> {
         name: raw.name,
         tfa,
     })
+}
+
+impl RegistryClient {
+    /// `GET /-/npm/v1/tokens`, following `urls.next` across pages.
+    pub async fn list_tokens(&self, cred: &Credential) -> Result<Vec<Token>, RegistryError> {
+        const EP: &str = "tokens";
+        let malformed = |detail: String| RegistryError::Malformed {
+            endpoint: EP,
+            detail,
+        };
+        let mut url = self.resolve("/-/npm/v1/tokens").map_err(malformed)?;
+        let mut tokens = Vec::new();
+        let mut visited = std::collections::HashSet::new();
+        for page in 0.. {
+            if page >= MAX_TOKEN_PAGES {
+                return Err(malformed(format!(
+                    "more than {MAX_TOKEN_PAGES} pages; stopping in case `urls.next` loops"
+                )));
+            }
+            if !visited.insert(url.clone()) {
+                return Err(malformed(format!(
+                    "page {} links back to a page already read",
+                    page
+                )));
+            }
+            let body = self.get_json(EP, url.clone(), Some(cred)).await?;
+            let objects = body
+                .get("objects")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    malformed(format!(
+                        "page {}: `objects` is missing or not an array",
+                        page + 1
+                    ))
+                })?;
+            let parsed = parse_tokens(objects, tokens.len())
+                .map_err(|e| malformed(format!("page {}: {e}", page + 1)))?;
+            tokens.extend(parsed);
+            // npm throws when `urls` is missing; a daemon that met one would rather say so than guess.
+            let urls = body
+                .get("urls")
+                .ok_or_else(|| malformed(format!("page {}: `urls` is missing", page + 1)))?;
+            let next = match urls.get("next") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s.is_empty() => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => {
+                    return Err(malformed(format!(
+                        "page {}: `urls.next` should be a string, found {other}",
+                        page + 1
+                    )))
+                }
+            };
+            let Some(next) = next else { break };
+            let next_url = self.resolve(&next).map_err(malformed)?;
+            if next_url.origin() != self.base.origin() {
+                // npm would not send the credential to another origin either.
+                return Err(malformed(format!(
+                    "page {}: `urls.next` points away from the registry ({})",
+                    page + 1,
+                    crate::secret::redact_url(&next_url)
+                )));
+            }
+            url = next_url;
+        }
+        assign_ids(&mut tokens);
+        Ok(tokens)
+    }
+
+    /// `GET /-/npm/v1/user`.
+    pub async fn profile(&self, cred: &Credential) -> Result<Profile, RegistryError> {
+        const EP: &str = "profile";
+        let url = self.endpoint_url(EP, "/-/npm/v1/user")?;
+        let body = self.get_json(EP, url, Some(cred)).await?;
+        parse_profile(&body).map_err(|e| RegistryError::malformed(EP, e))
+    }
+
+    /// `GET /-/whoami`.
+    pub async fn whoami(&self, cred: &Credential) -> Result<String, RegistryError> {
+        const EP: &str = "whoami";
+        let url = self.endpoint_url(EP, "/-/whoami")?;
+        let body = self.get_json(EP, url, Some(cred)).await?;
+        body.get("username")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(RegistryError::Malformed {
+                endpoint: EP,
+                detail: "`username` is missing: the credential is not recognised".into(),
+            })
+    }
 }
 
 #[cfg(test)]

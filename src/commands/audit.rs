@@ -1,0 +1,200 @@
+//! `npm-watchdog audit`: the Definition of Done (D1-D9) with its evidence, then every finding.
+//!
+//! It reads what the daemon reads (tokens, the watched packages, orgs) and, with `--otp`, the trust
+//! configurations, which the registry keeps behind 2FA. Nothing it could not read counts as a pass:
+//! a read that fails stops the audit (exit 2), and what cannot be read at all is UNVERIFIED.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{CommandError, Format, Outcome, Session, EXIT_FINDINGS, EXIT_OK};
+use crate::checks::{self, Group, Snapshot, TrustStatus};
+use crate::collect;
+use crate::dod::{self, DodRow, Verdict};
+use crate::finding::Finding;
+use crate::registry::RegistryError;
+use crate::runtime::Runtime;
+use crate::state::State;
+
+#[derive(Serialize)]
+struct AuditReport<'a> {
+    /// Bumped when a field changes meaning.
+    schema: u32,
+    registry: &'a str,
+    account: Option<&'a str>,
+    generated_at: DateTime<Utc>,
+    /// `fail` when any box FAILs or any finding exists; UNVERIFIED boxes do not fail the audit.
+    result: &'static str,
+    packages: Vec<&'a str>,
+    dod: &'a [DodRow],
+    findings: &'a [Finding],
+}
+
+/// Read trust configs: without an OTP only the first package is tried (the registry normally demands
+/// one, and one EOTP says so for all); with one, every package, stopping at the first rejected OTP.
+async fn read_trust(
+    session: &Session<'_>,
+    names: impl Iterator<Item = &String>,
+    otp: Option<&str>,
+) -> BTreeMap<String, TrustStatus> {
+    let mut out = BTreeMap::new();
+    let mut otp_refused = false;
+    for name in names {
+        if otp_refused {
+            out.insert(name.clone(), TrustStatus::NeedsOtp);
+            continue;
+        }
+        let status = match session.client.trust(name, &session.cred, otp).await {
+            Ok(cfgs) => TrustStatus::Read(cfgs),
+            Err(RegistryError::OtpRequired { .. }) => {
+                otp_refused = true;
+                TrustStatus::NeedsOtp
+            }
+            Err(e) => TrustStatus::Failed(e.to_string()),
+        };
+        out.insert(name.clone(), status);
+    }
+    out
+}
+
+pub async fn audit(
+    rt: &Runtime,
+    format: Format,
+    otp: Option<&str>,
+) -> Result<Outcome, CommandError> {
+    let session = Session::open(rt)?;
+    let live = session.read_tokens().await?;
+    let cfg = &rt.config;
+    let mut errors = Vec::new();
+    let packages = if Group::Packages.is_watched(&cfg.watch) {
+        let found = collect::discover(&session.client, &cfg.watch, &session.cred).await;
+        errors.extend(found.errors);
+        let read = collect::read_packages(
+            &session.client,
+            &found.packages,
+            &session.cred,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            cfg.registry.concurrency,
+            cfg.policy.trusted_publishing_since,
+        )
+        .await;
+        errors.extend(read.errors);
+        Some(read.set)
+    } else {
+        None
+    };
+    let orgs = if Group::Org.is_watched(&cfg.watch) {
+        let read = collect::read_orgs(
+            &session.client,
+            &cfg.watch.orgs,
+            &session.cred,
+            &BTreeMap::new(),
+        )
+        .await;
+        errors.extend(read.errors);
+        Some(read.views)
+    } else {
+        None
+    };
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(CommandError(format!(
+            "the audit could not read everything it needs:\n  {}",
+            lines.join("\n  ")
+        )));
+    }
+    let trust = match &packages {
+        Some(p) if !p.packuments.is_empty() => {
+            Some(read_trust(&session, p.packuments.keys(), otp).await)
+        }
+        _ => None,
+    };
+    // Without an OTP and with the registry refusing, there is nothing to judge: leave D1/D2 unverified.
+    let trust =
+        trust.filter(|t| otp.is_some() || t.values().any(|s| matches!(s, TrustStatus::Read(_))));
+    let snap = Snapshot {
+        tokens: Some(&live.tokens),
+        profile: Some(&live.profile),
+        own_key: Some(&live.own_key),
+        packages: packages.as_ref(),
+        orgs: orgs.as_deref(),
+        trust: trust.as_ref(),
+        ..Snapshot::new(live.now, &rt.registry)
+    };
+    let mut findings = live.findings.clone();
+    for group in [Group::Packages, Group::Org, Group::Trust] {
+        findings.extend(checks::run_group(group, &snap, &cfg.policy).0);
+    }
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(&b.check)));
+    let hardened = match State::open_existing(&rt.state_path) {
+        Some(Ok(state)) => state.hardened().map_err(CommandError::from)?,
+        Some(Err(e)) => return Err(CommandError::from(e)),
+        None => BTreeMap::new(),
+    };
+    let rows = dod::scorecard(&dod::Input {
+        now: live.now,
+        policy: &cfg.policy,
+        tokens: &live.tokens,
+        own_key: Some(&live.own_key),
+        findings: &findings,
+        packages: packages.as_ref(),
+        orgs: orgs.as_deref(),
+        trust: trust.as_ref(),
+        hardened: &hardened,
+    });
+    let failed = rows.iter().any(|r| r.status == Verdict::Fail) || !findings.is_empty();
+    let stdout = match format {
+        Format::Json => {
+            let report = AuditReport {
+                schema: 1,
+                registry: rt.registry.as_str(),
+                account: live.profile.name.as_deref(),
+                generated_at: live.now,
+                result: if failed { "fail" } else { "pass" },
+                packages: packages
+                    .as_ref()
+                    .map(|p| p.packuments.keys().map(String::as_str).collect())
+                    .unwrap_or_default(),
+                dod: &rows,
+                findings: &findings,
+            };
+            serde_json::to_string_pretty(&report).map_err(CommandError::from)? + "\n"
+        }
+        Format::Table => {
+            let mut out = format!(
+                "npm-watchdog audit of {} ({}) at {}\n",
+                live.profile.name.as_deref().unwrap_or("unknown account"),
+                rt.registry,
+                live.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            if let Some(p) = &packages {
+                let _ = writeln!(out, "{} package(s) watched", p.packuments.len());
+            }
+            out.push_str("\nDefinition of Done\n");
+            for r in &rows {
+                let _ = writeln!(out, "  {:<3} {:<10} {}", r.id, r.status.as_str(), r.title);
+                for e in &r.evidence {
+                    let _ = writeln!(out, "                 - {e}");
+                }
+            }
+            let _ = writeln!(out, "\nFindings ({})", findings.len());
+            if findings.is_empty() {
+                out.push_str("  none\n");
+            }
+            for f in &findings {
+                let _ = writeln!(out, "  [{}] {}: {}", f.severity, f.check, f.subject);
+                let _ = writeln!(out, "      {}", f.summary);
+                let _ = writeln!(out, "      fix: {}", f.fix);
+            }
+            out
+        }
+    };
+    Ok(Outcome {
+        code: if failed { EXIT_FINDINGS } else { EXIT_OK },
+        stdout,
+    })
+}

@@ -1,0 +1,76 @@
+//! `npm-watchdog config check`: the effective configuration (redacted), where each open setting came
+//! from, what is watched, and whether the files it names can be read. Secrets are never printed, only
+//! their paths. Exit 0 when the daemon could start with it, 2 when not.
+
+use std::fmt::Write as _;
+
+use super::{Outcome, EXIT_CANNOT_RUN, EXIT_OK};
+use crate::config::Loaded;
+use crate::runtime::Runtime;
+
+pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
+    let mut out = String::new();
+    let mut problems = Vec::new();
+    let _ = writeln!(
+        out,
+        "# config file: {}",
+        loaded.file.as_ref().map_or(
+            "none (built-in defaults and environment)".to_string(),
+            |p| p.display().to_string()
+        )
+    );
+    let _ = writeln!(out, "# registry: {} ({})", rt.registry, rt.registry_origin);
+    match rt.credential() {
+        Ok(c) => {
+            let _ = writeln!(out, "# credential: {}", c.source);
+        }
+        Err(e) => {
+            let _ = writeln!(out, "# credential: ERROR: {e}");
+            problems.push(e.to_string());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# state: {} ({})",
+        rt.state_path.display(),
+        rt.state_origin
+    );
+    let cfg = &rt.config;
+    let _ = writeln!(out, "# watching: {}", cfg.watch.describe());
+    for entry in cfg.alerts.entries() {
+        for (key, path) in entry.config.secret_files() {
+            let key = format!("{}.{key}", entry.key());
+            match std::fs::read(path) {
+                Ok(b) if b.iter().all(u8::is_ascii_whitespace) => {
+                    problems.push(format!("{key}: {} is empty", path.display()))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{key}: {}: {}", path.display(), e.kind())),
+            }
+        }
+    }
+    let sinks: Vec<String> = match cfg.alerts.build_sinks() {
+        Ok(s) => s
+            .iter()
+            .map(|s| format!("{} (min {})", s.name(), s.min_severity()))
+            .collect(),
+        Err(e) => {
+            problems.push(format!("alerts: {e}"));
+            Vec::new()
+        }
+    };
+    let _ = writeln!(out, "# sinks: {}", sinks.join(", "));
+    out.push('\n');
+    out.push_str(&cfg.to_redacted_toml());
+    for p in &problems {
+        let _ = writeln!(out, "# PROBLEM: {p}");
+    }
+    Outcome {
+        code: if problems.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_CANNOT_RUN
+        },
+        stdout: out,
+    }
+}

@@ -1,0 +1,113 @@
+//! The one-shot verbs, one file each: `tokens`, `audit`, `harden`, `config check`, `notify-test` and
+//! `healthcheck`.
+//!
+//! Each returns what to print and the exit code instead of printing, so tests can read the output.
+//! Exit codes: 0 all is well, 1 findings (or a failed sink, or work left undone), 2 the command could
+//! not run. The verbs that read the registry share one [`Session`]: the credential and a client, set
+//! up once.
+
+mod audit;
+mod config_check;
+mod harden;
+mod healthcheck;
+mod notify_test;
+mod table;
+mod tokens;
+
+use chrono::{DateTime, Utc};
+
+pub use audit::audit;
+pub use config_check::config_check;
+pub use harden::harden;
+pub use healthcheck::healthcheck;
+pub use notify_test::notify_test;
+pub use tokens::tokens;
+
+use crate::checks::{self, Group, Snapshot};
+use crate::credential::Credential;
+use crate::finding::Finding;
+use crate::registry::{Profile, RegistryClient, Token};
+use crate::runtime::Runtime;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FINDINGS: i32 = 1;
+pub const EXIT_CANNOT_RUN: i32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// What a command prints on standard output, and how it exits.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+}
+
+/// A command that could not run; printed on standard error, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+impl CommandError {
+    fn from<E: std::fmt::Display>(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// What a verb that reads the registry needs, set up once: the configuration, the credential as it
+/// is now, and a client (one-shot commands export no metrics, so it observes nothing).
+struct Session<'a> {
+    rt: &'a Runtime,
+    cred: Credential,
+    client: RegistryClient,
+}
+
+/// What the token group sees right now, without the daemon's state.
+struct LiveTokens {
+    tokens: Vec<Token>,
+    profile: Profile,
+    /// The registry key of the credential (npmjs.com lists the token under it).
+    own_key: String,
+    findings: Vec<Finding>,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Session<'a> {
+    fn open(rt: &'a Runtime) -> Result<Self, CommandError> {
+        Ok(Self {
+            rt,
+            cred: rt.credential().map_err(CommandError::from)?,
+            client: rt.client(()).map_err(CommandError::from)?,
+        })
+    }
+
+    async fn read_tokens(&self) -> Result<LiveTokens, CommandError> {
+        let (tokens, profile) = tokio::join!(
+            self.client.list_tokens(&self.cred),
+            self.client.profile(&self.cred)
+        );
+        let tokens = tokens.map_err(CommandError::from)?;
+        let profile = profile.map_err(CommandError::from)?;
+        let now = Utc::now();
+        let own_key = self.cred.registry_key();
+        // One-shot commands have no memory of earlier runs (`seen_tokens` stays `None`), so nothing
+        // counts as newly created.
+        let snap = Snapshot {
+            tokens: Some(&tokens),
+            profile: Some(&profile),
+            own_key: Some(&own_key),
+            ..Snapshot::new(now, &self.rt.registry)
+        };
+        let (findings, _) = checks::run_group(Group::Tokens, &snap, &self.rt.config.policy);
+        Ok(LiveTokens {
+            tokens,
+            profile,
+            own_key,
+            findings,
+            now,
+        })
+    }
+}

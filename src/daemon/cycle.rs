@@ -1,0 +1,253 @@
+//! One cycle of a check group: read its sources, record the group's health, run its checks and the
+//! health checks, plan the alert lifecycle, and commit it all in one transaction; then update the
+//! metrics from what was committed.
+//!
+//! A source that could not be read is `None` in the snapshot (its checks do not run, so their
+//! findings can neither resolve nor fire), or for packages and orgs its last stored copy. Each failed
+//! read counts in `check_errors_total{check, reason}`.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+
+use super::{Live, Watchdog};
+use crate::alerts::{lifecycle, Status};
+use crate::checks::{self, Group, PackageSet, Snapshot};
+use crate::collect::{self, ReadError};
+use crate::credential::Credential;
+use crate::registry::{OrgView, Profile, Token};
+use crate::state::StateError;
+
+/// Delivered outbox rows are kept this long for inspection, then pruned.
+const KEEP_DELIVERED: chrono::Duration = chrono::Duration::days(30);
+
+/// What one cycle read.
+#[derive(Default)]
+struct Gathered {
+    tokens: Option<Vec<Token>>,
+    profile: Option<Profile>,
+    /// The registry key of the daemon's own token (npmjs.com: the SHA-512 of its value).
+    own_key: Option<String>,
+    packages: Option<PackageSet>,
+    orgs: Option<Vec<OrgView>>,
+    previous_maintainers: Option<BTreeMap<String, Vec<String>>>,
+    errors: Vec<ReadError>,
+}
+
+impl Watchdog {
+    /// Read what `group`'s checks look at.
+    async fn gather(&self, live: &Live, group: Group) -> Result<Gathered, StateError> {
+        let mut g = Gathered::default();
+        let cred = match live.rt.credential() {
+            Ok(c) => c,
+            Err(e) => {
+                g.errors.push(ReadError {
+                    what: "credential".into(),
+                    reason: "credential",
+                    detail: e.to_string(),
+                });
+                if group == Group::Org {
+                    // The org checks may still look at the stored packuments for retired maintainers.
+                    g.packages = Some(self.stored_packages()?);
+                }
+                return Ok(g);
+            }
+        };
+        g.own_key = Some(cred.registry_key());
+        match group {
+            Group::Tokens => {
+                let client = &live.client;
+                let (t, p) = tokio::join!(client.list_tokens(&cred), client.profile(&cred));
+                g.tokens = t
+                    .map_err(|e| g.errors.push(ReadError::registry("", &e)))
+                    .ok();
+                g.profile = p
+                    .map_err(|e| g.errors.push(ReadError::registry("", &e)))
+                    .ok();
+            }
+            Group::Packages => self.gather_packages(live, &cred, &mut g).await?,
+            Group::Org => {
+                let stored = self.state.orgs()?;
+                let read =
+                    collect::read_orgs(&live.client, &live.rt.config.watch.orgs, &cred, &stored)
+                        .await;
+                for v in &read.fresh {
+                    self.state.store_org(v)?;
+                }
+                g.errors.extend(read.errors);
+                g.orgs = Some(read.views);
+                g.packages = Some(self.stored_packages()?);
+            }
+            Group::Trust | Group::Health => {}
+        }
+        Ok(g)
+    }
+
+    async fn gather_packages(
+        &self,
+        live: &Live,
+        cred: &Credential,
+        g: &mut Gathered,
+    ) -> Result<(), StateError> {
+        let cfg = &live.rt.config;
+        let found = collect::discover(&live.client, &cfg.watch, cred).await;
+        self.note_own_account(found.own_account.as_deref());
+        let stored = self.state.packuments()?;
+        let mut names = found.packages;
+        if found.errors.is_empty() {
+            self.state.retain_packuments(&names)?;
+        } else {
+            // A listing failed: keep watching what was known rather than dropping it.
+            names.extend(stored.keys().cloned());
+            g.errors.extend(found.errors);
+        }
+        let cache = self.state.provenance_cache()?;
+        let read = collect::read_packages(
+            &live.client,
+            &names,
+            cred,
+            &stored,
+            &cache,
+            cfg.registry.concurrency,
+            cfg.policy.trusted_publishing_since,
+        )
+        .await;
+        tracing::debug!(
+            fresh = read.fresh.len(),
+            not_modified = read.not_modified,
+            bytes = read.bytes,
+            "packuments read"
+        );
+        self.state.store_packuments(&read.fresh)?;
+        self.state.store_provenance(&read.learned_provenance)?;
+        g.errors.extend(read.errors);
+        g.previous_maintainers = Some(read.previous_maintainers);
+        g.packages = Some(read.set);
+        Ok(())
+    }
+
+    /// Say so when `watch.own_account` resolves to an account for the first time or to another one.
+    fn note_own_account(&self, account: Option<&str>) {
+        let Some(account) = account else { return };
+        let mut known = self.own_account.lock().unwrap_or_else(|p| p.into_inner());
+        if known.as_deref() != Some(account) {
+            tracing::info!(
+                account,
+                "watching the packages of the account the credential belongs to (watch.own_account)"
+            );
+            *known = Some(account.to_string());
+        }
+    }
+
+    fn stored_packages(&self) -> Result<PackageSet, StateError> {
+        let cache = self.state.provenance_cache()?;
+        Ok(PackageSet {
+            packuments: self
+                .state
+                .packuments()?
+                .into_iter()
+                .map(|(n, (_, p))| (n, p))
+                .collect(),
+            provenance: cache
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect(),
+        })
+    }
+
+    /// One cycle of a group: read, record health, run its checks, plan the alerts, commit.
+    pub(super) async fn cycle(&self, group: Group) -> Result<(), StateError> {
+        let live = self.live();
+        let rt = &live.rt;
+        let now = Utc::now();
+        let g = self.gather(&live, group).await?;
+        for e in &g.errors {
+            self.metrics.group_error(group, e.reason);
+        }
+        let error = (!g.errors.is_empty()).then(|| {
+            g.errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let was_failing = self
+            .state
+            .group_health()?
+            .iter()
+            .any(|h| h.group == group.as_str() && h.consecutive_failures > 0);
+        let health = self
+            .state
+            .record_run(group.as_str(), error.as_deref(), now)?;
+        match &error {
+            Some(e) => tracing::warn!(
+                %group,
+                failures = health.consecutive_failures,
+                error = %e,
+                "check group could not read everything; keeping earlier findings for what it could not read"
+            ),
+            None if was_failing => tracing::info!(%group, "check group recovered"),
+            None => tracing::debug!(%group, "check group ran"),
+        }
+        let all_health = self.state.group_health()?;
+        let seen = self.state.seen_tokens()?;
+        let snap = Snapshot {
+            tokens: g.tokens.as_deref(),
+            profile: g.profile.as_ref(),
+            own_key: g.own_key.as_deref(),
+            seen_tokens: seen.as_ref(),
+            health: &all_health,
+            packages: g.packages.as_ref(),
+            orgs: g.orgs.as_deref(),
+            previous_maintainers: g.previous_maintainers.as_ref(),
+            ..Snapshot::new(now, &rt.registry)
+        };
+        let policy = &rt.config.policy;
+        let (mut findings, mut ran) = checks::run_group(group, &snap, policy);
+        let (health_findings, health_ran) = checks::run_group(Group::Health, &snap, policy);
+        findings.extend(health_findings);
+        ran.extend(health_ran);
+        let previous = self.state.active(Some(&ran))?;
+        let plan = lifecycle::plan(
+            previous,
+            findings,
+            &checks::events(),
+            now,
+            &rt.config.alerts,
+        );
+        for n in &plan.notifications {
+            tracing::info!(
+                status = n.status.as_str(),
+                reminder = n.reminder,
+                check = %n.finding.check,
+                severity = %n.finding.severity,
+                subject = %n.finding.subject,
+                "finding {}",
+                if n.status == Status::Firing { "fires" } else { "resolved" }
+            );
+        }
+        let keys = g
+            .tokens
+            .as_deref()
+            .map(|t| t.iter().map(|t| t.key.clone()).collect());
+        self.state
+            .commit(&plan, &self.outbox.targets(), keys.as_ref(), now)?;
+        self.state.prune_delivered(now - KEEP_DELIVERED)?;
+
+        if let Some(t) = &g.tokens {
+            self.metrics.set_tokens(t);
+            let own = t
+                .iter()
+                .find(|t| checks::is_own_token(t, g.own_key.as_deref(), policy));
+            self.metrics.set_own_token(own);
+        }
+        if group == Group::Packages {
+            if let Some(p) = &g.packages {
+                self.metrics.set_packages(p);
+            }
+        }
+        self.metrics.set_findings(&self.state.finding_counts()?);
+        self.metrics.group_ran(group, error.is_none(), now);
+        Ok(())
+    }
+}

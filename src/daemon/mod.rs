@@ -1,0 +1,350 @@
+//! The long-running daemon: a schedule per check group, the outbox's delivery loop, the HTTP server,
+//! configuration reload on SIGHUP, and an orderly stop.
+//!
+//! One cycle of a group ([`cycle`]) reads its sources, runs its checks, plans the alert lifecycle and
+//! writes the outcome (findings, outbox rows, seen tokens) in one transaction; only then is the
+//! [`Dispatcher`] woken to deliver. Runs of one group never overlap: a tick that finds the previous run
+//! still going is skipped. A reload ([`reload`]) swaps the configuration between cycles: a cycle uses
+//! the configuration it started with. On SIGTERM/SIGINT the scheduler stops, in-flight runs finish, the
+//! outbox gets one last delivery pass, and the state file is closed, all within about ten seconds.
+
+mod cycle;
+mod reload;
+mod signals;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{watch, Mutex};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+pub use signals::Signals;
+
+use crate::alerts::SinkError;
+use crate::checks::Group;
+use crate::config::Schedule;
+use crate::metrics::Metrics;
+use crate::outbox::Dispatcher;
+use crate::registry::{RegistryClient, RegistryError};
+use crate::runtime::{ConfigSource, Runtime};
+use crate::server;
+use crate::state::{State, StateError};
+
+/// How long an orderly stop may take in all (systemd's default stop timeout is far longer).
+const STOP_BUDGET: Duration = Duration::from_secs(9);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("alert sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// The configuration in force and the client built from it. Replaced whole by a reload; a cycle
+/// keeps the one it started with.
+pub struct Live {
+    pub rt: Runtime,
+    pub client: RegistryClient,
+}
+
+pub struct Watchdog {
+    live: RwLock<Arc<Live>>,
+    state: Arc<State>,
+    metrics: Metrics,
+    outbox: Arc<Dispatcher>,
+    ready: Arc<AtomicBool>,
+    locks: BTreeMap<Group, Mutex<()>>,
+    /// The account `watch.own_account` last resolved to, to log when it changes.
+    own_account: std::sync::Mutex<Option<String>>,
+}
+
+impl Watchdog {
+    pub fn new(rt: Runtime, state: State, metrics: Metrics) -> Result<Self, DaemonError> {
+        let client = rt.client(metrics.clone())?;
+        let sinks = rt.config.alerts.build_sinks()?;
+        let state = Arc::new(state);
+        Ok(Self {
+            outbox: Arc::new(Dispatcher::new(Arc::clone(&state), metrics.clone(), sinks)),
+            live: RwLock::new(Arc::new(Live { rt, client })),
+            state,
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+            locks: Group::SCHEDULED
+                .iter()
+                .map(|g| (*g, Mutex::new(())))
+                .collect(),
+            own_account: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The configuration in force now.
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The scheduled groups the configuration gives something to read.
+    pub fn active_groups(&self) -> Vec<Group> {
+        let live = self.live();
+        Group::SCHEDULED
+            .into_iter()
+            .filter(|g| g.is_watched(&live.rt.config.watch))
+            .collect()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn outbox(&self) -> &Arc<Dispatcher> {
+        &self.outbox
+    }
+
+    /// Run one cycle of `group` unless one is already running.
+    pub async fn run_group(&self, group: Group) {
+        let Some(lock) = self.locks.get(&group) else {
+            tracing::error!(%group, "not a scheduled check group");
+            return;
+        };
+        let Ok(_guard) = lock.try_lock() else {
+            tracing::info!(%group, "previous run still in progress; skipping this tick");
+            return;
+        };
+        let started = Instant::now();
+        let result = self.cycle(group).await;
+        self.metrics
+            .check_duration
+            .with_label_values(&[group.as_str()])
+            .set(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            // The state file could not be written: nothing of this cycle was kept, so the next
+            // cycle will see the same changes again and nothing is lost.
+            tracing::error!(%group, error = %e, "cannot record the cycle");
+            self.metrics.group_error(group, "state");
+            self.metrics.group_ran(group, false, Utc::now());
+        }
+        self.outbox.wake();
+    }
+}
+
+/// The scheduler with one job per active group, re-synced after a reload.
+struct Schedules {
+    sched: JobScheduler,
+    jobs: BTreeMap<Group, (Schedule, uuid::Uuid)>,
+}
+
+impl Schedules {
+    async fn new() -> Result<Self, DaemonError> {
+        Ok(Self {
+            sched: JobScheduler::new().await.map_err(scheduler_error)?,
+            jobs: BTreeMap::new(),
+        })
+    }
+
+    /// Make the jobs match the configuration in force: a job per active group on its schedule.
+    /// Returns the groups that had no job before (they get a first run at once).
+    async fn sync(&mut self, wd: &Arc<Watchdog>) -> Result<Vec<Group>, DaemonError> {
+        let live = wd.live();
+        let cfg = &live.rt.config;
+        let mut started = Vec::new();
+        for group in Group::SCHEDULED {
+            let wanted = group
+                .is_watched(&cfg.watch)
+                .then(|| group.schedule(&cfg.schedule).cloned())
+                .flatten();
+            let current = self.jobs.get(&group).map(|(s, _)| s.clone());
+            if wanted == current {
+                continue;
+            }
+            if let Some((_, id)) = self.jobs.remove(&group) {
+                self.sched.remove(&id).await.map_err(scheduler_error)?;
+            }
+            if let Some(schedule) = wanted {
+                let id = self
+                    .sched
+                    .add(job(wd, group, &schedule)?)
+                    .await
+                    .map_err(scheduler_error)?;
+                self.jobs.insert(group, (schedule, id));
+                if current.is_none() {
+                    started.push(group);
+                }
+            }
+        }
+        Ok(started)
+    }
+}
+
+fn scheduler_error(e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Scheduler(e.to_string())
+}
+
+fn job(wd: &Arc<Watchdog>, group: Group, schedule: &Schedule) -> Result<Job, DaemonError> {
+    let wd = Arc::clone(wd);
+    let run = move |_id, _sched| {
+        let wd = Arc::clone(&wd);
+        Box::pin(async move { wd.run_group(group).await })
+            as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    };
+    match schedule {
+        Schedule::Every(d) => Job::new_repeated_async(d.0, run),
+        Schedule::Cron(c) => Job::new_async(c.as_str(), run),
+    }
+    .map_err(|e| DaemonError::Scheduler(format!("{group}: {e}")))
+}
+
+/// Run the daemon with `rt` (loaded from `source`, which a SIGHUP reads again) until `signals` says stop.
+pub async fn run(source: ConfigSource, rt: Runtime, signals: Signals) -> Result<(), DaemonError> {
+    let Signals {
+        shutdown,
+        reload: mut reloads,
+    } = signals;
+    let state = State::open(&rt.state_path)?;
+    let metrics = Metrics::new();
+    let listen = rt.config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    let wd = Arc::new(Watchdog::new(rt, state, metrics)?);
+    log_start(&wd, bound);
+    wd.metrics.set_findings(&wd.state.finding_counts()?);
+    wd.outbox.update_queue_metric();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(
+        listener,
+        wd.metrics.clone(),
+        Arc::clone(&wd.ready),
+        stop_rx.clone(),
+    ));
+    let dispatcher = tokio::spawn(Arc::clone(&wd.outbox).run(stop_rx.clone()));
+
+    let mut schedules = Schedules::new().await?;
+    // First runs at start, then on schedule.
+    let first = {
+        let wd = Arc::clone(&wd);
+        let groups = schedules.sync(&wd).await?;
+        tokio::spawn(async move {
+            for g in groups {
+                wd.run_group(g).await;
+            }
+            wd.ready.store(true, Ordering::SeqCst);
+            tracing::info!("first cycle done; ready");
+        })
+    };
+    let heartbeat = crate::systemd::Heartbeat::default();
+    heartbeat.beat();
+    let pinger = match crate::systemd::watchdog_interval() {
+        Some(interval) => {
+            let period = (interval / 4).max(Duration::from_millis(500));
+            let beat = heartbeat.clone();
+            let job = Job::new_repeated_async(period, move |_id, _sched| {
+                let beat = beat.clone();
+                Box::pin(async move { beat.beat() })
+                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+            })
+            .map_err(|e| DaemonError::Scheduler(format!("watchdog heartbeat: {e}")))?;
+            schedules.sched.add(job).await.map_err(scheduler_error)?;
+            tracing::info!(
+                interval_s = interval.as_secs_f64(),
+                "systemd watchdog enabled"
+            );
+            Some(tokio::spawn(crate::systemd::pinger(
+                interval,
+                heartbeat,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
+    schedules.sched.start().await.map_err(scheduler_error)?;
+    crate::systemd::ready();
+
+    let mut shutdown = shutdown;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reloads.recv() => reload::on_signal(&wd, &source, &mut schedules).await,
+        }
+    }
+
+    crate::systemd::stopping();
+    tracing::info!("stopping: finishing running checks and deliveries");
+    let deadline = Instant::now() + STOP_BUDGET;
+    if let Err(e) = schedules.sched.shutdown().await {
+        tracing::warn!(error = %e, "scheduler did not stop cleanly");
+    }
+    let in_flight = async {
+        let _ = first.await;
+        for lock in wd.locks.values() {
+            let _held = lock.lock().await;
+        }
+    };
+    if tokio::time::timeout(STOP_BUDGET / 2, in_flight)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a check run did not finish in time; its results are discarded and will be redone at next start");
+    }
+    let _ = stop_tx.send(true);
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(remaining, dispatcher).await.is_err() {
+        tracing::warn!("undelivered notifications stay in the outbox and are sent at next start");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    if let Some(p) = pinger {
+        p.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_start(wd: &Watchdog, bound: SocketAddr) {
+    let live = wd.live();
+    let rt = &live.rt;
+    let sinks = wd.outbox.names();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        registry = %rt.registry,
+        registry_origin = %rt.registry_origin,
+        state = %rt.state_path.display(),
+        state_origin = %rt.state_origin,
+        listen = %bound,
+        sinks = ?sinks,
+        tokens_schedule = %rt.config.schedule.tokens,
+        "npm-watchdog starting"
+    );
+    tracing::info!(watching = %rt.config.watch.describe(), "what is watched");
+    match rt.credential() {
+        Ok(c) => tracing::info!(credential = %c.source, "using credential"),
+        Err(e) => {
+            tracing::warn!(error = %e, "no usable credential yet; checks will fail until one is provided")
+        }
+    }
+    if sinks == ["log"] && rt.config.alerts.entries().is_empty() {
+        tracing::info!("no alert sink configured; alerts go to this log");
+    }
+}

@@ -1,0 +1,416 @@
+//! The HTTP layer under every endpoint: GETs retried with jittered exponential backoff that honours
+//! `Retry-After` (npm ignores it), POSTs never retried, and every non-2xx answer sorted into a
+//! [`RegistryError`] the way npm-registry-fetch's check-response does (EOTP, EAUTHIP, E401 …).
+//! Each request is reported to the client's [`Observer`](super::Observer).
+
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use super::{RegistryClient, RegistryError};
+use crate::credential::Credential;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Further attempts after the first.
+    pub retries: u32,
+    /// Delay before the first retry; doubled for each further one, then jittered.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// The longest `Retry-After` that is honoured; a longer one is cut to this.
+    pub retry_after_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            retry_after_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter on an exponential step, but never less than what the server asked for.
+    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let step = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        let jittered = if step.is_zero() {
+            step
+        } else {
+            rand::rng().random_range(step / 2..=step)
+        };
+        match retry_after {
+            Some(ra) => jittered.max(ra.min(self.retry_after_cap)),
+            None => jittered,
+        }
+    }
+}
+
+/// A reply the caller handles (2xx or 304).
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: bytes::Bytes,
+}
+
+pub(super) fn parse_json(endpoint: &'static str, body: &[u8]) -> Result<Value, RegistryError> {
+    serde_json::from_slice(body)
+        .map_err(|e| RegistryError::malformed(endpoint, format!("body is not JSON ({e})")))
+}
+
+/// The headers npm sends with a one-time password (`--otp` also forces `auth-type=legacy`).
+pub(super) fn otp_headers(otp: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(code) = otp.and_then(|c| HeaderValue::from_str(c.trim()).ok()) {
+        h.insert(HeaderName::from_static("npm-otp"), code);
+        h.insert(
+            HeaderName::from_static("npm-auth-type"),
+            HeaderValue::from_static("legacy"),
+        );
+    }
+    h
+}
+
+impl RegistryClient {
+    /// A GET with retries, returning the parsed JSON body.
+    pub(super) async fn get_json(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        cred: Option<&Credential>,
+    ) -> Result<Value, RegistryError> {
+        let reply = self.get(endpoint, url, cred, HeaderMap::new()).await?;
+        parse_json(endpoint, &reply.body)
+    }
+
+    /// A GET with retries. Returns 2xx and 304 replies; every other status is a typed error.
+    pub(super) async fn get(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        cred: Option<&Credential>,
+        extra: HeaderMap,
+    ) -> Result<Reply, RegistryError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(Method::GET, url.clone())
+                .header(ACCEPT, "application/json")
+                .headers(extra.clone());
+            if let Some(c) = cred {
+                req = req.header(AUTHORIZATION, format!("Bearer {}", c.expose()));
+            }
+            let retries_left = attempt <= self.retry.retries;
+            match req.send().await {
+                Err(e) => {
+                    self.observer
+                        .request(endpoint, if e.is_timeout() { "timeout" } else { "error" });
+                    if retries_left {
+                        let d = self.retry.delay(attempt - 1, None);
+                        tracing::debug!(
+                            endpoint,
+                            attempt,
+                            delay_ms = d.as_millis() as u64,
+                            "registry unreachable, retrying"
+                        );
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    return Err(RegistryError::Network {
+                        endpoint,
+                        attempts: attempt,
+                        detail: describe_reqwest(&e),
+                    });
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    self.observer.request(endpoint, status.as_str());
+                    let retryable =
+                        matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
+                    if retryable && retries_left {
+                        let ra = retry_after(resp.headers());
+                        let d = self.retry.delay(attempt - 1, ra);
+                        tracing::debug!(
+                            endpoint,
+                            attempt,
+                            status = status.as_u16(),
+                            delay_ms = d.as_millis() as u64,
+                            "registry busy, retrying"
+                        );
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    let headers = resp.headers().clone();
+                    let body = match resp.bytes().await {
+                        Ok(b) => b,
+                        // A body cut off mid-way is a connection error like any other: retry it.
+                        Err(_) if retries_left => {
+                            let d = self.retry.delay(attempt - 1, None);
+                            tracing::debug!(
+                                endpoint,
+                                attempt,
+                                delay_ms = d.as_millis() as u64,
+                                "response cut off, retrying"
+                            );
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(RegistryError::Network {
+                                endpoint,
+                                attempts: attempt,
+                                detail: describe_reqwest(&e),
+                            })
+                        }
+                    };
+                    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                        return Ok(Reply {
+                            status,
+                            headers,
+                            body,
+                        });
+                    }
+                    return Err(classify(endpoint, status, &headers, &body, attempt));
+                }
+            }
+        }
+    }
+
+    /// A POST, never retried (npm does not retry writes either), with the OTP headers npm sends.
+    pub(super) async fn post_json(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        cred: &Credential,
+        otp: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<(), RegistryError> {
+        let req = self
+            .http
+            .request(Method::POST, url)
+            .header(ACCEPT, "application/json")
+            .header(AUTHORIZATION, format!("Bearer {}", cred.expose()))
+            .headers(otp_headers(otp))
+            .json(body);
+        match req.send().await {
+            Err(e) => {
+                self.observer
+                    .request(endpoint, if e.is_timeout() { "timeout" } else { "error" });
+                Err(RegistryError::Network {
+                    endpoint,
+                    attempts: 1,
+                    detail: describe_reqwest(&e),
+                })
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                self.observer.request(endpoint, status.as_str());
+                let headers = resp.headers().clone();
+                let bytes = resp.bytes().await.unwrap_or_default();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(classify(endpoint, status, &headers, &bytes, 1))
+                }
+            }
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The registry's own words for an error, from `{error}` or `{message}`, kept short. The body is the
+/// registry's; it never holds our token, but it is cut and stripped of control characters anyway.
+fn body_detail(bytes: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let text = parsed
+        .as_ref()
+        .and_then(|v| {
+            v.get("error")
+                .or_else(|| v.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let clean: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    if clean.is_empty() {
+        String::new()
+    } else {
+        format!(": {clean}")
+    }
+}
+
+/// Sort an error response the way npm-registry-fetch's check-response does (EOTP, EAUTHIP, E401…).
+fn classify(
+    endpoint: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    attempts: u32,
+) -> RegistryError {
+    let detail = body_detail(bytes);
+    match status.as_u16() {
+        401 => {
+            let www: Vec<String> = headers
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect();
+            if www.iter().any(|s| s == "otp") {
+                RegistryError::OtpRequired { endpoint }
+            } else if www.iter().any(|s| s == "ipaddress") {
+                RegistryError::IpBlocked { endpoint }
+            } else if www.is_empty() && String::from_utf8_lossy(bytes).contains("one-time pass") {
+                RegistryError::OtpRequired { endpoint }
+            } else {
+                RegistryError::Unauthorized { endpoint, detail }
+            }
+        }
+        403 => RegistryError::Forbidden { endpoint, detail },
+        404 => RegistryError::NotFound { endpoint, detail },
+        408 | 420 | 429 => RegistryError::RateLimited {
+            endpoint,
+            status: status.as_u16(),
+            attempts,
+        },
+        s if s >= 500 => RegistryError::Server {
+            endpoint,
+            status: s,
+            attempts,
+            detail,
+        },
+        s => RegistryError::Status {
+            endpoint,
+            status: s,
+            detail,
+        },
+    }
+}
+
+/// reqwest's message without the URL (which is harmless, but long) and with its causes.
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    if e.is_timeout() {
+        parts.push("timed out".to_string());
+    } else if e.is_connect() {
+        parts.push("connection failed".to_string());
+    } else if e.is_decode() || e.is_body() {
+        parts.push("reading the response failed".to_string());
+    } else {
+        parts.push("request failed".to_string());
+    }
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_delay_honours_retry_after_within_cap() {
+        let p = RetryPolicy {
+            retries: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retry_after_cap: Duration::from_secs(5),
+        };
+        for attempt in 0..6 {
+            let d = p.delay(attempt, None);
+            assert!(d <= Duration::from_secs(1), "{d:?}");
+        }
+        assert!(p.delay(0, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(600))),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn classification_follows_npm() {
+        let mut h = HeaderMap::new();
+        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, OTP"));
+        assert_eq!(
+            classify("t", StatusCode::UNAUTHORIZED, &h, b"{}", 1).label(),
+            "otp_required"
+        );
+        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("IPAddress"));
+        assert_eq!(
+            classify("t", StatusCode::UNAUTHORIZED, &h, b"{}", 1).label(),
+            "ip_blocked"
+        );
+        let none = HeaderMap::new();
+        let body = br#"{"error":"You must provide a one-time pass."}"#;
+        assert_eq!(
+            classify("t", StatusCode::UNAUTHORIZED, &none, body, 1).label(),
+            "otp_required"
+        );
+        let e = classify(
+            "t",
+            StatusCode::UNAUTHORIZED,
+            &none,
+            br#"{"error":"bad token"}"#,
+            1,
+        );
+        assert_eq!(
+            e.to_string(),
+            "t: unauthorized (401): the credential was rejected: bad token"
+        );
+        assert_eq!(
+            classify("t", StatusCode::NOT_FOUND, &none, b"", 1).label(),
+            "not_found"
+        );
+        assert_eq!(
+            classify("t", StatusCode::BAD_GATEWAY, &none, b"", 4).label(),
+            "server_error"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Trusted publishing and publishing access: `GET /-/package/<pkg>/trust` (behind 2FA) and
+//! `POST /-/package/<pkg>/access` (the write-only "Require 2FA and disallow tokens" setting).
+//!
+//! The trust response shape is known from what the npm CLI reads; unknown configuration types
+//! (Buildkite appears in newer CLI tests) are kept and shown, never rejected.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::http::{otp_headers, parse_json};
+use super::{escape_package, FieldError, RegistryClient, RegistryError};
+use crate::credential::Credential;
+
+/// One trusted-publisher configuration (`GET /-/package/<pkg>/trust`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustConfig {
+    pub id: Option<String>,
+    /// `github`, `gitlab`, `circleci`, or a type this version does not know (shown, not rejected).
+    pub kind: String,
+    pub claims: Value,
+    pub permissions: Vec<String>,
+}
+
+impl TrustConfig {
+    /// A short description: `github o/r release.yml env=prod`.
+    pub fn describe(&self) -> String {
+        let c = &self.claims;
+        let s = |v: &Value| v.as_str().map(str::to_string);
+        match self.kind.as_str() {
+            "github" => format!(
+                "github {} {}{}",
+                s(&c["repository"]).unwrap_or_else(|| "?".into()),
+                s(&c["workflow_ref"]["file"]).unwrap_or_else(|| "?".into()),
+                s(&c["environment"])
+                    .map(|e| format!(" environment={e}"))
+                    .unwrap_or_default()
+            ),
+            "gitlab" => format!(
+                "gitlab {} {}{}",
+                s(&c["project_path"]).unwrap_or_else(|| "?".into()),
+                s(&c["ci_config_ref_uri"]["file"]).unwrap_or_else(|| "?".into()),
+                s(&c["environment"])
+                    .map(|e| format!(" environment={e}"))
+                    .unwrap_or_default()
+            ),
+            "circleci" => format!(
+                "circleci org {} project {}{}",
+                s(&c["oidc.circleci.com/org-id"]).unwrap_or_else(|| "?".into()),
+                s(&c["oidc.circleci.com/project-id"]).unwrap_or_else(|| "?".into()),
+                c["oidc.circleci.com/context-ids"]
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| format!(" contexts={}", a.len()))
+                    .unwrap_or_default()
+            ),
+            other => format!("{other} (id {})", self.id.as_deref().unwrap_or("?")),
+        }
+    }
+}
+
+pub fn parse_trust(value: &Value) -> Result<Vec<TrustConfig>, FieldError> {
+    // The CLI accepts an array or a single object.
+    let items: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(_) => vec![value],
+        Value::Null => Vec::new(),
+        other => {
+            return Err(FieldError {
+                field: "trust".into(),
+                problem: format!("expected an array, found {other}"),
+            })
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let kind = v
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| FieldError {
+                    field: format!("trust[{i}].type"),
+                    problem: "missing".into(),
+                })?
+                .to_string();
+            Ok(TrustConfig {
+                id: v.get("id").and_then(Value::as_str).map(str::to_string),
+                kind,
+                claims: v.get("claims").cloned().unwrap_or(Value::Null),
+                permissions: v
+                    .get("permissions")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+impl RegistryClient {
+    /// `GET /-/package/<pkg>/trust`. npm puts this behind 2FA: without `otp` expect
+    /// [`RegistryError::OtpRequired`], which means "unknown", never "none configured".
+    pub async fn trust(
+        &self,
+        name: &str,
+        cred: &Credential,
+        otp: Option<&str>,
+    ) -> Result<Vec<TrustConfig>, RegistryError> {
+        const EP: &str = "trust";
+        let url = self.endpoint_url(EP, &format!("/-/package/{}/trust", escape_package(name)))?;
+        let reply = self.get(EP, url, Some(cred), otp_headers(otp)).await?;
+        let body = parse_json(EP, &reply.body)?;
+        parse_trust(&body).map_err(|e| RegistryError::malformed(EP, e))
+    }
+
+    /// `POST /-/package/<pkg>/access` with "Require 2FA and disallow tokens". Never retried.
+    pub async fn require_2fa_disallow_tokens(
+        &self,
+        name: &str,
+        cred: &Credential,
+        otp: &str,
+    ) -> Result<(), RegistryError> {
+        const EP: &str = "access";
+        let url = self.endpoint_url(EP, &format!("/-/package/{}/access", escape_package(name)))?;
+        /// Field order as npm sends it (a `json!` map would sort the keys).
+        #[derive(serde::Serialize)]
+        struct Body {
+            publish_requires_tfa: bool,
+            automation_token_overrides_tfa: bool,
+        }
+        let body = Body {
+            publish_requires_tfa: true,
+            automation_token_overrides_tfa: false,
+        };
+        self.post_json(EP, url, cred, Some(otp), &body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn trust_configs_of_every_kind_including_unknown() {
+        let v = json!([
+            {"id": "t1", "type": "github", "claims": {"repository": "o/r", "workflow_ref": {"file": "release.yml"}, "environment": "prod"}, "permissions": ["createPackage"]},
+            {"id": "t2", "type": "circleci", "claims": {"oidc.circleci.com/org-id": "o-1", "oidc.circleci.com/project-id": "p-1", "oidc.circleci.com/context-ids": ["c-1"]}},
+            {"id": "t3", "type": "buildkite", "claims": {"organization_slug": "acme"}}
+        ]);
+        let t = parse_trust(&v).expect("parse");
+        assert_eq!(t[0].describe(), "github o/r release.yml environment=prod");
+        assert_eq!(t[1].describe(), "circleci org o-1 project p-1 contexts=1");
+        assert_eq!(t[2].describe(), "buildkite (id t3)");
+        assert_eq!(
+            parse_trust(&json!({"type": "gitlab", "claims": {}}))
+                .expect("one")
+                .len(),
+            1
+        );
+        assert!(parse_trust(&json!([{"id": "x"}])).is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! Stored copies of what the registry showed, so that a read that fails keeps the last good copy and
+//! an unchanged document costs a 304: slim packuments with their ETags, provenance per version, org
+//! views, and when `harden` set each package's publishing access.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::{from_ts, ts, State, StateError};
+use crate::collect::StoredPackument;
+use crate::registry::{OrgView, Packument, ProvenanceSource};
+
+impl State {
+    /// Stored slim packuments with their ETags.
+    pub fn packuments(&self) -> Result<BTreeMap<String, StoredPackument>, StateError> {
+        let rows: Vec<(String, Option<String>, String)> = self.with(|c| {
+            let mut stmt = c.prepare("SELECT name, etag, body FROM packuments")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(name, etag, body)| {
+                let p = self.decode(&format!("packument {name}"), &body)?;
+                Ok((name, (etag, p)))
+            })
+            .collect()
+    }
+
+    pub fn store_packuments(
+        &self,
+        fresh: &[(String, Option<String>, Packument)],
+    ) -> Result<(), StateError> {
+        let encoded = fresh
+            .iter()
+            .map(|(n, e, p)| Ok((n, e, self.encode(p)?)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        let now = ts(chrono::Utc::now());
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (name, etag, body) in &encoded {
+                tx.execute(
+                    "INSERT INTO packuments (name, etag, body, fetched) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(name) DO UPDATE SET etag = excluded.etag, body = excluded.body, fetched = excluded.fetched",
+                    params![name, etag, body, now],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Drop stored packuments of packages no longer watched.
+    pub fn retain_packuments(&self, names: &BTreeSet<String>) -> Result<(), StateError> {
+        let stored: Vec<String> = self.packuments()?.into_keys().collect();
+        self.with(|c| {
+            for n in stored.iter().filter(|n| !names.contains(*n)) {
+                c.execute("DELETE FROM packuments WHERE name = ?1", [n])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Provenance per `name@version`: `None` means the version was checked and has none. Versions
+    /// are immutable, so entries never expire.
+    pub fn provenance_cache(
+        &self,
+    ) -> Result<BTreeMap<String, Option<ProvenanceSource>>, StateError> {
+        self.json_map("SELECT key, body FROM provenance", "provenance")
+    }
+
+    pub fn store_provenance(
+        &self,
+        learned: &[(String, Option<ProvenanceSource>)],
+    ) -> Result<(), StateError> {
+        let encoded = learned
+            .iter()
+            .map(|(k, v)| Ok((k, self.encode(v)?)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        self.with(|c| {
+            for (k, body) in &encoded {
+                c.execute(
+                    "INSERT OR REPLACE INTO provenance (key, body) VALUES (?1, ?2)",
+                    params![k, body],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn orgs(&self) -> Result<BTreeMap<String, OrgView>, StateError> {
+        self.json_map("SELECT org, body FROM orgs", "org")
+    }
+
+    pub fn store_org(&self, view: &OrgView) -> Result<(), StateError> {
+        let body = self.encode(view)?;
+        let now = ts(chrono::Utc::now());
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO orgs (org, body, fetched) VALUES (?1, ?2, ?3)",
+                params![view.org, body, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// `harden` set "Require 2FA and disallow tokens" on this package at this time.
+    pub fn record_hardened(&self, package: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO hardened (package, at) VALUES (?1, ?2)",
+                params![package, ts(at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn hardened(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StateError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT package, at FROM hardened")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?))))?
+                .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+            Ok(rows)
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! Findings and health: which findings are active (with their history), which token keys have been
+//! seen, how each check group's runs went, and the one transaction that records a whole cycle.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use super::{from_ts, outbox, ts, State, StateError};
+use crate::alerts::lifecycle::{Active, Plan};
+use crate::checks::GroupHealth;
+use crate::finding::{Finding, Severity};
+
+impl State {
+    /// Token keys seen so far; `None` until the first successful token run has been recorded.
+    pub fn seen_tokens(&self) -> Result<Option<HashSet<String>>, StateError> {
+        if self.meta("tokens_initialized")?.is_none() {
+            return Ok(None);
+        }
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT key FROM seen_tokens")?;
+            let keys = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<HashSet<_>>>()?;
+            Ok(Some(keys))
+        })
+    }
+
+    /// Record a group run and return its health afterwards.
+    pub fn record_run(
+        &self,
+        group: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<GroupHealth, StateError> {
+        self.with(|c| {
+            match error {
+                None => c.execute(
+                    "INSERT INTO check_runs (grp, last_run, last_success, consecutive_failures, last_error)
+                     VALUES (?1, ?2, ?2, 0, NULL)
+                     ON CONFLICT(grp) DO UPDATE SET last_run = ?2, last_success = ?2,
+                         consecutive_failures = 0, last_error = NULL",
+                    params![group, ts(now)],
+                )?,
+                Some(e) => c.execute(
+                    "INSERT INTO check_runs (grp, last_run, last_success, consecutive_failures, last_error)
+                     VALUES (?1, ?2, NULL, 1, ?3)
+                     ON CONFLICT(grp) DO UPDATE SET last_run = ?2,
+                         consecutive_failures = consecutive_failures + 1, last_error = ?3",
+                    params![group, ts(now), e],
+                )?,
+            };
+            Ok(())
+        })?;
+        Ok(self
+            .group_health()?
+            .into_iter()
+            .find(|h| h.group == group)
+            .unwrap_or_default())
+    }
+
+    pub fn group_health(&self) -> Result<Vec<GroupHealth>, StateError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT grp, consecutive_failures, last_error FROM check_runs ORDER BY grp",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(GroupHealth {
+                        group: r.get(0)?,
+                        consecutive_failures: r.get(1)?,
+                        last_error: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// When each group last succeeded.
+    pub fn last_success(&self, group: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT last_success FROM check_runs WHERE grp = ?1",
+                [group],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(|v| v.flatten().map(from_ts))
+        })
+    }
+
+    /// Active findings of the given checks (all checks when `checks` is `None`).
+    pub fn active(&self, checks: Option<&[&str]>) -> Result<Vec<Active>, StateError> {
+        let rows: Vec<(String, String, i64, i64, Option<i64>)> = self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT check_id, body, first_seen, last_seen, last_notified FROM findings ORDER BY first_seen, fingerprint",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        let mut out = Vec::new();
+        for (check, body, first, last, notified) in rows {
+            if checks.is_some_and(|cs| !cs.contains(&check.as_str())) {
+                continue;
+            }
+            let finding: Finding = self.decode(&format!("finding of check {check}"), &body)?;
+            out.push(Active {
+                finding,
+                first_seen: from_ts(first),
+                last_seen: from_ts(last),
+                last_notified: notified.map(from_ts),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Active findings counted by check and severity, for the `findings` metric.
+    pub fn finding_counts(&self) -> Result<Vec<(String, Severity, i64)>, StateError> {
+        let rows: Vec<(String, String, i64)> = self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT check_id, severity, COUNT(*) FROM findings GROUP BY check_id, severity",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(c, s, n)| Severity::parse(&s).map(|s| (c, s, n)))
+            .collect())
+    }
+
+    /// Write one cycle's outcome in one transaction: findings, outbox rows for every sink that wants each
+    /// notification, and the token keys now seen (`None`: the token list was not read this cycle).
+    pub fn commit(
+        &self,
+        plan: &Plan,
+        sinks: &[(String, Severity)],
+        seen_tokens: Option<&HashSet<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StateError> {
+        let encoded = plan
+            .upserts
+            .iter()
+            .map(|a| Ok((a, self.encode(&a.finding)?)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        let notes = plan
+            .notifications
+            .iter()
+            .map(|n| Ok((n, self.encode(n)?)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (a, body) in &encoded {
+                tx.execute(
+                    "INSERT INTO findings (fingerprint, check_id, severity, body, first_seen, last_seen, last_notified)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(fingerprint) DO UPDATE SET severity = excluded.severity, body = excluded.body,
+                         last_seen = excluded.last_seen, last_notified = excluded.last_notified",
+                    params![
+                        a.finding.fingerprint(),
+                        a.finding.check,
+                        a.finding.severity.as_str(),
+                        body,
+                        ts(a.first_seen),
+                        ts(a.last_seen),
+                        a.last_notified.map(ts)
+                    ],
+                )?;
+            }
+            for fp in &plan.resolved {
+                tx.execute("DELETE FROM findings WHERE fingerprint = ?1", [fp])?;
+            }
+            let queued = outbox::queue(&tx, &notes, sinks, now)?;
+            if let Some(keys) = seen_tokens {
+                for k in keys {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO seen_tokens (key, first_seen) VALUES (?1, ?2)",
+                        params![k, ts(now)],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('tokens_initialized', ?1)",
+                    [now.to_rfc3339()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(queued)
+        })
+    }
+}

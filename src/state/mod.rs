@@ -1,0 +1,346 @@
+//! Durable state in SQLite: seen token keys, active findings, the notification outbox, per-group health,
+//! stored copies of what the registry showed, and small facts (when `harden` last ran).
+//!
+//! One cycle's outcome (new findings, resolved ones, the notifications they cause and the token keys now
+//! seen) is written in a single transaction ([`State::commit`]), so a crash either keeps the whole cycle
+//! or none of it: a notification is never lost and never queued twice for one state change. The
+//! connection sits behind a mutex; every statement is small, so holding it briefly from async code is
+//! fine.
+//!
+//! This file opens the database and holds the schema; [`findings`] (findings, health, the cycle's
+//! commit), [`outbox`] (queued notifications) and [`cache`] (stored registry copies) add the queries.
+
+mod cache;
+mod findings;
+mod outbox;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub use outbox::OutboxItem;
+
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {}: {source}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database {}: cannot create its folder: {source}", .path.display())]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database {}: {detail}", .path.display())]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+pub struct State {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ts(ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl State {
+    /// Open (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Folder {
+                path: path.into(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
+            path: path.into(),
+            source,
+        })?;
+        Self::init(conn, path.into())
+    }
+
+    /// Open the database only if the file exists (one-shot commands read the daemon's state but do
+    /// not create one).
+    pub fn open_existing(path: &Path) -> Option<Result<Self, StateError>> {
+        path.exists().then(|| Self::open(path))
+    }
+
+    #[cfg(test)]
+    pub fn open_in_memory() -> Result<Self, StateError> {
+        let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
+            path: ":memory:".into(),
+            source,
+        })?;
+        Self::init(conn, ":memory:".into())
+    }
+
+    fn init(conn: Connection, path: PathBuf) -> Result<Self, StateError> {
+        let s = Self {
+            conn: Mutex::new(conn),
+            path,
+        };
+        s.with(|c| {
+            c.busy_timeout(std::time::Duration::from_secs(5))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "FULL")?;
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS seen_tokens (key TEXT PRIMARY KEY, first_seen INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS findings (
+                     fingerprint TEXT PRIMARY KEY,
+                     check_id TEXT NOT NULL,
+                     severity TEXT NOT NULL,
+                     body TEXT NOT NULL,
+                     first_seen INTEGER NOT NULL,
+                     last_seen INTEGER NOT NULL,
+                     last_notified INTEGER
+                 );
+                 CREATE TABLE IF NOT EXISTS outbox (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     sink TEXT NOT NULL,
+                     fingerprint TEXT NOT NULL,
+                     body TEXT NOT NULL,
+                     created INTEGER NOT NULL,
+                     attempts INTEGER NOT NULL DEFAULT 0,
+                     next_attempt INTEGER NOT NULL,
+                     delivered INTEGER,
+                     last_error TEXT
+                 );
+                 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered, id);
+                 CREATE TABLE IF NOT EXISTS packuments (
+                     name TEXT PRIMARY KEY,
+                     etag TEXT,
+                     body TEXT NOT NULL,
+                     fetched INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS provenance (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS orgs (org TEXT PRIMARY KEY, body TEXT NOT NULL, fetched INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS hardened (package TEXT PRIMARY KEY, at INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS check_runs (
+                     grp TEXT PRIMARY KEY,
+                     last_run INTEGER NOT NULL,
+                     last_success INTEGER,
+                     consecutive_failures INTEGER NOT NULL,
+                     last_error TEXT
+                 );",
+            )?;
+            Ok(())
+        })?;
+        match s.meta("schema_version")? {
+            None => s.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
+            Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) => {
+                return Err(StateError::Corrupt {
+                    path: s.path.clone(),
+                    detail: format!(
+                    "schema version {v} is newer than this build understands ({SCHEMA_VERSION}); \
+                         run the newer npm-watchdog or move the file away"
+                ),
+                })
+            }
+        }
+        Ok(s)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back), so a
+        // poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        let mut c = self.lock();
+        f(&mut c).map_err(|source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        body: &str,
+    ) -> Result<T, StateError> {
+        serde_json::from_str(body).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("{what}: {e}"),
+        })
+    }
+
+    fn encode<T: serde::Serialize>(&self, value: &T) -> Result<String, StateError> {
+        serde_json::to_string(value).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// A `key → JSON body` table, decoded; `what` names a row in an error.
+    fn json_map<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        what: &str,
+    ) -> Result<BTreeMap<String, T>, StateError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(k, b)| {
+                let v = self.decode(&format!("{what} {k}"), &b)?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    use crate::alerts::lifecycle::{Active, Plan};
+    use crate::alerts::{Notification, Status};
+    use crate::finding::{Finding, Severity};
+
+    fn finding(key: &str, sev: Severity) -> Finding {
+        Finding {
+            check: "token-present".into(),
+            subject_key: key.into(),
+            subject: format!("token {key}"),
+            severity: sev,
+            summary: "s".into(),
+            why: "w".into(),
+            fix: "f".into(),
+            dod: None,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn cycle_commit_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/state.db");
+        {
+            let s = State::open(&path).expect("open");
+            assert_eq!(s.seen_tokens().expect("seen"), None);
+            let f = finding("aaaaaa", Severity::Warning);
+            let plan = Plan {
+                upserts: vec![Active {
+                    finding: f.clone(),
+                    first_seen: now(),
+                    last_seen: now(),
+                    last_notified: Some(now()),
+                }],
+                resolved: vec![],
+                notifications: vec![Notification {
+                    status: Status::Firing,
+                    reminder: false,
+                    event: false,
+                    test: false,
+                    finding: f,
+                    first_seen: now(),
+                    at: now(),
+                }],
+            };
+            let keys: HashSet<String> = ["aaaaaa".to_string()].into();
+            let sinks = vec![
+                ("email".to_string(), Severity::Info),
+                ("pager".to_string(), Severity::Critical),
+            ];
+            assert_eq!(
+                s.commit(&plan, &sinks, Some(&keys), now()).expect("commit"),
+                1
+            );
+        }
+        let s = State::open(&path).expect("reopen");
+        assert_eq!(
+            s.seen_tokens().expect("seen"),
+            Some(["aaaaaa".to_string()].into())
+        );
+        assert_eq!(s.active(None).expect("active").len(), 1);
+        let pending = s.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].sink, "email");
+        s.mark_delivered(pending[0].id, now(), None)
+            .expect("deliver");
+        assert!(s.pending().expect("pending").is_empty());
+        assert_eq!(
+            s.finding_counts().expect("counts"),
+            vec![("token-present".into(), Severity::Warning, 1)]
+        );
+    }
+
+    #[test]
+    fn health_counts_consecutive_failures() {
+        let s = State::open_in_memory().expect("open");
+        assert_eq!(
+            s.record_run("tokens", Some("x"), now())
+                .expect("run")
+                .consecutive_failures,
+            1
+        );
+        assert_eq!(
+            s.record_run("tokens", Some("y"), now())
+                .expect("run")
+                .consecutive_failures,
+            2
+        );
+        let h = s.record_run("tokens", None, now()).expect("run");
+        assert_eq!((h.consecutive_failures, h.last_error), (0, None));
+        assert_eq!(s.last_success("tokens").expect("last"), Some(now()));
+    }
+
+    #[test]
+    fn newer_schema_is_refused_without_touching_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        State::open(&path)
+            .expect("open")
+            .set_meta("schema_version", "99")
+            .expect("set");
+        let err = State::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+}
