@@ -76,13 +76,19 @@ fn lines(findings: &[&Finding]) -> Vec<String> {
         .collect()
 }
 
-fn row(id: &'static str, title: &'static str, status: Verdict, evidence: Vec<String>) -> DodRow {
+fn row(dod: Dod, title: &'static str, status: Verdict, evidence: Vec<String>) -> DodRow {
     DodRow {
-        id,
+        id: dod.as_str(),
         title,
         status,
         evidence,
     }
+}
+
+/// FAIL, with the findings against `dod` as its evidence, when there are any.
+fn failing(i: &Input, dod: Dod, title: &'static str) -> Option<DodRow> {
+    let bad = against(i.findings, dod);
+    (!bad.is_empty()).then(|| row(dod, title, Verdict::Fail, lines(&bad)))
 }
 
 const NO_PACKAGES: &str = "no package is watched (set watch.users, watch.orgs or watch.packages)";
@@ -109,14 +115,13 @@ fn watched<'a>(i: &Input<'a>) -> Option<&'a PackageSet> {
 fn d1(i: &Input) -> DodRow {
     const T: &str = "every publishing package has a trusted publisher configured";
     let Some(pkgs) = watched(i) else {
-        return row("D1", T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
+        return row(Dod::D1, T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
     };
     let Some(trust) = i.trust else {
-        return row("D1", T, Verdict::Unverified, vec![NEEDS_OTP.into()]);
+        return row(Dod::D1, T, Verdict::Unverified, vec![NEEDS_OTP.into()]);
     };
-    let missing = against(i.findings, Dod::D1);
-    if !missing.is_empty() {
-        return row("D1", T, Verdict::Fail, lines(&missing));
+    if let Some(fail) = failing(i, Dod::D1, T) {
+        return fail;
     }
     let mut evidence = Vec::new();
     let mut unknown = false;
@@ -137,7 +142,7 @@ fn d1(i: &Input) -> DodRow {
         }
     }
     row(
-        "D1",
+        Dod::D1,
         T,
         if unknown {
             Verdict::Unverified
@@ -151,23 +156,22 @@ fn d1(i: &Input) -> DodRow {
 fn d2(i: &Input) -> DodRow {
     const T: &str =
         "every trusted publisher is bound to a branch-restricted context or environment";
-    let bad = against(i.findings, Dod::D2);
-    if !bad.is_empty() {
-        return row("D2", T, Verdict::Fail, lines(&bad));
+    if let Some(fail) = failing(i, Dod::D2, T) {
+        return fail;
     }
     if watched(i).is_none() {
-        return row("D2", T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
+        return row(Dod::D2, T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
     }
     match i.trust {
-        None => row("D2", T, Verdict::Unverified, vec![NEEDS_OTP.into()]),
+        None => row(Dod::D2, T, Verdict::Unverified, vec![NEEDS_OTP.into()]),
         Some(t) if t.values().any(|s| !matches!(s, TrustStatus::Read(_))) => row(
-            "D2",
+            Dod::D2,
             T,
             Verdict::Unverified,
             vec!["some trust configurations could not be read (see D1)".into()],
         ),
         Some(_) => row(
-            "D2",
+            Dod::D2,
             T,
             Verdict::Pass,
             vec!["every trust configuration names a context (CircleCI) or an environment (GitHub, GitLab)".into()],
@@ -187,11 +191,11 @@ fn d3(i: &Input) -> DodRow {
             "versions published with a token after the cutoff:".into(),
         ];
         ev.extend(lines(&bad));
-        return row("D3", T, Verdict::Fail, ev);
+        return row(Dod::D3, T, Verdict::Fail, ev);
     }
     let Some(pkgs) = watched(i) else {
         return row(
-            "D3",
+            Dod::D3,
             T,
             Verdict::Unverified,
             vec![cannot, NO_PACKAGES.into()],
@@ -203,7 +207,7 @@ fn d3(i: &Input) -> DodRow {
         .filter(|p| p.latest().is_some_and(|v| v.trusted_publisher.is_some()))
         .count();
     row(
-        "D3",
+        Dod::D3,
         T,
         Verdict::Unverified,
         vec![
@@ -219,7 +223,7 @@ fn d3(i: &Input) -> DodRow {
 fn d4(i: &Input) -> DodRow {
     const T: &str = "a release has succeeded end to end under trusted publishing";
     let Some(pkgs) = watched(i) else {
-        return row("D4", T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
+        return row(Dod::D4, T, Verdict::Unverified, vec![NO_PACKAGES.into()]);
     };
     let mut fail = Vec::new();
     let mut pass = Vec::new();
@@ -254,9 +258,9 @@ fn d4(i: &Input) -> DodRow {
         .collect();
     if !fail.is_empty() || !bad.is_empty() {
         fail.extend(lines(&bad));
-        return row("D4", T, Verdict::Fail, fail);
+        return row(Dod::D4, T, Verdict::Fail, fail);
     }
-    row("D4", T, Verdict::Pass, pass)
+    row(Dod::D4, T, Verdict::Pass, pass)
 }
 
 fn d5(i: &Input) -> DodRow {
@@ -280,7 +284,7 @@ fn d5(i: &Input) -> DodRow {
         .collect();
     if present.is_empty() {
         row(
-            "D5",
+            Dod::D5,
             T,
             Verdict::Pass,
             vec![format!(
@@ -289,19 +293,18 @@ fn d5(i: &Input) -> DodRow {
             )],
         )
     } else {
-        row("D5", T, Verdict::Fail, present)
+        row(Dod::D5, T, Verdict::Fail, present)
     }
 }
 
 fn d6(i: &Input) -> DodRow {
     const T: &str = "every service account that only held a publish token is retired";
-    let bad = against(i.findings, Dod::D6);
-    if !bad.is_empty() {
-        return row("D6", T, Verdict::Fail, lines(&bad));
+    if let Some(fail) = failing(i, Dod::D6, T) {
+        return fail;
     }
     if i.policy.retired_accounts.is_empty() {
         return row(
-            "D6",
+            Dod::D6,
             T,
             Verdict::Unverified,
             vec!["no account is listed in policy.retired_accounts".into()],
@@ -309,14 +312,14 @@ fn d6(i: &Input) -> DodRow {
     }
     if i.orgs.is_none() {
         return row(
-            "D6",
+            Dod::D6,
             T,
             Verdict::Unverified,
             vec!["no org is watched, so membership cannot be read (set watch.orgs)".into()],
         );
     }
     row(
-        "D6",
+        Dod::D6,
         T,
         Verdict::Pass,
         vec![format!(
@@ -333,7 +336,7 @@ fn d7(i: &Input) -> DodRow {
         vec!["the setting is not readable through npm's API (write-only by design)".to_string()];
     let Some(pkgs) = watched(i) else {
         ev.push(NO_PACKAGES.into());
-        return row("D7", T, Verdict::Unverified, ev);
+        return row(Dod::D7, T, Verdict::Unverified, ev);
     };
     let bad = against(i.findings, Dod::D7);
     if !bad.is_empty() {
@@ -342,7 +345,7 @@ fn d7(i: &Input) -> DodRow {
                 .into(),
         );
         ev.extend(lines(&bad));
-        return row("D7", T, Verdict::Fail, ev);
+        return row(Dod::D7, T, Verdict::Fail, ev);
     }
     let never: Vec<&String> = pkgs
         .packuments
@@ -362,7 +365,7 @@ fn d7(i: &Input) -> DodRow {
             ));
         }
         ev.push("no version was published with a token since the cutoff".into());
-        return row("D7", T, Verdict::Pass, ev);
+        return row(Dod::D7, T, Verdict::Pass, ev);
     }
     ev.push(format!(
         "never enforced by `npm-watchdog harden` on: {}",
@@ -373,18 +376,17 @@ fn d7(i: &Input) -> DodRow {
             .join(", ")
     ));
     ev.push("no version was published with a token since the cutoff".into());
-    row("D7", T, Verdict::Unverified, ev)
+    row(Dod::D7, T, Verdict::Unverified, ev)
 }
 
 fn d8(i: &Input) -> DodRow {
     const T: &str = "developer and publish teams are read-only; write stays with owners";
-    let bad = against(i.findings, Dod::D8);
-    if !bad.is_empty() {
-        return row("D8", T, Verdict::Fail, lines(&bad));
+    if let Some(fail) = failing(i, Dod::D8, T) {
+        return fail;
     }
     let Some(orgs) = i.orgs.filter(|o| !o.is_empty()) else {
         return row(
-            "D8",
+            Dod::D8,
             T,
             Verdict::Unverified,
             vec!["no org is watched (set watch.orgs)".into()],
@@ -392,7 +394,7 @@ fn d8(i: &Input) -> DodRow {
     };
     let teams: usize = orgs.iter().map(|o| o.teams.len()).sum();
     row(
-        "D8",
+        Dod::D8,
         T,
         Verdict::Pass,
         vec![format!(
@@ -409,17 +411,14 @@ fn d8(i: &Input) -> DodRow {
 
 fn d9(i: &Input) -> DodRow {
     const T: &str = "the temporary bypass-2FA bulk-hardening token has been deleted";
-    let bad = against(i.findings, Dod::D9);
-    if bad.is_empty() {
+    failing(i, Dod::D9, T).unwrap_or_else(|| {
         row(
-            "D9",
+            Dod::D9,
             T,
             Verdict::Pass,
             vec!["no bypass-2FA token on the account".into()],
         )
-    } else {
-        row("D9", T, Verdict::Fail, lines(&bad))
-    }
+    })
 }
 
 #[cfg(test)]

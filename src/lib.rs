@@ -29,19 +29,19 @@
 
 pub mod alerts;
 pub mod checks;
-pub mod collect;
+mod collect;
 pub mod commands;
 pub mod config;
 pub mod credential;
 pub mod daemon;
-pub mod dod;
+mod dod;
 pub mod finding;
 pub mod metrics;
 pub mod outbox;
 pub mod registry;
 pub mod runtime;
 pub mod secret;
-pub mod server;
+mod server;
 pub mod settings;
 pub mod state;
-pub mod systemd;
+mod systemd;

@@ -20,68 +20,60 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
     };
     super::not_allowlisted(tokens, policy, snap.now)
         .map(|t| {
-            if super::is_own_token(t, snap.own_key, policy) {
-                own_credential(t)
+            let what = format!("static {} {} token", t.kind.as_str(), t.access.as_str());
+            let created = t
+                .created
+                .map(|c| format!(", created {}", c.format("%Y-%m-%d")))
+                .unwrap_or_default();
+            let (summary, why, fix) = if super::is_own_token(t, snap.own_key, policy) {
+                own_credential(t, &format!("{what}{created}"))
             } else {
-                Finding {
-                    check: CHECK.id.into(),
-                    subject_key: t.key.clone(),
-                    subject: t.label(),
-                    severity: Severity::Warning,
-                    summary: format!(
-                        "A static {} {} token is on the account{}.",
-                        t.kind.as_str(),
-                        t.access.as_str(),
-                        created(t)
-                    ),
-                    why: "Any persistent token can be stolen from wherever it sits; rotating it only moves the \
-                          window. Deleting it closes it."
-                        .into(),
-                    fix: format!(
+                (
+                    format!("A {what} is on the account{created}."),
+                    "Any persistent token can be stolen from wherever it sits; rotating it only moves \
+                     the window. Deleting it closes it."
+                        .to_string(),
+                    format!(
                         "Revoke it: `{}`. If it must stay, add its key prefix to policy.allow_tokens with a reason and an expiry.",
                         snap.revoke_command(t)
                     ),
-                    dod: CHECK.dod_box(),
-                }
+                )
+            };
+            Finding {
+                check: CHECK.id.into(),
+                subject_key: t.key.clone(),
+                subject: t.label(),
+                severity: Severity::Warning,
+                summary,
+                why,
+                fix,
+                dod: CHECK.dod_box(),
             }
         })
         .collect()
 }
 
-fn created(t: &Token) -> String {
-    t.created
-        .map(|c| format!(", created {}", c.format("%Y-%m-%d")))
-        .unwrap_or_default()
-}
-
-/// The daemon's own credential is a static token too, and D5 stays open until it is accepted on
-/// purpose. It gets this one finding and no other token check's (revoking it, the usual fix, would
-/// blind the watchdog): the fix is to allowlist it with an expiry, which then reminds to rotate it.
-fn own_credential(t: &Token) -> Finding {
-    Finding {
-        check: CHECK.id.into(),
-        subject_key: t.key.clone(),
-        subject: t.label(),
-        severity: Severity::Warning,
-        summary: format!(
-            "This is npm-watchdog's own credential, the token it uses to read the account: a static {} {} \
-             token{}, not allowlisted.",
-            t.kind.as_str(),
-            t.access.as_str(),
-            created(t)
+/// Summary, why and fix for the daemon's own credential. It is a static token too, and D5 stays open
+/// until it is accepted on purpose; but revoking it, the usual fix, would blind the watchdog, so the
+/// fix is to allowlist it with an expiry (which then reminds to rotate it). No other token check
+/// reports it, so this is the one finding about it.
+fn own_credential(t: &Token, what: &str) -> (String, String, String) {
+    (
+        format!(
+            "This is npm-watchdog's own credential, the token it uses to read the account: a {what}, \
+             not allowlisted."
         ),
-        why: "The watchdog needs a token to list the account's tokens, and that token can be stolen like \
-              any other. Accepting it on purpose, with an expiry, keeps D5 honest and reminds you to \
-              rotate it."
+        "The watchdog needs a token to list the account's tokens, and that token can be stolen like \
+         any other. Accepting it on purpose, with an expiry, keeps D5 honest and reminds you to \
+         rotate it."
             .into(),
-        fix: format!(
+        format!(
             "Allowlist it with an expiry instead of revoking it (revoking blinds the watchdog): add \
              `{{ key_prefix = \"{}\", reason = \"npm-watchdog's own credential\", expires = \"YYYY-MM-DD\" }}` \
              to policy.allow_tokens. Use a read-only token restricted by CIDR to this host.",
             t.id
         ),
-        dod: CHECK.dod_box(),
-    }
+    )
 }
 
 #[cfg(test)]

@@ -119,14 +119,8 @@ impl RegistryClient {
                     self.observer
                         .request(endpoint, if e.is_timeout() { "timeout" } else { "error" });
                     if retries_left {
-                        let d = self.retry.delay(attempt - 1, None);
-                        tracing::debug!(
-                            endpoint,
-                            attempt,
-                            delay_ms = d.as_millis() as u64,
-                            "registry unreachable, retrying"
-                        );
-                        tokio::time::sleep(d).await;
+                        self.back_off(endpoint, attempt, None, "registry unreachable")
+                            .await;
                         continue;
                     }
                     return Err(RegistryError::Network {
@@ -142,15 +136,7 @@ impl RegistryClient {
                         matches!(status.as_u16(), 408 | 420 | 429) || status.is_server_error();
                     if retryable && retries_left {
                         let ra = retry_after(resp.headers());
-                        let d = self.retry.delay(attempt - 1, ra);
-                        tracing::debug!(
-                            endpoint,
-                            attempt,
-                            status = status.as_u16(),
-                            delay_ms = d.as_millis() as u64,
-                            "registry busy, retrying"
-                        );
-                        tokio::time::sleep(d).await;
+                        self.back_off(endpoint, attempt, ra, "registry busy").await;
                         continue;
                     }
                     let headers = resp.headers().clone();
@@ -158,14 +144,8 @@ impl RegistryClient {
                         Ok(b) => b,
                         // A body cut off mid-way is a connection error like any other: retry it.
                         Err(_) if retries_left => {
-                            let d = self.retry.delay(attempt - 1, None);
-                            tracing::debug!(
-                                endpoint,
-                                attempt,
-                                delay_ms = d.as_millis() as u64,
-                                "response cut off, retrying"
-                            );
-                            tokio::time::sleep(d).await;
+                            self.back_off(endpoint, attempt, None, "response cut off")
+                                .await;
                             continue;
                         }
                         Err(e) => {
@@ -187,6 +167,24 @@ impl RegistryClient {
                 }
             }
         }
+    }
+
+    /// Wait before the next attempt: the retry policy's delay, at least what `Retry-After` asked.
+    async fn back_off(
+        &self,
+        endpoint: &'static str,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        why: &'static str,
+    ) {
+        let d = self.retry.delay(attempt - 1, retry_after);
+        tracing::debug!(
+            endpoint,
+            attempt,
+            delay_ms = d.as_millis() as u64,
+            "{why}, retrying"
+        );
+        tokio::time::sleep(d).await;
     }
 
     /// A POST, never retried (npm does not retry writes either), with the OTP headers npm sends.

@@ -14,14 +14,8 @@ use crate::registry::{OrgView, Packument, ProvenanceSource};
 impl State {
     /// Stored slim packuments with their ETags.
     pub fn packuments(&self) -> Result<BTreeMap<String, StoredPackument>, StateError> {
-        let rows: Vec<(String, Option<String>, String)> = self.with(|c| {
-            let mut stmt = c.prepare("SELECT name, etag, body FROM packuments")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })?;
-        rows.into_iter()
+        self.rows::<(String, Option<String>, String)>("SELECT name, etag, body FROM packuments")?
+            .into_iter()
             .map(|(name, etag, body)| {
                 let p = self.decode(&format!("packument {name}"), &body)?;
                 Ok((name, (etag, p)))
@@ -117,12 +111,10 @@ impl State {
     }
 
     pub fn hardened(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StateError> {
-        self.with(|c| {
-            let mut stmt = c.prepare("SELECT package, at FROM hardened")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?))))?
-                .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
-            Ok(rows)
-        })
+        Ok(self
+            .rows::<(String, i64)>("SELECT package, at FROM hardened")?
+            .into_iter()
+            .map(|(package, at)| (package, from_ts(at)))
+            .collect())
     }
 }

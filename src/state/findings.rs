@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::{from_ts, outbox, ts, State, StateError};
 use crate::alerts::lifecycle::{Active, Plan};
@@ -17,13 +17,8 @@ impl State {
         if self.meta("tokens_initialized")?.is_none() {
             return Ok(None);
         }
-        self.with(|c| {
-            let mut stmt = c.prepare("SELECT key FROM seen_tokens")?;
-            let keys = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<HashSet<_>>>()?;
-            Ok(Some(keys))
-        })
+        let keys = self.rows::<(String,)>("SELECT key FROM seen_tokens")?;
+        Ok(Some(keys.into_iter().map(|(k,)| k).collect()))
     }
 
     /// Record a group run and return its health afterwards.
@@ -60,47 +55,24 @@ impl State {
     }
 
     pub fn group_health(&self) -> Result<Vec<GroupHealth>, StateError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT grp, consecutive_failures, last_error FROM check_runs ORDER BY grp",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(GroupHealth {
-                        group: r.get(0)?,
-                        consecutive_failures: r.get(1)?,
-                        last_error: r.get(2)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
-
-    /// When each group last succeeded.
-    pub fn last_success(&self, group: &str) -> Result<Option<DateTime<Utc>>, StateError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT last_success FROM check_runs WHERE grp = ?1",
-                [group],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()
-            .map(|v| v.flatten().map(from_ts))
-        })
+        let rows = self.rows::<(String, u32, Option<String>)>(
+            "SELECT grp, consecutive_failures, last_error FROM check_runs ORDER BY grp",
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(group, consecutive_failures, last_error)| GroupHealth {
+                group,
+                consecutive_failures,
+                last_error,
+            })
+            .collect())
     }
 
     /// Active findings of the given checks (all checks when `checks` is `None`).
     pub fn active(&self, checks: Option<&[&str]>) -> Result<Vec<Active>, StateError> {
-        let rows: Vec<(String, String, i64, i64, Option<i64>)> = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT check_id, body, first_seen, last_seen, last_notified FROM findings ORDER BY first_seen, fingerprint",
-            )?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })?;
+        let rows = self.rows::<(String, String, i64, i64, Option<i64>)>(
+            "SELECT check_id, body, first_seen, last_seen, last_notified FROM findings ORDER BY first_seen, fingerprint",
+        )?;
         let mut out = Vec::new();
         for (check, body, first, last, notified) in rows {
             if checks.is_some_and(|cs| !cs.contains(&check.as_str())) {
@@ -119,15 +91,9 @@ impl State {
 
     /// Active findings counted by check and severity, for the `findings` metric.
     pub fn finding_counts(&self) -> Result<Vec<(String, Severity, i64)>, StateError> {
-        let rows: Vec<(String, String, i64)> = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT check_id, severity, COUNT(*) FROM findings GROUP BY check_id, severity",
-            )?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })?;
+        let rows = self.rows::<(String, String, i64)>(
+            "SELECT check_id, severity, COUNT(*) FROM findings GROUP BY check_id, severity",
+        )?;
         Ok(rows
             .into_iter()
             .filter_map(|(c, s, n)| Severity::parse(&s).map(|s| (c, s, n)))

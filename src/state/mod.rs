@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use outbox::OutboxItem;
 
@@ -208,20 +208,28 @@ impl State {
         })
     }
 
+    /// Every row `sql` selects, each as a tuple of its columns.
+    fn rows<T>(&self, sql: &str) -> Result<Vec<T>, StateError>
+    where
+        T: for<'r> TryFrom<&'r Row<'r>, Error = rusqlite::Error>,
+    {
+        self.with(|c| {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt
+                .query_map([], |r| T::try_from(r))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
     /// A `key → JSON body` table, decoded; `what` names a row in an error.
     fn json_map<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
         what: &str,
     ) -> Result<BTreeMap<String, T>, StateError> {
-        let rows: Vec<(String, String)> = self.with(|c| {
-            let mut stmt = c.prepare(sql)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })?;
-        rows.into_iter()
+        self.rows::<(String, String)>(sql)?
+            .into_iter()
             .map(|(k, b)| {
                 let v = self.decode(&format!("{what} {k}"), &b)?;
                 Ok((k, v))
@@ -250,6 +258,21 @@ mod tests {
             fix: "f".into(),
             dod: None,
         }
+    }
+
+    /// When `group` last succeeded, as recorded.
+    fn last_success(s: &State, group: &str) -> Option<DateTime<Utc>> {
+        s.with(|c| {
+            c.query_row(
+                "SELECT last_success FROM check_runs WHERE grp = ?1",
+                [group],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+        })
+        .expect("query")
+        .flatten()
+        .map(from_ts)
     }
 
     fn now() -> DateTime<Utc> {
@@ -329,7 +352,7 @@ mod tests {
         );
         let h = s.record_run("tokens", None, now()).expect("run");
         assert_eq!((h.consecutive_failures, h.last_error), (0, None));
-        assert_eq!(s.last_success("tokens").expect("last"), Some(now()));
+        assert_eq!(last_success(&s, "tokens"), Some(now()));
     }
 
     #[test]

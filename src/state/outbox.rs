@@ -46,16 +46,10 @@ pub(super) fn queue(
 impl State {
     /// Every undelivered outbox row, oldest first.
     pub fn pending(&self) -> Result<Vec<OutboxItem>, StateError> {
-        let rows: Vec<(i64, String, String, u32, i64)> = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, sink, body, attempts, next_attempt FROM outbox WHERE delivered IS NULL ORDER BY id",
-            )?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })?;
-        rows.into_iter()
+        self.rows::<(i64, String, String, u32, i64)>(
+            "SELECT id, sink, body, attempts, next_attempt FROM outbox WHERE delivered IS NULL ORDER BY id",
+        )?
+        .into_iter()
             .map(|(id, sink, body, attempts, next)| {
                 let notification = self.decode(&format!("outbox row {id}"), &body)?;
                 Ok(OutboxItem {
@@ -101,15 +95,7 @@ impl State {
 
     /// Undelivered rows per sink.
     pub fn queue_depth(&self) -> Result<Vec<(String, i64)>, StateError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT sink, COUNT(*) FROM outbox WHERE delivered IS NULL GROUP BY sink",
-            )?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
+        self.rows("SELECT sink, COUNT(*) FROM outbox WHERE delivered IS NULL GROUP BY sink")
     }
 
     /// Forget delivered outbox rows older than `before`, so the file does not grow forever.
