@@ -533,3 +533,193 @@ async fn healthcheck_asks_the_running_daemon() {
     }
     drop(daemon);
 }
+
+/// The key npmjs.com lists a token under: the SHA-512 of its value.
+fn registry_key_of(secret: &str) -> String {
+    use sha2::{Digest, Sha512};
+    hex::encode(Sha512::digest(secret.as_bytes()))
+}
+
+/// `tokens` and `audit` recognise the credential they run with by its SHA-512 key: marked in the
+/// table and the JSON, one finding that says to allowlist it, D5 failing until that is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_and_audit_mark_the_daemons_own_credential() {
+    let own_key = registry_key_of(TOKEN);
+    let own_id = &own_key[..6];
+    let (_reg, dir) = setup(vec![token(&own_key, "watchdog", false, true)], "").await;
+
+    let out = run(dir.path(), &["tokens"]).await;
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(own_id))
+        .unwrap_or_else(|| panic!("no row for {own_id}:\n{text}"));
+    assert!(
+        row.ends_with("warning: token-present (npm-watchdog's own credential)"),
+        "{text}"
+    );
+    let out = run(dir.path(), &["tokens", "--format", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["own"], true);
+    assert_eq!(v[0]["allowlisted"], false);
+
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    assert_eq!(v["dod"][4]["status"], "FAIL");
+    let evidence = v["dod"][4]["evidence"][0].as_str().unwrap_or("");
+    assert!(
+        evidence.ends_with("; npm-watchdog's own credential: allowlist it with an expiry)"),
+        "{evidence}"
+    );
+    let findings = v["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["check"], "token-present");
+    assert!(findings[0]["summary"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("This is npm-watchdog's own credential"));
+
+    // Allowlisted as the fix says: D5 passes and the row is still marked.
+    let (_reg2, dir2) = setup(
+        vec![token(&own_key, "watchdog", false, true)],
+        &format!(
+            "[policy]\nallow_tokens = [{{ key_prefix = \"{own_id}\", reason = \"npm-watchdog's own credential\", expires = \"2099-01-31\" }}]\n"
+        ),
+    )
+    .await;
+    let out = run(dir2.path(), &["tokens"]).await;
+    assert!(
+        stdout(&out).contains("allowlisted (npm-watchdog's own credential)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(dir2.path(), &["audit"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("D5  PASS"), "{}", stdout(&out));
+}
+
+/// With nothing configured but the npm user config, the daemon and `audit` watch the packages of the
+/// account the credential belongs to: a version published with a token after the cutoff is alerted
+/// and scored without any watch list written.
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_config_watches_the_packages_of_the_credentials_own_account() {
+    use fake_registry::packument_doc;
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(vec![]);
+    reg.set_username("alice");
+    reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
+    reg.set_user_packages("alice", [("left-pad-acme", "write")]);
+    reg.add_packument(
+        "left-pad-acme",
+        packument_doc(
+            "left-pad-acme",
+            &[
+                (
+                    "1.0.0",
+                    "2026-02-01T00:00:00.000Z",
+                    Some("github"),
+                    "GitHub Actions",
+                ),
+                ("1.0.1", "2026-11-20T00:00:00.000Z", None, "alice"),
+            ],
+            &["alice"],
+        ),
+    );
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        home.path().join(".npmrc"),
+        format!(
+            "registry={}\n//127.0.0.1:{}/:_authToken={TOKEN}\n",
+            reg.url,
+            reg.port()
+        ),
+    )
+    .expect("npmrc");
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let zero_config = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", home.path().join("state"))
+            // Only the port: another test holds the default one.
+            .env("NPM_WATCHDOG_SERVER__LISTEN", listen.to_string())
+            .env("RUST_LOG", "info")
+            .env_remove("NPM_CONFIG_USERCONFIG")
+            .env_remove("npm_config_userconfig")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    };
+
+    let out = zero_config(&["audit"]).output().await.expect("audit");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("1 package(s) watched"), "{text}");
+    assert!(text.contains("D4  FAIL"), "{text}");
+    assert!(!text.contains("no package is watched"), "{text}");
+    assert!(
+        text.contains("[critical] publish-untrusted: version left-pad-acme@1.0.1"),
+        "{text}"
+    );
+
+    let out = zero_config(&["config", "check"])
+        .output()
+        .await
+        .expect("check");
+    assert!(
+        stdout(&out).contains(
+            "# watching: tokens, the packages of the credential's own account (watch.own_account)"
+        ),
+        "{}",
+        stdout(&out)
+    );
+
+    let child = zero_config(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let client = reqwest::Client::new();
+    let ready = format!("http://{listen}/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        client.get(&ready).send().await.map(|r| r.status().as_u16()),
+        Ok(200)
+    ) {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("the packages of the credential's own account (watch.own_account)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("account=alice")
+            && log.contains("watching the packages of the account the credential belongs to"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[FIRING:critical] publish-untrusted: version left-pad-acme@1.0.1"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN), "token leaked into the log");
+}

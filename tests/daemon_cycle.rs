@@ -632,3 +632,160 @@ async fn the_daemons_own_token_expiry_is_exported() {
         Some("1801353600") // 2027-01-31T00:00:00Z
     );
 }
+
+/// The registry key npmjs.com lists a token under: the SHA-512 of its value, in hex.
+fn registry_key_of(secret: &str) -> String {
+    use sha2::{Digest, Sha512};
+    hex::encode(Sha512::digest(secret.as_bytes()))
+}
+
+/// The fake lists the daemon's own credential under its SHA-512 key, as npmjs.com does. Not
+/// allowlisted, it gets one `token-present` finding that says what it is (and none of the other token
+/// checks'); its expiry is exported. Allowlisted (by a plain entry, without `self = true`), it is
+/// quiet and still recognised.
+#[tokio::test]
+async fn the_daemons_own_token_is_recognised_by_its_sha512_key() {
+    let s = Setup::new().await;
+    let own_key = registry_key_of(SECRET);
+    // A write token with no CIDR: the other token checks would fire for any other token like it.
+    let own = token(&own_key, "watchdog", false);
+    s.registry
+        .set_tokens(vec![own, token("abcdef12121212121212", "laptop", false)]);
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    let bodies: Vec<Value> = s.hook.bodies.lock().expect("lock").clone();
+    let about_own: Vec<&Value> = bodies
+        .iter()
+        .filter(|b| {
+            b["fingerprint"]
+                .as_str()
+                .is_some_and(|f| f.ends_with(&own_key))
+        })
+        .collect();
+    assert_eq!(about_own.len(), 1, "{about_own:?}");
+    assert_eq!(about_own[0]["check"], "token-present");
+    let summary = about_own[0]["summary"].as_str().unwrap_or("");
+    assert!(
+        summary.starts_with("This is npm-watchdog's own credential"),
+        "{summary}"
+    );
+    let fix = about_own[0]["fix"].as_str().unwrap_or("");
+    assert!(
+        fix.contains(&format!("key_prefix = \"{}\"", &own_key[..6])),
+        "{fix}"
+    );
+    assert!(!fix.contains("npm token revoke"), "{fix}");
+    // The other token gets the usual findings.
+    assert_eq!(
+        sorted(s.hook.take()),
+        sorted(vec![
+            "FIRING token-present token abcdef (laptop)".to_string(),
+            format!("FIRING token-present token {} (watchdog)", &own_key[..6]),
+            "FIRING token-unrestricted token abcdef (laptop)".to_string(),
+        ])
+    );
+    let expiry = format!(
+        "npm_watchdog_credential_expiry_timestamp_seconds{{token=\"{}\"}}",
+        &own_key[..6]
+    );
+    assert_eq!(metric(&wd, &expiry).as_deref(), Some("1797724800")); // 2026-12-20
+
+    // Accepted on purpose: the finding resolves, the credential is still known as the daemon's own.
+    let mut cfg = wd.live().rt.config.clone();
+    cfg.policy.allow_tokens = vec![npm_watchdog::config::AllowToken {
+        key_prefix: own_key[..8].to_string(),
+        reason: "npm-watchdog's own credential".into(),
+        expires: chrono::NaiveDate::from_ymd_opt(2027, 1, 31),
+        own: false,
+    }];
+    wd.apply(Runtime::new(cfg, Environment::default()).expect("runtime"))
+        .expect("reload");
+    cycle(&wd).await;
+    assert_eq!(
+        s.hook.take(),
+        vec![format!(
+            "RESOLVED token-present token {} (watchdog)",
+            &own_key[..6]
+        )]
+    );
+    assert_eq!(metric(&wd, &expiry).as_deref(), Some("1797724800"));
+}
+
+/// A reload takes effect from the next cycle: a removed sink's queue is dropped (counted, never sent
+/// to the sink that replaced it), a new watch list is read, state and active findings stay.
+#[tokio::test]
+async fn a_reload_swaps_sinks_watch_lists_and_policy_between_cycles() {
+    let s = Setup::new().await;
+    s.registry
+        .set_tokens(vec![token("abcdef12121212121212", "laptop", false)]);
+    s.hook.status.store(503, Ordering::SeqCst);
+    let wd = s.watchdog_with(|c| c.watch.own_account = false);
+    assert_eq!(wd.active_groups(), vec![Group::Tokens]);
+    cycle(&wd).await;
+    assert_eq!(
+        metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(),
+        Some("2")
+    );
+
+    // The webhook is replaced by another one (named differently) and a package is watched now.
+    let (other, other_url) = Hook::start().await;
+    let mut cfg = wd.live().rt.config.clone();
+    cfg.alerts.webhook = vec![WebhookSinkConfig {
+        name: Some("chat".into()),
+        url: SecretUrl::new(url::Url::parse(&other_url).expect("url")),
+        secret_file: None,
+        min_severity: Severity::Info,
+        timeout: HumanDuration::secs(5),
+    }];
+    cfg.watch.packages = vec!["@acme/widget".into()];
+    s.registry.add_packument(
+        "@acme/widget",
+        fake_registry::packument_doc(
+            "@acme/widget",
+            &[("1.0.0", "2026-11-26T01:00:00.000Z", None, "mallory")],
+            &["alice"],
+        ),
+    );
+    let restart = wd
+        .apply(Runtime::new(cfg, Environment::default()).expect("runtime"))
+        .expect("reload");
+    assert!(restart.is_empty(), "{restart:?}");
+    assert_eq!(wd.active_groups(), vec![Group::Tokens, Group::Packages]);
+
+    // The old sink's queue is dropped, not re-routed; nothing new was found, so nothing is sent.
+    wd.outbox().dispatch().await;
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_notifications_total{outcome=\"dropped\",sink=\"webhook\"}"
+        )
+        .as_deref(),
+        Some("2")
+    );
+    assert!(other.take().is_empty());
+    cycle(&wd).await;
+    assert!(
+        other.take().is_empty(),
+        "active findings stay; nothing re-fires"
+    );
+
+    // The newly watched package is read in its group's next cycle, and alerts go to the new sink.
+    cycle_group(&wd, Group::Packages).await;
+    assert_eq!(
+        other.take(),
+        vec!["FIRING publish-untrusted version @acme/widget@1.0.0"]
+    );
+    assert!(s.hook.take().is_empty());
+
+    // Settings bound at start are reported as needing a restart, and nothing else changes.
+    let mut cfg = wd.live().rt.config.clone();
+    cfg.server.listen = "127.0.0.1:1".parse().expect("addr");
+    let restart = wd
+        .apply(Runtime::new(cfg, Environment::default()).expect("runtime"))
+        .expect("reload");
+    assert_eq!(restart.len(), 1, "{restart:?}");
+    assert!(
+        restart[0].starts_with("server.listen changed from 127.0.0.1:9858 to 127.0.0.1:1"),
+        "{restart:?}"
+    );
+}

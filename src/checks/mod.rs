@@ -461,6 +461,40 @@ mod tests {
         }
     }
 
+    /// A finding names the first box its check feeds, and every box but D5 (judged from the token
+    /// list itself) is fed by some check, so the scorecard has evidence to read for it.
+    #[test]
+    fn findings_name_their_checks_dod_box_and_every_box_is_fed() {
+        use fixtures::{run_group_on, Inputs};
+        let packages = fixtures::packages();
+        let orgs = fixtures::orgs();
+        let trust = fixtures::trust();
+        let inputs = Inputs {
+            packages: Some(&packages),
+            orgs: Some(&orgs),
+            trust: Some(&trust),
+            previous_maintainers: None,
+        };
+        let tokens = fixtures::tokens();
+        let reg = fixtures::registry();
+        let snap = Snapshot {
+            tokens: Some(&tokens),
+            ..Snapshot::new(fixtures::now(), &reg)
+        };
+        let mut findings = run_group(Group::Tokens, &snap, &fixtures::policy()).0;
+        for g in [Group::Packages, Group::Org, Group::Trust] {
+            findings.extend(run_group_on(g, inputs, &fixtures::watch_policy()).0);
+        }
+        assert!(findings.len() > 10);
+        for f in &findings {
+            let def = all().iter().find(|c| c.id == f.check).expect("registered");
+            assert_eq!(f.dod, def.dod_box(), "{}", f.check);
+        }
+        for d in Dod::ALL {
+            assert!(feeding(d).next().is_some(), "no check feeds {d}");
+        }
+    }
+
     #[test]
     fn a_check_without_its_source_does_not_run() {
         let reg = fixtures::registry();

@@ -227,6 +227,7 @@ mod tests {
         );
         assert!(c.alerts.send_resolved);
         assert_eq!(c.registry.concurrency, 16);
+        assert!(c.watch.own_account);
         assert_eq!(c.policy.token_max_lifetime.to_string(), "90d");
         assert_eq!(
             HumanDuration(Duration::from_millis(1500)).to_string(),
@@ -337,6 +338,10 @@ path = "/var/lib/npm-watchdog/state.db"
             (
                 "[registry]\nconcurrency = 0\n",
                 "config file F: registry.concurrency: must be at least 1",
+            ),
+            (
+                "[watch]\nown_account = \"yes\"\n",
+                "config file F: watch.own_account: expected a boolean, found string \"yes\"",
             ),
             (
                 "[schedule]\ntokens = \"* * *\"\n",

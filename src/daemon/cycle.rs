@@ -132,7 +132,7 @@ impl Watchdog {
         let mut known = self.own_account.lock().unwrap_or_else(|p| p.into_inner());
         if known.as_deref() != Some(account) {
             tracing::info!(
-                account,
+                %account,
                 "watching the packages of the account the credential belongs to (watch.own_account)"
             );
             *known = Some(account.to_string());

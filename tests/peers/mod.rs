@@ -806,6 +806,23 @@ impl Daemon {
         });
     }
 
+    /// Send a signal (`HUP`, `TERM`, …) to the running daemon.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("daemon running");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGTERM, then wait for the exit; returns the status and how long the stop took.
     pub fn stop(&mut self) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("daemon running");
