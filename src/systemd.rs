@@ -1,4 +1,4 @@
-//! systemd integration: `Type=notify` readiness, the service watchdog and the stopping notice.
+//! systemd integration: `Type=notify` readiness, reload and stopping notices, and the service watchdog.
 //!
 //! All of it is a no-op outside systemd (no `NOTIFY_SOCKET`). The watchdog ping is sent only while the
 //! scheduler is provably alive: a scheduler job stamps a heartbeat, and the pinger withholds
@@ -24,6 +24,19 @@ fn send(state: &[NotifyState]) {
 /// `READY=1`: configuration loaded, state open, HTTP server bound, schedule started.
 pub fn ready() {
     send(&[NotifyState::Ready, NotifyState::Status("watching")]);
+}
+
+/// `RELOADING=1`: a configuration reload has begun; [`ready`] says it is over. The monotonic time goes
+/// with it, which newer systemd versions require.
+pub fn reloading() {
+    let mut state = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the configuration"),
+    ];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        state.push(now);
+    }
+    send(&state);
 }
 
 /// `STOPPING=1`: an orderly stop has begun.

@@ -99,6 +99,28 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     .expect("reader");
 
     let pid = child.id().expect("pid").to_string();
+    // `systemctl reload` (ExecReload sends SIGHUP): RELOADING=1, then READY=1 once it is done.
+    assert!(tokio::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .expect("kill")
+        .success());
+    let sock = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        assert!(
+            until(&sock, "RELOADING=1", Duration::from_secs(10), &mut seen),
+            "no RELOADING=1: {seen:?}"
+        );
+        assert!(
+            until(&sock, "READY=1", Duration::from_secs(10), &mut seen),
+            "no READY=1 after the reload: {seen:?}"
+        );
+        sock
+    })
+    .await
+    .expect("reader");
+
     assert!(tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()

@@ -48,12 +48,19 @@ impl Watchdog {
     }
 }
 
-/// Read the configuration again and put it in force, or keep the running one and say why.
+/// SIGHUP: tell systemd a reload is under way, do it, and say when it is over.
 pub(super) async fn on_signal(
     wd: &Arc<Watchdog>,
     source: &ConfigSource,
     schedules: &mut Schedules,
 ) {
+    crate::systemd::reloading();
+    reload(wd, source, schedules).await;
+    crate::systemd::ready();
+}
+
+/// Read the configuration again and put it in force, or keep the running one and say why.
+async fn reload(wd: &Arc<Watchdog>, source: &ConfigSource, schedules: &mut Schedules) {
     let applied = match source.load() {
         Ok((_, rt)) => wd.apply(rt),
         Err(e) => Err(e.to_string()),
