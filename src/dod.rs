@@ -91,7 +91,8 @@ fn failing(i: &Input, dod: Dod, title: &'static str) -> Option<DodRow> {
     (!bad.is_empty()).then(|| row(dod, title, Verdict::Fail, lines(&bad)))
 }
 
-const NO_PACKAGES: &str = "no package is watched (set watch.users, watch.orgs or watch.packages)";
+const NO_PACKAGES: &str =
+    "no package is watched (set watch.own_account, watch.users, watch.orgs or watch.packages)";
 const NEEDS_OTP: &str = "unverified: needs --otp (trust configurations are behind 2FA)";
 
 pub fn scorecard(i: &Input) -> Vec<DodRow> {

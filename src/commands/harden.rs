@@ -25,7 +25,8 @@ pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, C
     }
     if found.packages.is_empty() {
         return Err(CommandError(
-            "no package is watched: set watch.users, watch.orgs or watch.packages".into(),
+            "no package is watched: set watch.own_account, watch.users, watch.orgs or watch.packages"
+                .into(),
         ));
     }
     let mut out = String::new();
