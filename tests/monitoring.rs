@@ -37,13 +37,14 @@ const DASHBOARD: &str = "config/grafana/npm-watchdog.json";
 /// The scrape job name the rules assume (config/prometheus/README.md).
 const JOB: &str = "npm-watchdog";
 /// Every alert the rules file must define.
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 7] = [
     "NpmWatchdogCriticalFinding",
     "NpmWatchdogCheckFailing",
     "NpmWatchdogDown",
     "NpmWatchdogAbsent",
     "NpmWatchdogNotificationsFailing",
     "NpmWatchdogCredentialExpiring",
+    "NpmWatchdogConfigReloadFailed",
 ];
 /// Generous bound for slow steps (process start, first cycle, first scrape).
 const SLOW: Duration = Duration::from_secs(60);
