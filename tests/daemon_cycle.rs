@@ -789,3 +789,38 @@ async fn a_reload_swaps_sinks_watch_lists_and_policy_between_cycles() {
         "{restart:?}"
     );
 }
+
+/// What could not be read is counted by group and by a fixed reason, so a dashboard can tell an
+/// outage from a revoked credential without parsing log lines.
+#[tokio::test]
+async fn read_failures_are_counted_by_reason() {
+    let s = Setup::new().await;
+    s.registry
+        .set_tokens(vec![token("abcdef12121212121212", "laptop", false)]);
+    let wd = s.watchdog_with(|c| c.watch.own_account = false);
+    let errors = |reason: &str| {
+        metric(
+            &wd,
+            &format!("npm_watchdog_check_errors_total{{check=\"tokens\",reason=\"{reason}\"}}"),
+        )
+    };
+    cycle(&wd).await;
+    assert_eq!(errors("server_error"), None, "no error, no series");
+
+    // The token list and the profile both answer 500: two sources, one reason.
+    s.registry.push_faults("/-/npm/v1", Fault::Status(500), 2);
+    cycle(&wd).await;
+    assert_eq!(errors("server_error").as_deref(), Some("2"));
+
+    s.registry.set_valid_tokens(vec!["another".into()]);
+    cycle(&wd).await;
+    assert_eq!(errors("unauthorized").as_deref(), Some("2"));
+
+    std::fs::remove_file(s.dir.path().join("token")).expect("remove the token file");
+    cycle(&wd).await;
+    assert_eq!(errors("credential").as_deref(), Some("1"));
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        Some("0")
+    );
+}

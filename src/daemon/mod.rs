@@ -72,6 +72,8 @@ pub struct Watchdog {
     locks: BTreeMap<Group, Mutex<()>>,
     /// The account `watch.own_account` last resolved to, to log when it changes.
     own_account: std::sync::Mutex<Option<String>>,
+    /// What was bound at start and only a restart changes: the listen address and the state file.
+    bound: (SocketAddr, std::path::PathBuf),
 }
 
 impl Watchdog {
@@ -79,7 +81,9 @@ impl Watchdog {
         let client = rt.client(metrics.clone())?;
         let sinks = rt.config.alerts.build_sinks()?;
         let state = Arc::new(state);
+        let bound = (rt.config.server.listen, rt.state_path.clone());
         Ok(Self {
+            bound,
             outbox: Arc::new(Dispatcher::new(Arc::clone(&state), metrics.clone(), sinks)),
             live: RwLock::new(Arc::new(Live { rt, client })),
             state,

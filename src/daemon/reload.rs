@@ -18,7 +18,8 @@ use crate::runtime::{ConfigSource, Runtime};
 impl Watchdog {
     /// Put `rt` in force for the next cycles: a new registry client and new sinks. Notifications
     /// queued for a sink that is gone are dropped by the next delivery pass, never sent elsewhere.
-    /// Returns the changes that need a restart, for the log; on error nothing changed.
+    /// Returns the settings that differ from what was bound at start and so need a restart, for the
+    /// log; on error nothing changed.
     pub fn apply(&self, rt: Runtime) -> Result<Vec<String>, String> {
         let sinks = rt
             .config
@@ -26,20 +27,20 @@ impl Watchdog {
             .build_sinks()
             .map_err(|e| format!("alerts: {e}"))?;
         let client = rt.client(self.metrics.clone()).map_err(|e| e.to_string())?;
-        let old = self.live();
+        let (listen, state_path) = &self.bound;
         let mut restart = Vec::new();
-        let (was, now) = (old.rt.config.server.listen, rt.config.server.listen);
-        if was != now {
+        if rt.config.server.listen != *listen {
             restart.push(format!(
-                "server.listen changed from {was} to {now}: still serving on {was} until a restart"
+                "server.listen changed from {listen} to {}: still serving on {listen} until a restart",
+                rt.config.server.listen
             ));
         }
-        if old.rt.state_path != rt.state_path {
+        if rt.state_path != *state_path {
             restart.push(format!(
                 "state.path changed from {} to {}: still using {} until a restart",
-                old.rt.state_path.display(),
+                state_path.display(),
                 rt.state_path.display(),
-                old.rt.state_path.display()
+                state_path.display()
             ));
         }
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { rt, client });
@@ -98,4 +99,73 @@ async fn reload(wd: &Arc<Watchdog>, source: &ConfigSource, schedules: &mut Sched
         watching = %live.rt.config.watch.describe(),
         "configuration reloaded; it applies from each group's next cycle"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::credential::Environment;
+    use crate::metrics::Metrics;
+    use crate::state::State;
+
+    fn runtime(adjust: impl FnOnce(&mut Config)) -> Runtime {
+        let mut cfg = Config::default();
+        cfg.state.path = Some("/var/lib/npm-watchdog/state.db".into());
+        adjust(&mut cfg);
+        Runtime::new(cfg, Environment::default()).expect("runtime")
+    }
+
+    fn watchdog() -> Watchdog {
+        let state = State::open_in_memory().expect("state");
+        Watchdog::new(runtime(|_| {}), state, Metrics::new()).expect("watchdog")
+    }
+
+    #[test]
+    fn settings_bound_at_start_are_reported_and_the_rest_applies() {
+        let wd = watchdog();
+        assert_eq!(wd.outbox.names(), vec!["log"]);
+        let restart = wd
+            .apply(runtime(|c| {
+                c.server.listen = "127.0.0.1:9999".parse().expect("addr");
+                c.state.path = Some("/srv/npm-watchdog/state.db".into());
+                c.alerts.log = true;
+                c.watch.orgs = vec!["acme".into()];
+            }))
+            .expect("valid");
+        assert_eq!(
+            restart,
+            vec![
+                "server.listen changed from 127.0.0.1:9858 to 127.0.0.1:9999: still serving on 127.0.0.1:9858 until a restart".to_string(),
+                "state.path changed from /var/lib/npm-watchdog/state.db to /srv/npm-watchdog/state.db: still using /var/lib/npm-watchdog/state.db until a restart".to_string(),
+            ]
+        );
+        assert_eq!(wd.live().rt.config.watch.orgs, vec!["acme".to_string()]);
+        assert!(wd.active_groups().contains(&crate::checks::Group::Org));
+        // Back to what was bound at start: nothing needs a restart any more.
+        assert_eq!(
+            wd.apply(runtime(|_| {})).expect("valid"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_configuration_whose_sinks_cannot_be_built_changes_nothing() {
+        let wd = watchdog();
+        let broken = runtime(|c| {
+            // Passes deserialization but not the sink's own construction (validation is skipped
+            // here on purpose, as if a rule were missing): the reload must refuse it whole.
+            c.alerts.email.push(
+                toml::from_str(
+                    "smtp_url = \"smtp://127.0.0.1:25\"\nfrom = \"w@example.com\"\nto = []\n",
+                )
+                .expect("email entry"),
+            );
+            c.watch.orgs = vec!["acme".into()];
+        });
+        let err = wd.apply(broken).expect_err("refused");
+        assert!(err.starts_with("alerts: email sink email: "), "{err}");
+        assert!(wd.live().rt.config.watch.orgs.is_empty());
+        assert_eq!(wd.outbox.names(), vec!["log"]);
+    }
 }
