@@ -17,14 +17,14 @@
 //! - [`registry`]: the only code that talks to npm; typed results and typed errors, one file per area.
 //! - [`checks`]: pure functions from a snapshot to findings, one file per check, listed in
 //!   `checks::all()`, each in a [`checks::Group`].
-//! - [`collect`]: reading packages and orgs for the package, org and trust checks (shared by the
+//! - `collect`: reading packages and orgs for the package, org and trust checks (shared by the
 //!   daemon, `audit` and `harden`); it is handed stored copies and returns fresh ones.
 //! - [`state`]: SQLite: seen tokens, active findings, the outbox, per-group health, stored copies.
 //! - [`outbox`]: the dispatcher that delivers queued notifications through the sinks.
-//! - [`dod`]: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
+//! - `dod`: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
 //! - [`metrics`]: every exported metric in one struct.
 //! - [`daemon`]: the scheduler, one cycle per check group, reload on SIGHUP, shutdown;
-//!   [`server`] serves `/metrics`, `/healthz`, `/readyz`; [`systemd`] does `Type=notify`.
+//!   `server` serves `/metrics`, `/healthz`, `/readyz`; `systemd` does `Type=notify`.
 //! - [`commands`]: the one-shot CLI verbs, one file each.
 
 pub mod alerts;

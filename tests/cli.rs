@@ -66,6 +66,38 @@ async fn run(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// Polls the daemon's `/readyz` at `addr` until it answers 200 (30 s at most).
+async fn wait_ready(client: &reqwest::Client, addr: &str) {
+    let url = format!("http://{addr}/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = client.get(&url).send().await.map(|r| r.status().as_u16());
+        if matches!(ready, Ok(200)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready on {addr}: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, then what the daemon printed and how it exited (15 s at most).
+async fn terminate(child: tokio::process::Child) -> Output {
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -285,22 +317,7 @@ async fn zero_config_run_uses_the_npm_user_config() {
         .spawn()
         .expect("start");
     let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = client
-            .get("http://127.0.0.1:9858/readyz")
-            .send()
-            .await
-            .map(|r| r.status().as_u16());
-        if matches!(ready, Ok(200)) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never ready on 127.0.0.1:9858: {ready:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&client, "127.0.0.1:9858").await;
     let metrics = client
         .get("http://127.0.0.1:9858/metrics")
         .send()
@@ -314,17 +331,7 @@ async fn zero_config_run_uses_the_npm_user_config() {
         "{metrics}"
     );
     assert!(state_home.join("npm-watchdog/state.db").exists());
-    let pid = child.id().expect("pid").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(killed.success());
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("exits")
-        .expect("output");
+    let out = terminate(child).await;
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -685,27 +692,8 @@ async fn zero_config_watches_the_packages_of_the_credentials_own_account() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");
-    let client = reqwest::Client::new();
-    let ready = format!("http://{listen}/readyz");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !matches!(
-        client.get(&ready).send().await.map(|r| r.status().as_u16()),
-        Ok(200)
-    ) {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pid = child.id().expect("pid").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(killed.success());
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("exits")
-        .expect("output");
+    wait_ready(&reqwest::Client::new(), &listen.to_string()).await;
+    let out = terminate(child).await;
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(

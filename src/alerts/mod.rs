@@ -7,7 +7,7 @@
 //! webhook key), which they do not print.
 //!
 //! Adding a sink: write `src/alerts/<kind>.rs` with its config section (a struct implementing
-//! [`SinkConfig`]) and its [`Sink`], then add one line to the list in [`sink_kinds!`] below. The
+//! [`SinkConfig`]) and its [`Sink`], then add one line to the list in `sink_kinds!` below. The
 //! `[[alerts.<kind>]]` section, its validation, naming, `config check` and the daemon's dispatch
 //! follow from that line.
 

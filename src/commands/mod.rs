@@ -3,7 +3,7 @@
 //!
 //! Each returns what to print and the exit code instead of printing, so tests can read the output.
 //! Exit codes: 0 all is well, 1 findings (or a failed sink, or work left undone), 2 the command could
-//! not run. The verbs that read the registry share one [`Session`]: the credential and a client, set
+//! not run. The verbs that read the registry share one `Session`: the credential and a client, set
 //! up once.
 
 mod audit;

@@ -6,7 +6,7 @@
 //! half-configured. Secrets never live here: only paths to files that hold them (a webhook URL, which
 //! may carry one, is a [`SecretUrl`](crate::secret::SecretUrl) that never shows itself).
 //!
-//! The sections live beside this file ([`sections`], [`policy`]); `[alerts]` is defined by the sink
+//! The sections live beside this file (`sections`, `policy`); `[alerts]` is defined by the sink
 //! list in [`crate::alerts`], so that a sink's section lives in the sink's own file.
 
 mod policy;

@@ -1,10 +1,10 @@
 //! The long-running daemon: a schedule per check group, the outbox's delivery loop, the HTTP server,
 //! configuration reload on SIGHUP, and an orderly stop.
 //!
-//! One cycle of a group ([`cycle`]) reads its sources, runs its checks, plans the alert lifecycle and
+//! One cycle of a group (`cycle`) reads its sources, runs its checks, plans the alert lifecycle and
 //! writes the outcome (findings, outbox rows, seen tokens) in one transaction; only then is the
 //! [`Dispatcher`] woken to deliver. Runs of one group never overlap: a tick that finds the previous run
-//! still going is skipped. A reload ([`reload`]) swaps the configuration between cycles: a cycle uses
+//! still going is skipped. A reload (`reload`) swaps the configuration between cycles: a cycle uses
 //! the configuration it started with. On SIGTERM/SIGINT the scheduler stops, in-flight runs finish, the
 //! outbox gets one last delivery pass, and the state file is closed, all within about ten seconds.
 
@@ -168,12 +168,12 @@ impl Schedules {
     /// Returns the groups that had no job before (they get a first run at once).
     async fn sync(&mut self, wd: &Arc<Watchdog>) -> Result<Vec<Group>, DaemonError> {
         let live = wd.live();
-        let cfg = &live.rt.config;
+        let active = wd.active_groups();
         let mut started = Vec::new();
         for group in Group::SCHEDULED {
-            let wanted = group
-                .is_watched(&cfg.watch)
-                .then(|| group.schedule(&cfg.schedule).cloned())
+            let wanted = active
+                .contains(&group)
+                .then(|| group.schedule(&live.rt.config.schedule).cloned())
                 .flatten();
             let current = self.jobs.get(&group).map(|(s, _)| s.clone());
             if wanted == current {

@@ -6,9 +6,9 @@
 //! [`RegistryError`] whose [`label`](RegistryError::label) is safe to use in metrics. A failure is never
 //! turned into an empty result.
 //!
-//! The client is split by area: [`http`] (requests, retries, error classification), [`tokens`] (the
-//! token list, profile, whoami), [`packument`] (packuments and provenance), [`org`] (package lists,
-//! orgs, teams) and [`trust`] (trusted publishers and publishing access). Each file holds the endpoints
+//! The client is split by area: `http` (requests, retries, error classification), `tokens` (the
+//! token list, profile, whoami), `packument` (packuments and provenance), `org` (package lists,
+//! orgs, teams) and `trust` (trusted publishers and publishing access). Each file holds the endpoints
 //! and the typed views of what they return. Every request is reported to an [`Observer`], so the
 //! client does not know about metrics.
 

@@ -7,8 +7,8 @@
 //! connection sits behind a mutex; every statement is small, so holding it briefly from async code is
 //! fine.
 //!
-//! This file opens the database and holds the schema; [`findings`] (findings, health, the cycle's
-//! commit), [`outbox`] (queued notifications) and [`cache`] (stored registry copies) add the queries.
+//! This file opens the database and holds the schema; `findings` (findings, health, the cycle's
+//! commit), `outbox` (queued notifications) and `cache` (stored registry copies) add the queries.
 
 mod cache;
 mod findings;
