@@ -66,6 +66,23 @@ async fn run(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// The binary with no config file and `home` as the user's home: its npm user config and state folder
+/// are the only places it can take settings from (the environment aside).
+fn zero_config(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("RUST_LOG", "info")
+        .env_remove("NPM_CONFIG_USERCONFIG")
+        .env_remove("npm_config_userconfig")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
 /// Polls the daemon's `/readyz` at `addr` until it answers 200 (30 s at most).
 async fn wait_ready(client: &reqwest::Client, addr: &str) {
     let url = format!("http://{addr}/readyz");
@@ -300,17 +317,8 @@ async fn zero_config_run_uses_the_npm_user_config() {
     )
     .expect("npmrc");
     let state_home = home.path().join("state");
-    let child = Command::new(BIN)
-        .arg("run")
-        .env("HOME", home.path())
-        .env("XDG_STATE_HOME", &state_home)
+    let child = zero_config(home.path(), &["run"])
         .env("NPMW_TEST_TOKEN", TOKEN)
-        .env("RUST_LOG", "info")
-        .env_remove("NPM_CONFIG_USERCONFIG")
-        .env_remove("npm_config_userconfig")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("STATE_DIRECTORY")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -648,19 +656,9 @@ async fn zero_config_watches_the_packages_of_the_credentials_own_account() {
         l.local_addr().expect("addr")
     };
     let zero_config = |args: &[&str]| {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("HOME", home.path())
-            .env("XDG_STATE_HOME", home.path().join("state"))
-            // Only the port: another test holds the default one.
-            .env("NPM_WATCHDOG_SERVER__LISTEN", listen.to_string())
-            .env("RUST_LOG", "info")
-            .env_remove("NPM_CONFIG_USERCONFIG")
-            .env_remove("npm_config_userconfig")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("STATE_DIRECTORY")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        let mut c = zero_config(home.path(), args);
+        // Only the port: another test holds the default one.
+        c.env("NPM_WATCHDOG_SERVER__LISTEN", listen.to_string());
         c
     };
 

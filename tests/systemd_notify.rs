@@ -38,6 +38,22 @@ fn until(sock: &UnixDatagram, want: &str, timeout: Duration, seen: &mut Vec<Stri
     false
 }
 
+/// Waits for each of `states` in turn (10 s each) and hands the socket back.
+async fn in_order(sock: UnixDatagram, states: &'static [&'static str]) -> UnixDatagram {
+    tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for want in states {
+            assert!(
+                until(&sock, want, Duration::from_secs(10), &mut seen),
+                "no {want} (after {states:?} began): {seen:?}"
+            );
+        }
+        sock
+    })
+    .await
+    .expect("reader")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     let reg = FakeRegistry::start().await;
@@ -106,20 +122,7 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         .await
         .expect("kill")
         .success());
-    let sock = tokio::task::spawn_blocking(move || {
-        let mut seen = Vec::new();
-        assert!(
-            until(&sock, "RELOADING=1", Duration::from_secs(10), &mut seen),
-            "no RELOADING=1: {seen:?}"
-        );
-        assert!(
-            until(&sock, "READY=1", Duration::from_secs(10), &mut seen),
-            "no READY=1 after the reload: {seen:?}"
-        );
-        sock
-    })
-    .await
-    .expect("reader");
+    let sock = in_order(sock, &["RELOADING=1", "READY=1"]).await;
 
     assert!(tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -127,16 +130,7 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         .await
         .expect("kill")
         .success());
-    let sock = tokio::task::spawn_blocking(move || {
-        let mut seen = Vec::new();
-        assert!(
-            until(&sock, "STOPPING=1", Duration::from_secs(10), &mut seen),
-            "no STOPPING=1: {seen:?}"
-        );
-        sock
-    })
-    .await
-    .expect("reader");
+    let sock = in_order(sock, &["STOPPING=1"]).await;
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("exits")
