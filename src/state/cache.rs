@@ -47,9 +47,10 @@ impl State {
 
     /// Drop stored packuments of packages no longer watched.
     pub fn retain_packuments(&self, names: &BTreeSet<String>) -> Result<(), StateError> {
-        let stored: Vec<String> = self.packuments()?.into_keys().collect();
+        // Names only: the package cycle has just decoded every stored document once already.
+        let stored = self.rows::<(String,)>("SELECT name FROM packuments")?;
         self.with(|c| {
-            for n in stored.iter().filter(|n| !names.contains(*n)) {
+            for (n,) in stored.iter().filter(|(n,)| !names.contains(n)) {
                 c.execute("DELETE FROM packuments WHERE name = ?1", [n])?;
             }
             Ok(())
