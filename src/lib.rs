@@ -8,8 +8,9 @@
 //! - [`finding`], [`settings`], [`secret`]: the shared vocabulary (findings, severities, DoD boxes),
 //!   configuration building blocks (durations, the validation error) and redaction. They depend on
 //!   nothing else here.
-//! - [`alerts`]: what a notification says, the finding lifecycle, and the sinks (one file each, listed
-//!   once in `alerts/mod.rs`), each with its own `[[alerts.<kind>]]` config section.
+//! - [`alerts`]: what a notification says, the finding lifecycle, routing, and the sinks (email,
+//!   webhook, PagerDuty, Slack, Alertmanager: one file each, listed once in `alerts/mod.rs`), each with
+//!   its own `[[alerts.<kind>]]` config section.
 //! - [`config`]: the TOML/env configuration, strict about unknown keys, validated per section.
 //! - [`credential`]: finding and re-reading the daemon's own npm token (never logged).
 //! - [`runtime`]: what the config leaves open (registry, state path), and how it was found, so a
@@ -20,6 +21,7 @@
 //! - `collect`: reading packages and orgs for the package, org and trust checks (shared by the
 //!   daemon, `audit` and `harden`); it is handed stored copies and returns fresh ones.
 //! - [`state`]: SQLite: seen tokens, active findings, the outbox, per-group health, stored copies.
+//! - [`lock`]: one npm-watchdog per state database, by an OS file lock beside it (`run`, `harden`).
 //! - [`outbox`]: the dispatcher that delivers queued notifications through the sinks.
 //! - `dod`: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
 //! - [`metrics`]: every exported metric in one struct.
@@ -36,6 +38,7 @@ pub mod credential;
 pub mod daemon;
 mod dod;
 pub mod finding;
+pub mod lock;
 pub mod metrics;
 pub mod outbox;
 pub mod registry;

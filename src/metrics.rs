@@ -128,7 +128,7 @@ impl Metrics {
             notifications: IntCounterVec::new(
                 opts(
                     "notifications_total",
-                    "Notification attempts by sink and outcome.",
+                    "Notification attempts by sink and outcome (sent, failed: retried later, rejected: refused for good by the receiver, dropped: the sink was removed).",
                 ),
                 &["sink", "outcome"],
             )

@@ -1,10 +1,15 @@
-//! Delivery of the outbox: the dispatcher owns the sinks, delivers each sink's queued notifications in
-//! order, retries with backoff, and keeps the notification metrics.
+//! Delivery of the outbox: the dispatcher owns the sinks and their routes, delivers each sink's queued
+//! notifications in order, retries with backoff, and keeps the notification metrics.
 //!
 //! Notifications are queued by [`State::commit`] inside the transaction that records the cycle causing
-//! them; this module only reads the queue and marks rows. Sinks work in parallel, each in order: a sink
-//! that fails stops for this pass so that its messages never overtake each other. A row whose sink is
-//! no longer configured (a reload removed it) is counted as `dropped` and never sent elsewhere.
+//! them; this module only reads the queue and marks rows. Each row is claimed before its sink is
+//! called and marked after, so a crash mid-send resends that one message (at-least-once) and never
+//! loses it. Sinks work in parallel, each in order: a sink that fails stops for this pass so that its
+//! messages never overtake each other, and waits at least as long as the receiver's `Retry-After`. A
+//! message the receiver refuses for good (PagerDuty's 400, Slack's `channel_not_found`) is recorded
+//! with the reason, counted as `rejected` and logged as an error; it is not retried forever and does
+//! not hold back the next one. A row whose sink is no longer configured (a reload removed it) is
+//! counted as `dropped` and never sent elsewhere.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -13,53 +18,94 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
-use crate::alerts::Sink;
-use crate::finding::Severity;
+use crate::alerts::{Failure, Notification, Route, Sink, SinkError, Target};
 use crate::metrics::Metrics;
 use crate::state::{OutboxItem, State};
 
 /// How long a pass waits for a wake-up before looking at the outbox again (for retries falling due).
 const IDLE_PASS: Duration = Duration::from_secs(5);
+/// The longest a receiver's `Retry-After` may hold a sink back: one that asks for a day is not
+/// believed (the outbox's own backoff still applies).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 pub struct Dispatcher {
     state: Arc<State>,
     metrics: Metrics,
-    sinks: RwLock<Vec<Arc<dyn Sink>>>,
+    targets: RwLock<Vec<Target>>,
     wake: Notify,
 }
 
 impl Dispatcher {
-    pub fn new(state: Arc<State>, metrics: Metrics, sinks: Vec<Arc<dyn Sink>>) -> Self {
+    pub fn new(state: Arc<State>, metrics: Metrics, targets: Vec<Target>) -> Self {
         Self {
             state,
             metrics,
-            sinks: RwLock::new(sinks),
+            targets: RwLock::new(targets),
             wake: Notify::new(),
         }
     }
 
-    fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+    fn targets(&self) -> Vec<Target> {
         // A panic while holding the lock cannot leave a half-written list behind: it is replaced whole.
-        self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+        self.targets().into_iter().map(|t| t.sink).collect()
     }
 
     /// Replace the sinks (a configuration reload). What is queued for a removed sink is dropped by the
     /// next pass.
-    pub fn set_sinks(&self, sinks: Vec<Arc<dyn Sink>>) {
-        *self.sinks.write().unwrap_or_else(|p| p.into_inner()) = sinks;
+    pub fn set_sinks(&self, targets: Vec<Target>) {
+        *self.targets.write().unwrap_or_else(|p| p.into_inner()) = targets;
         self.update_queue_metric();
     }
 
-    /// Each sink's name and minimum severity: where a cycle's notifications are queued.
-    pub fn targets(&self) -> Vec<(String, Severity)> {
-        self.sinks()
-            .iter()
-            .map(|s| (s.name().to_string(), s.min_severity()))
+    /// Each sink's name and route: where a cycle's notifications are queued.
+    pub fn routes(&self) -> Vec<(String, Route)> {
+        self.targets()
+            .into_iter()
+            .map(|t| (t.sink.name().to_string(), t.route))
             .collect()
     }
 
     pub fn names(&self) -> Vec<String> {
         self.sinks().iter().map(|s| s.name().to_string()).collect()
+    }
+
+    /// Tell the sinks that mirror what is firing (Alertmanager) which findings are active now, each
+    /// sink only what its route wants.
+    pub fn firing(&self, active: &[Notification]) {
+        for t in self.targets() {
+            let wanted = active
+                .iter()
+                .filter(|n| t.route.wants(&n.finding))
+                .cloned()
+                .collect();
+            t.sink.firing(wanted);
+        }
+    }
+
+    /// Rows a previous process claimed and never finished are released to be sent again. Returns how
+    /// many, for the start-up log.
+    pub fn release_interrupted(&self) -> usize {
+        match self.state.release_interrupted() {
+            Ok(0) => 0,
+            Ok(n) => {
+                tracing::warn!(
+                    count = n,
+                    "notifications were being sent when npm-watchdog last stopped; sending them again (a receiver may see them twice)"
+                );
+                n
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                0
+            }
+        }
     }
 
     /// Ask the delivery loop for a pass now (a cycle queued something).
@@ -87,6 +133,14 @@ impl Dispatcher {
         }
         let sinks = self.sinks();
         let mut tasks = tokio::task::JoinSet::new();
+        for sink in &sinks {
+            let (me, sink) = (Arc::clone(self), Arc::clone(sink));
+            tasks.spawn(async move {
+                if sink.refresh(now).await.is_err() {
+                    me.count(sink.name(), "failed");
+                }
+            });
+        }
         for (name, items) in by_sink {
             let me = Arc::clone(self);
             let sink = sinks.iter().find(|s| s.name() == name).cloned();
@@ -132,6 +186,15 @@ impl Dispatcher {
             if item.next_attempt > now {
                 break;
             }
+            match self.state.claim(item.id, now) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    // Without a claim a crash could not tell this send from one never tried: wait.
+                    tracing::error!(error = %e, "cannot claim an outbox row; delivery waits");
+                    break;
+                }
+            }
             match sink.send(&item.notification).await {
                 Ok(()) => {
                     self.count(name, "sent");
@@ -139,9 +202,10 @@ impl Dispatcher {
                         tracing::error!(error = %e, "notification sent but the outbox cannot record it; it may be sent again");
                     }
                 }
+                Err(e) if e.is_rejected() => self.rejected(name, &item, &e, now),
                 Err(e) => {
                     self.count(name, "failed");
-                    let wait = retry_delay(item.attempts);
+                    let wait = retry_delay(item.attempts, &e);
                     tracing::warn!(
                         sink = name,
                         attempts = item.attempts + 1,
@@ -155,6 +219,24 @@ impl Dispatcher {
                     break;
                 }
             }
+        }
+    }
+
+    /// The receiver refused the message for good: keep the reason with the row, count it and say so
+    /// loudly. Retrying would only be refused again and hold back what follows.
+    fn rejected(&self, name: &str, item: &OutboxItem, e: &SinkError, now: DateTime<Utc>) {
+        self.count(name, "rejected");
+        tracing::error!(
+            sink = name,
+            check = %item.notification.finding.check,
+            subject = %item.notification.finding.subject,
+            status = item.notification.status.as_str(),
+            error = %e,
+            "notification rejected by the receiver; it will not be retried: fix the sink's configuration"
+        );
+        let note = format!("rejected: {e}");
+        if let Err(e) = self.state.mark_delivered(item.id, now, Some(&note)) {
+            tracing::error!(error = %e, "cannot update the outbox");
         }
     }
 
@@ -183,9 +265,15 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             self.dispatch().await;
+            // A sink that re-sends state (Alertmanager) may need passes more often than retries do.
+            let idle = self
+                .sinks()
+                .iter()
+                .filter_map(|s| s.refresh_every())
+                .fold(IDLE_PASS, Duration::min);
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_PASS) => {}
+                _ = tokio::time::sleep(idle) => {}
                 _ = stop.changed() => {
                     self.dispatch().await;
                     return;
@@ -195,10 +283,15 @@ impl Dispatcher {
     }
 }
 
-/// Outbox retry backoff: 5 s, 10 s, 20 s … up to 15 minutes; delivery is retried until it succeeds.
-fn retry_delay(attempts: u32) -> chrono::Duration {
+/// Outbox retry backoff: 5 s, 10 s, 20 s … up to 15 minutes, or the receiver's `Retry-After` when
+/// that is longer (up to an hour); delivery is retried until it succeeds.
+fn retry_delay(attempts: u32, e: &SinkError) -> chrono::Duration {
     let secs = 5u64.saturating_mul(1u64 << attempts.min(10)).min(900);
-    chrono::Duration::seconds(secs as i64)
+    let asked = match e.failure {
+        Failure::Retry { after: Some(a) } => a.min(MAX_RETRY_AFTER).as_secs(),
+        _ => 0,
+    };
+    chrono::Duration::seconds(secs.max(asked) as i64)
 }
 
 #[cfg(test)]
@@ -207,10 +300,15 @@ mod tests {
 
     #[test]
     fn retry_backoff_doubles_up_to_a_quarter_hour() {
+        let plain = SinkError::new("down");
         let secs: Vec<i64> = [0, 1, 2, 7, 8, 30]
             .into_iter()
-            .map(|a| retry_delay(a).num_seconds())
+            .map(|a| retry_delay(a, &plain).num_seconds())
             .collect();
         assert_eq!(secs, vec![5, 10, 20, 640, 900, 900]);
+        let slow = |s| SinkError::retry_after("429", Some(Duration::from_secs(s)));
+        assert_eq!(retry_delay(0, &slow(30)).num_seconds(), 30);
+        assert_eq!(retry_delay(3, &slow(30)).num_seconds(), 40);
+        assert_eq!(retry_delay(0, &slow(86_400)).num_seconds(), 3600);
     }
 }

@@ -2,11 +2,14 @@
 //! lives, and how to build the registry client. Shared by the daemon and the one-shot commands.
 //! [`ConfigSource`] remembers how the configuration was found, so a reload reads it the same way.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 use url::Url;
 
+use crate::alerts::{CheckFacts, SinkContext, SinkError, Target};
+use crate::checks;
 use crate::config::{self, Config, ConfigError, Loaded, DEFAULT_REGISTRY};
 use crate::credential::{self, Credential, CredentialError, Environment, Npmrc};
 use crate::registry::{Observer, RegistryClient, RegistryError, RetryPolicy};
@@ -39,9 +42,38 @@ impl ConfigSource {
     /// Read the configuration and settle what it leaves open.
     pub fn load(&self) -> Result<(Loaded, Runtime), LoadError> {
         let loaded = config::load(self.config_path.as_deref())?;
+        check_routes(&loaded)?;
         let rt = Runtime::new(loaded.config.clone(), self.env.clone())?;
         Ok((loaded, rt))
     }
+}
+
+/// What sinks may say about each check, by id.
+pub fn check_facts() -> BTreeMap<&'static str, CheckFacts> {
+    checks::all()
+        .iter()
+        .map(|c| {
+            let facts = CheckFacts {
+                group: c.group.as_str(),
+                subject: c.subject,
+            };
+            (c.id, facts)
+        })
+        .collect()
+}
+
+/// The sinks' `checks` and `exclude_checks` must name real checks. Checked here, above both the
+/// configuration and the checks, because the checks depend on the configuration.
+pub fn check_routes(loaded: &Loaded) -> Result<(), ConfigError> {
+    let known: Vec<&str> = checks::all().iter().map(|c| c.id).collect();
+    loaded
+        .config
+        .alerts
+        .validate_routes(&known)
+        .map_err(|invalid| ConfigError::Invalid {
+            origin: loaded.origin(),
+            invalid,
+        })
 }
 
 /// Where a setting's value came from, for the start-up summary and `config check`.
@@ -128,6 +160,37 @@ impl Runtime {
         })
     }
 
+    /// What sinks say about where alerts come from: the registry's host and the watched accounts,
+    /// built from configuration only, so two replicas with the same configuration say the same.
+    pub fn sink_context(&self) -> SinkContext {
+        let w = &self.config.watch;
+        let mut who: Vec<String> = Vec::new();
+        if w.own_account {
+            who.push("the credential's account".into());
+        }
+        who.extend(w.users.iter().cloned());
+        who.extend(w.orgs.iter().map(|o| format!("org {o}")));
+        if who.is_empty() && !w.packages.is_empty() {
+            who.push(format!("{} package(s)", w.packages.len()));
+        }
+        let host = self.registry.host_str().unwrap_or("registry");
+        let source = if who.is_empty() {
+            host.to_string()
+        } else {
+            format!("{host}: {}", who.join(", "))
+        };
+        SinkContext {
+            source,
+            external_url: self.config.server.external_url.clone(),
+            checks: check_facts(),
+        }
+    }
+
+    /// The configured sinks with their routes.
+    pub fn build_sinks(&self) -> Result<Vec<Target>, SinkError> {
+        self.config.alerts.build_sinks(&self.sink_context())
+    }
+
     /// Read the credential afresh (it may have been rotated since the last cycle).
     pub fn credential(&self) -> Result<Credential, CredentialError> {
         credential::resolve(
@@ -189,5 +252,39 @@ mod tests {
             PathBuf::from("/var/lib/npm-watchdog/state.db")
         );
         assert_eq!(rt.registry.as_str(), DEFAULT_REGISTRY);
+    }
+
+    #[test]
+    fn a_route_naming_an_unknown_check_is_a_config_error_listing_the_real_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[[alerts.webhook]]\nurl = \"https://example.com/a\"\nexclude_checks = [\"token-presnt\"]\n",
+        )
+        .expect("write");
+        let source = ConfigSource {
+            config_path: Some(file.clone()),
+            env: Environment::default(),
+        };
+        let Err(err) = source.load() else {
+            panic!("a route naming an unknown check was accepted");
+        };
+        let err = err.to_string();
+        let known: Vec<&str> = checks::all().iter().map(|c| c.id).collect();
+        assert_eq!(
+            err,
+            format!(
+                "config file {}: alerts.webhook[0].exclude_checks: unknown check `token-presnt` (expected one of: {})",
+                file.display(),
+                known.join(", ")
+            )
+        );
+        std::fs::write(
+            &file,
+            "[[alerts.webhook]]\nurl = \"https://example.com/a\"\nchecks = [\"token-created\"]\n",
+        )
+        .expect("write");
+        assert!(source.load().is_ok());
     }
 }

@@ -40,7 +40,7 @@ impl fmt::Display for HumanDuration {
             ("m", 60_000),
             ("s", 1000),
         ] {
-            if ms >= size && ms % size == 0 {
+            if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }

@@ -709,3 +709,166 @@ async fn zero_config_watches_the_packages_of_the_credentials_own_account() {
     );
     assert!(!log.contains(TOKEN), "token leaked into the log");
 }
+
+/// One watched package, a daemon's port of its own, and the OTP `123456` accepted: what the state
+/// lock tests start daemons and `harden` on. Returns the listen address too.
+async fn lock_setup() -> (FakeRegistry, tempfile::TempDir, String) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (reg, dir) = setup(
+        vec![],
+        &format!("[watch]\npackages = [\"@acme/a\"]\n[server]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    let release = (
+        "1.0.0",
+        "2026-02-01T00:00:00.000Z",
+        Some("github"),
+        "GitHub Actions",
+    );
+    reg.add_packument(
+        "@acme/a",
+        fake_registry::packument_doc("@acme/a", &[release], &["alice"]),
+    );
+    reg.set_valid_otps(["123456"]);
+    (reg, dir, format!("127.0.0.1:{port}"))
+}
+
+/// `npm-watchdog run` on the config in `dir`, its log piped.
+fn start_daemon(dir: &Path) -> tokio::process::Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .arg("run")
+        .env("NPM_CONFIG_USERCONFIG", dir.join("no-npmrc"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start daemon")
+}
+
+/// What a second process is told while a daemon with `pid` holds the state in `dir`.
+fn held_message(dir: &Path, pid: u32) -> String {
+    let db = dir.join("state.db");
+    format!(
+        "npm-watchdog: state database {} is in use by another npm-watchdog (pid {pid}; lock file {}.lock): stop it first, or give this one its own state.path",
+        db.display(),
+        db.display()
+    )
+}
+
+/// One daemon per state file: a second `run` on the same state exits 2 at once naming the first
+/// one's pid and the lock file, `harden` refuses the same way and changes nothing, and once the first
+/// daemon has stopped both work again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_or_harden_on_the_same_state_exits_2_naming_the_holder() {
+    let (reg, dir, addr) = lock_setup().await;
+    let client = reqwest::Client::new();
+    let first = start_daemon(dir.path());
+    let pid = first.id().expect("pid");
+    wait_ready(&client, &addr).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state.db.lock")).expect("lock file"),
+        format!("{pid}\n")
+    );
+
+    let second = tokio::time::timeout(Duration::from_secs(10), run(dir.path(), &["run"]))
+        .await
+        .expect("a second daemon exits at once instead of waiting");
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains(&held_message(dir.path(), pid)), "{err}");
+    assert!(
+        !err.contains("npm-watchdog starting"),
+        "it stops before starting anything: {err}"
+    );
+
+    let harden = tokio::time::timeout(
+        Duration::from_secs(10),
+        run(dir.path(), &["harden", "--otp", "123456"]),
+    )
+    .await
+    .expect("harden exits at once");
+    let err = stderr(&harden);
+    assert_eq!(harden.status.code(), Some(2), "{err}");
+    assert!(err.contains(&held_message(dir.path(), pid)), "{err}");
+    assert!(stdout(&harden).is_empty(), "{}", stdout(&harden));
+    assert!(
+        reg.access_posts().is_empty(),
+        "a refused harden changes nothing"
+    );
+
+    // Read-only commands and a dry run do not need the lock.
+    let out = run(dir.path(), &["harden", "--otp", "123456", "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(dir.path(), &["tokens"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The first daemon is untouched by all this.
+    let ready = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    let out = terminate(first).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let harden = run(dir.path(), &["harden", "--otp", "123456"]).await;
+    assert_eq!(harden.status.code(), Some(0), "{}", stderr(&harden));
+    assert_eq!(reg.access_posts().len(), 1);
+
+    let again = start_daemon(dir.path());
+    let again_pid = again.id().expect("pid");
+    wait_ready(&client, &addr).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state.db.lock")).expect("lock file"),
+        format!("{again_pid}\n")
+    );
+    let out = terminate(again).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The lock is the kernel's, not the file's: a daemon killed with SIGKILL leaves its lock file (and
+/// its pid in it) behind, and the next start takes the lock anyway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_daemon_leaves_no_lock_that_blocks_the_next_start() {
+    let (_reg, dir, addr) = lock_setup().await;
+    let client = reqwest::Client::new();
+    let mut first = start_daemon(dir.path());
+    let pid = first.id().expect("pid");
+    wait_ready(&client, &addr).await;
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), first.wait())
+        .await
+        .expect("dies")
+        .expect("status");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state.db.lock")).expect("lock file left behind"),
+        format!("{pid}\n")
+    );
+
+    let next = start_daemon(dir.path());
+    let next_pid = next.id().expect("pid");
+    wait_ready(&client, &addr).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state.db.lock")).expect("lock file"),
+        format!("{next_pid}\n")
+    );
+    let out = terminate(next).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -140,6 +140,9 @@ impl Setup {
             url: SecretUrl::new(url::Url::parse(&self.hook_url).expect("url")),
             secret_file: None,
             min_severity: Severity::Info,
+            checks: Vec::new(),
+            exclude_checks: Vec::new(),
+            repeat_interval: None,
             timeout: HumanDuration::secs(5),
         });
         adjust(&mut cfg);
@@ -735,6 +738,9 @@ async fn a_reload_swaps_sinks_watch_lists_and_policy_between_cycles() {
         url: SecretUrl::new(url::Url::parse(&other_url).expect("url")),
         secret_file: None,
         min_severity: Severity::Info,
+        checks: Vec::new(),
+        exclude_checks: Vec::new(),
+        repeat_interval: None,
         timeout: HumanDuration::secs(5),
     }];
     cfg.watch.packages = vec!["@acme/widget".into()];
@@ -821,6 +827,51 @@ async fn read_failures_are_counted_by_reason() {
     assert_eq!(errors("credential").as_deref(), Some("1"));
     assert_eq!(
         metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        Some("0")
+    );
+}
+
+/// Each sink hears only what its route asks for: a pager limited to critical findings of two checks
+/// beside a webhook that excludes one check.
+#[tokio::test]
+async fn each_sink_gets_only_what_its_route_asks_for() {
+    let s = Setup::new().await;
+    s.registry
+        .set_tokens(vec![token("abcdef12121212121212", "bulk-hardening", true)]);
+    let (pager, pager_url) = Hook::start().await;
+    let wd = s.watchdog_with(|c| {
+        c.watch.own_account = false;
+        c.policy.bypass_token_max_age = HumanDuration::secs(3600);
+        c.alerts.webhook[0].exclude_checks = vec!["token-unrestricted".into()];
+        c.alerts.webhook.push(WebhookSinkConfig {
+            name: Some("pager".into()),
+            url: SecretUrl::new(url::Url::parse(&pager_url).expect("url")),
+            secret_file: None,
+            min_severity: Severity::Critical,
+            checks: vec!["token-bypass-2fa".into(), "token-present".into()],
+            exclude_checks: Vec::new(),
+            repeat_interval: None,
+            timeout: HumanDuration::secs(5),
+        });
+    });
+    cycle(&wd).await;
+    assert_eq!(
+        pager.take(),
+        vec!["FIRING token-bypass-2fa token abcdef (bulk-hardening)"],
+        "token-present is a warning: below the pager's minimum"
+    );
+    let mut got = s.hook.take();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "FIRING token-bypass-2fa token abcdef (bulk-hardening)",
+            "FIRING token-present token abcdef (bulk-hardening)",
+        ],
+        "token-unrestricted is excluded from the webhook"
+    );
+    assert_eq!(
+        metric(&wd, "npm_watchdog_notification_queue{sink=\"pager\"}").as_deref(),
         Some("0")
     );
 }

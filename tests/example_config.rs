@@ -14,7 +14,10 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use figment::providers::Env;
+use npm_watchdog::alerts::alertmanager::AlertmanagerSinkConfig;
 use npm_watchdog::alerts::email::EmailSinkConfig;
+use npm_watchdog::alerts::pagerduty::PagerDutySinkConfig;
+use npm_watchdog::alerts::slack::SlackSinkConfig;
 use npm_watchdog::alerts::webhook::WebhookSinkConfig;
 use npm_watchdog::config::{
     load_with_env, AlertsConfig, AllowToken, Config, HumanDuration, PolicyConfig, RegistryConfig,
@@ -32,7 +35,13 @@ const NAME_KEYED_TABLES: &[&str] = &["policy.expected_publishers"];
 /// Keys with a default that the example sets to something else, and why. Sinks have no default (the
 /// default is none); the example shows one of each so that their shape is documented and checked
 /// by loading. The defaults of the keys inside a sink are checked by `sink_defaults_are_written`.
-const NOT_DEFAULT_IN_EXAMPLE: &[&str] = &["alerts.email", "alerts.webhook"];
+const NOT_DEFAULT_IN_EXAMPLE: &[&str] = &[
+    "alerts.email",
+    "alerts.webhook",
+    "alerts.pagerduty",
+    "alerts.slack",
+    "alerts.alertmanager",
+];
 
 fn example_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/npm-watchdog.example.toml")
@@ -167,6 +176,9 @@ fn fully_populated() -> Config {
                 password_file: Some(PathBuf::from("/run/credentials/x/smtp-password")),
                 min_severity: Severity::Warning,
                 timeout: HumanDuration::secs(5),
+                checks: vec!["token-created".into()],
+                exclude_checks: vec!["token-unused".into()],
+                repeat_interval: Some(HumanDuration::secs(3600)),
             }],
             webhook: vec![WebhookSinkConfig {
                 name: Some("chat".into()),
@@ -174,10 +186,43 @@ fn fully_populated() -> Config {
                 secret_file: Some(PathBuf::from("/run/credentials/x/webhook-secret")),
                 min_severity: Severity::Critical,
                 timeout: HumanDuration::secs(5),
+                checks: vec!["token-created".into()],
+                exclude_checks: vec!["token-unused".into()],
+                repeat_interval: Some(HumanDuration::secs(3600)),
+            }],
+            pagerduty: vec![PagerDutySinkConfig {
+                name: Some("pager".into()),
+                routing_key_file: PathBuf::from("/run/credentials/x/pagerduty-key"),
+                url: url("https://events.example.com/v2/enqueue"),
+                timeout: HumanDuration::secs(5),
+                min_severity: Severity::Critical,
+                checks: vec!["token-created".into()],
+                exclude_checks: vec!["token-unused".into()],
+                repeat_interval: Some(HumanDuration::secs(3600)),
+            }],
+            slack: vec![SlackSinkConfig {
+                name: Some("chat-2".into()),
+                url_file: PathBuf::from("/run/credentials/x/slack-url"),
+                timeout: HumanDuration::secs(5),
+                min_severity: Severity::Warning,
+                checks: vec!["token-created".into()],
+                exclude_checks: vec!["token-unused".into()],
+                repeat_interval: Some(HumanDuration::secs(3600)),
+            }],
+            alertmanager: vec![AlertmanagerSinkConfig {
+                name: Some("am".into()),
+                urls: vec![url("http://127.0.0.1:9093")],
+                resend_interval: HumanDuration::secs(30),
+                timeout: HumanDuration::secs(5),
+                min_severity: Severity::Warning,
+                checks: vec!["token-created".into()],
+                exclude_checks: vec!["token-unused".into()],
+                repeat_interval: Some(HumanDuration::secs(3600)),
             }],
         },
         server: ServerConfig {
             listen: "127.0.0.1:9999".parse().expect("socket address"),
+            external_url: Some(url("https://npm-watchdog.example.com/")),
         },
         state: StateConfig {
             path: Some(PathBuf::from("/var/lib/npm-watchdog/state.db")),
@@ -419,6 +464,12 @@ from = "w@example.com"
 to = "a@example.com"
 [[alerts.webhook]]
 url = "https://hooks.example.com/x"
+[[alerts.pagerduty]]
+routing_key_file = "/k"
+[[alerts.slack]]
+url_file = "/u"
+[[alerts.alertmanager]]
+urls = ["http://127.0.0.1:9093"]
 "#,
     )
     .expect("minimal sinks deserialize");
@@ -435,6 +486,9 @@ url = "https://hooks.example.com/x"
     let required: BTreeMap<&str, &[&str]> = BTreeMap::from([
         ("email", &["smtp_url", "from", "to"][..]),
         ("webhook", &["url"][..]),
+        ("pagerduty", &["routing_key_file"][..]),
+        ("slack", &["url_file"][..]),
+        ("alertmanager", &["urls"][..]),
     ]);
     let mut wrong = Vec::new();
     for (kind, required) in required {

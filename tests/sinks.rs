@@ -2,20 +2,18 @@
 //! it gets, and the real SMTP server aiosmtpd (installed by `scripts/install-peers.sh`).
 
 mod peers;
+mod receiver;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::Router;
+use axum::http::Method;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
+
+use receiver::{Receiver, Reply};
 
 use npm_watchdog::alerts::email::{EmailSink, EmailSinkConfig};
 use npm_watchdog::alerts::webhook::{WebhookSink, WebhookSinkConfig};
@@ -58,81 +56,17 @@ fn firing() -> Notification {
 // Webhook
 // ---------------------------------------------------------------------------------------------
 
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-#[derive(Clone, Default)]
-struct Receiver {
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    /// Status to answer with; 0 means 204.
-    status: Arc<AtomicU16>,
-    /// Delay before answering, in milliseconds.
-    delay_ms: Arc<AtomicU64>,
-}
-
-impl Receiver {
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().expect("lock").clone()
-    }
-}
-
-async fn record(
-    State(r): State<Receiver>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, HeaderMap, String) {
-    let path = uri.path().to_string();
-    r.requests.lock().expect("lock").push(Recorded {
-        method,
-        path: path.clone(),
-        headers,
-        body,
-    });
-    let delay = r.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    let status = match r.status.load(Ordering::SeqCst) {
-        0 => StatusCode::NO_CONTENT,
-        s => StatusCode::from_u16(s).expect("status"),
-    };
-    let mut out = HeaderMap::new();
-    if status.is_redirection() {
-        out.insert(
-            "location",
-            "http://127.0.0.1:9/elsewhere".parse().expect("header"),
-        );
-    }
-    // A careless receiver: echoes the path (which holds the URL's secret), with control characters
-    // and far more text than an error message should carry.
-    let text = if status.is_success() {
-        String::new()
+/// What a careless receiver answers with an error status: it echoes the path it was called at
+/// (which holds the URL's secret), with control characters and far more text than an error message
+/// should carry.
+fn careless(status: u16, path: &str) -> Reply {
+    let body = format!("boom\x1b[31m at {path}\r\n{}", "detail ".repeat(100));
+    let reply = Reply::new(status, body);
+    if (300..400).contains(&status) {
+        reply.header("location", "http://127.0.0.1:9/elsewhere")
     } else {
-        format!("boom\x1b[31m at {path}\r\n{}", "detail ".repeat(100))
-    };
-    (status, out, text)
-}
-
-/// Start a receiver on 127.0.0.1 and return it with its base URL.
-async fn receiver() -> (Receiver, String) {
-    let state = Receiver::default();
-    let app = Router::new().fallback(record).with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    (state, format!("http://{addr}"))
+        reply
+    }
 }
 
 fn webhook_config(url: &str, secret_file: Option<&Path>) -> WebhookSinkConfig {
@@ -141,6 +75,9 @@ fn webhook_config(url: &str, secret_file: Option<&Path>) -> WebhookSinkConfig {
         url: SecretUrl::new(Url::parse(url).expect("url")),
         secret_file: secret_file.map(Path::to_path_buf),
         min_severity: Severity::Info,
+        checks: Vec::new(),
+        exclude_checks: Vec::new(),
+        repeat_interval: None,
         timeout: HumanDuration::secs(5),
     }
 }
@@ -162,7 +99,7 @@ const HOOK_SECRET: &str = "whsec-Hook-Key-4f1d9c";
 
 #[tokio::test]
 async fn webhook_posts_schema_v1_json_signed_with_the_secret() {
-    let (rx, base) = receiver().await;
+    let (rx, base) = Receiver::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("hook-secret");
     std::fs::write(&secret, format!("{HOOK_SECRET}\n")).expect("write secret");
@@ -232,7 +169,7 @@ async fn webhook_posts_schema_v1_json_signed_with_the_secret() {
 
 #[tokio::test]
 async fn webhook_secret_is_reread_at_each_send() {
-    let (rx, base) = receiver().await;
+    let (rx, base) = Receiver::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("hook-secret");
     std::fs::write(&secret, "first-key").expect("write");
@@ -246,7 +183,7 @@ async fn webhook_secret_is_reread_at_each_send() {
     sink.send(&firing()).await.expect("second");
     let got = rx.requests();
     assert_eq!(got.len(), 2);
-    let sig = |r: &Recorded| {
+    let sig = |r: &receiver::Request| {
         r.headers
             .get("x-npm-watchdog-signature")
             .and_then(|v| v.to_str().ok())
@@ -272,7 +209,7 @@ async fn webhook_secret_is_reread_at_each_send() {
 
 #[tokio::test]
 async fn webhook_without_secret_file_sends_no_signature() {
-    let (rx, base) = receiver().await;
+    let (rx, base) = Receiver::start().await;
     let sink = WebhookSink::new(
         "hook".into(),
         &webhook_config(&format!("{base}/plain"), None),
@@ -292,8 +229,8 @@ async fn webhook_without_secret_file_sends_no_signature() {
 
 #[tokio::test]
 async fn webhook_500_is_an_error_with_the_status_and_no_secret() {
-    let (rx, base) = receiver().await;
-    rx.status.store(500, Ordering::SeqCst);
+    let (rx, base) = Receiver::start().await;
+    rx.set_default(careless(500, &format!("/services/T0/{PATH_SECRET}")));
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("hook-secret");
     std::fs::write(&secret, HOOK_SECRET).expect("write");
@@ -325,8 +262,8 @@ async fn webhook_500_is_an_error_with_the_status_and_no_secret() {
 
 #[tokio::test]
 async fn webhook_redirect_is_not_followed() {
-    let (rx, base) = receiver().await;
-    rx.status.store(302, Ordering::SeqCst);
+    let (rx, base) = Receiver::start().await;
+    rx.set_default(careless(302, &format!("/{PATH_SECRET}")));
     let sink = WebhookSink::new(
         "hook".into(),
         &webhook_config(&format!("{base}/{PATH_SECRET}"), None),
@@ -344,8 +281,8 @@ async fn webhook_redirect_is_not_followed() {
 
 #[tokio::test]
 async fn webhook_slow_receiver_hits_the_timeout() {
-    let (rx, base) = receiver().await;
-    rx.delay_ms.store(3_000, Ordering::SeqCst);
+    let (rx, base) = Receiver::start().await;
+    rx.set_delay(Duration::from_millis(3_000));
     let mut cfg = webhook_config(&format!("{base}/{PATH_SECRET}"), None);
     cfg.timeout = HumanDuration(Duration::from_millis(500));
     let sink = WebhookSink::new("hook".into(), &cfg).expect("sink");
@@ -377,6 +314,9 @@ fn email_config(port: u16) -> EmailSinkConfig {
         username: None,
         password_file: None,
         min_severity: Severity::Info,
+        checks: Vec::new(),
+        exclude_checks: Vec::new(),
+        repeat_interval: None,
         timeout: HumanDuration::secs(5),
     }
 }

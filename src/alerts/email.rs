@@ -16,8 +16,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::Mailbox;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
@@ -25,31 +25,31 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{message, Notification, Sink, SinkConfig, SinkError};
-use crate::finding::Severity;
+use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError};
 use crate::secret;
 use crate::settings::{one_or_many, HumanDuration, Invalid};
 
-/// `[[alerts.email]]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailSinkConfig {
-    /// Label in metrics and logs; defaults to `email` (`email-2`, … for further sinks).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `smtp://host:port` (no TLS), `smtp+starttls://host:port`, or `smtps://host:port` (implicit TLS).
-    pub smtp_url: Url,
-    pub from: String,
-    #[serde(deserialize_with = "one_or_many")]
-    pub to: Vec<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    #[serde(default = "super::default_min_severity")]
-    pub min_severity: Severity,
-    #[serde(default = "super::default_sink_timeout")]
-    pub timeout: HumanDuration,
+crate::sink_section! {
+    /// `[[alerts.email]]`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct EmailSinkConfig {
+        /// Label in metrics and logs; defaults to `email` (`email-2`, … for further sinks).
+        #[serde(default)]
+        pub name: Option<String>,
+        /// `smtp://host:port` (no TLS), `smtp+starttls://host:port`, or `smtps://host:port`
+        /// (implicit TLS).
+        pub smtp_url: Url,
+        pub from: String,
+        #[serde(deserialize_with = "one_or_many")]
+        pub to: Vec<String>,
+        #[serde(default)]
+        pub username: Option<String>,
+        #[serde(default)]
+        pub password_file: Option<PathBuf>,
+        #[serde(default = "super::default_sink_timeout")]
+        pub timeout: HumanDuration,
+    }
 }
 
 impl SinkConfig for EmailSinkConfig {
@@ -104,8 +104,8 @@ impl SinkConfig for EmailSinkConfig {
             .collect()
     }
 
-    fn build(&self, name: String) -> Result<Arc<dyn Sink>, SinkError> {
-        Ok(Arc::new(EmailSink::new(name, self)?))
+    fn build(&self, name: String, _: &SinkContext) -> Result<Vec<Arc<dyn Sink>>, SinkError> {
+        Ok(vec![Arc::new(EmailSink::new(name, self)?)])
     }
 }
 
@@ -182,7 +182,6 @@ struct Login {
 
 pub struct EmailSink {
     name: String,
-    min_severity: Severity,
     endpoint: Endpoint,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -214,7 +213,6 @@ impl fmt::Debug for EmailSink {
                 "password_file",
                 &self.login.as_ref().map(|l| &l.password_file),
             )
-            .field("min_severity", &self.min_severity)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -222,7 +220,7 @@ impl fmt::Debug for EmailSink {
 
 impl EmailSink {
     pub fn new(name: String, cfg: &EmailSinkConfig) -> Result<Self, SinkError> {
-        let fail = |what: String| SinkError(format!("email sink {name}: {what}"));
+        let fail = |what: String| SinkError::new(format!("email sink {name}: {what}"));
         let endpoint = Endpoint::parse(&cfg.smtp_url).map_err(&fail)?;
         let from: Mailbox = cfg
             .from
@@ -277,7 +275,6 @@ impl EmailSink {
 
         Ok(EmailSink {
             name,
-            min_severity: cfg.min_severity,
             endpoint,
             from,
             to,
@@ -294,19 +291,23 @@ impl EmailSink {
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(message::subject(n))
-            .header(ContentType::TEXT_PLAIN)
             .raw_header(header(HEADER_CHECK, &n.finding.check))
             .raw_header(header(HEADER_SEVERITY, n.finding.severity.as_str()))
             .raw_header(header(HEADER_STATUS, n.status.as_str()));
         for to in &self.to {
             b = b.to(to.clone());
         }
-        b.body(message::body(n))
-            .map_err(|e| self.error(format!("cannot build the message: {e}")))
+        // Plain text first, HTML second: clients show the last part they can render, and the plain
+        // part stays what filters, pagers' mail bridges and `mail` read.
+        b.multipart(MultiPart::alternative_plain_html(
+            message::body(n),
+            message::html(n),
+        ))
+        .map_err(|e| self.error(format!("cannot build the message: {e}")))
     }
 
     fn error(&self, what: String) -> SinkError {
-        SinkError(format!("email sink {}: {what}", self.name))
+        SinkError::new(format!("email sink {}: {what}", self.name))
     }
 
     /// The transport for this send: the prebuilt one, or one with the password as it is now.
@@ -334,10 +335,6 @@ impl EmailSink {
 impl Sink for EmailSink {
     fn name(&self) -> &str {
         &self.name
-    }
-
-    fn min_severity(&self) -> Severity {
-        self.min_severity
     }
 
     async fn send(&self, n: &Notification) -> Result<(), SinkError> {
@@ -442,8 +439,11 @@ mod tests {
             to: vec!["sec@example.com".into(), "ops@example.com".into()],
             username: None,
             password_file: None,
-            min_severity: Severity::Warning,
             timeout: HumanDuration::secs(2),
+            min_severity: crate::finding::Severity::Warning,
+            checks: Vec::new(),
+            exclude_checks: Vec::new(),
+            repeat_interval: None,
         }
     }
 
@@ -535,6 +535,16 @@ mod tests {
             raw.contains("Content-Type: text/plain; charset=utf-8\r\n"),
             "{raw}"
         );
+        // Plain text first, then the same content as HTML, as alternatives of one message.
+        let plain = raw
+            .find("Content-Type: text/plain; charset=utf-8")
+            .expect("plain part");
+        let html = raw
+            .find("Content-Type: text/html; charset=utf-8")
+            .expect("html part");
+        assert!(plain < html, "{raw}");
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("<strong>Fix:</strong>"), "{raw}");
         assert!(raw.contains("npm token revoke 82e393"), "{raw}");
     }
 

@@ -2,6 +2,9 @@
 //! a reminder every `repeat_interval`, a severity change fires again, and a finding that is gone sends
 //! RESOLVED (when `send_resolved`). Events fire once and are not kept.
 //!
+//! Each notification carries the sinks whose route wants it; reminders follow each sink's own
+//! `repeat_interval` (see [`Route::reminder_due`]).
+//!
 //! [`plan`] is pure: it compares the previous active findings of the checks that *ran* with what they
 //! found now. Findings of checks that did not run (their source failed) are never passed in, so they
 //! can neither resolve nor re-fire.
@@ -11,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::AlertsConfig;
-use super::{Notification, Status};
+use super::{Notification, Route, Status};
 use crate::finding::Finding;
 
 /// A finding that is active, with its history.
@@ -23,29 +26,55 @@ pub struct Active {
     pub last_notified: Option<DateTime<Utc>>,
 }
 
+/// One notification and the sinks (by name) it is queued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub note: Notification,
+    pub sinks: Vec<String>,
+}
+
 /// What one cycle changes: findings to write, fingerprints to drop, notifications to queue.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub upserts: Vec<Active>,
     pub resolved: Vec<String>,
-    pub notifications: Vec<Notification>,
+    pub notifications: Vec<Outgoing>,
+}
+
+impl Plan {
+    /// Queue `note` for the sinks in `routes` that `pick` chooses; nothing when none does.
+    fn push(
+        &mut self,
+        note: Notification,
+        routes: &[(String, Route)],
+        pick: impl Fn(&Route) -> bool,
+    ) {
+        let sinks: Vec<String> = routes
+            .iter()
+            .filter(|(_, r)| r.wants(&note.finding) && pick(r))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !sinks.is_empty() {
+            self.notifications.push(Outgoing { note, sinks });
+        }
+    }
 }
 
 /// Compare `previous` (active findings of the checks that ran) with `current` (what they found now).
-/// `events` are the ids of event checks.
+/// `events` are the ids of event checks; `routes` names each sink and what it wants.
 pub fn plan(
     previous: Vec<Active>,
     current: Vec<Finding>,
     events: &HashSet<&str>,
     now: DateTime<Utc>,
     cfg: &AlertsConfig,
+    routes: &[(String, Route)],
 ) -> Plan {
     let mut out = Plan::default();
     let mut prev: HashMap<String, Active> = previous
         .into_iter()
         .map(|a| (a.finding.fingerprint(), a))
         .collect();
-    let repeat = cfg.repeat_interval.as_chrono();
     let mut seen_now = HashSet::new();
     for finding in current {
         let fp = finding.fingerprint();
@@ -53,7 +82,7 @@ pub fn plan(
             continue; // one subject reported twice by one check: keep the first
         }
         if events.contains(finding.check.as_str()) {
-            out.notifications.push(Notification {
+            let note = Notification {
                 status: Status::Firing,
                 reminder: false,
                 event: true,
@@ -61,12 +90,13 @@ pub fn plan(
                 finding,
                 first_seen: now,
                 at: now,
-            });
+            };
+            out.push(note, routes, |_| true);
             continue;
         }
         match prev.remove(&fp) {
             None => {
-                out.notifications.push(firing(&finding, now, now, false));
+                out.push(firing(&finding, now, now, false), routes, |_| true);
                 out.upserts.push(Active {
                     finding,
                     first_seen: now,
@@ -76,13 +106,29 @@ pub fn plan(
             }
             Some(old) => {
                 let changed = old.finding.severity != finding.severity;
-                let due = old.last_notified.is_none_or(|t| now - t >= repeat);
-                let mut last_notified = old.last_notified;
-                if changed || due {
-                    out.notifications
-                        .push(firing(&finding, old.first_seen, now, !changed));
-                    last_notified = Some(now);
+                let before = out.notifications.len();
+                if changed {
+                    // A sink that was told about the old severity but does not take the new one
+                    // (a pager for critical only, after a downgrade) is told it is over for it,
+                    // or its incident would stay open forever.
+                    if cfg.send_resolved {
+                        let over = resolved(&old.finding, old.first_seen, now);
+                        out.push(over, routes, |r| !r.wants(&finding));
+                    }
+                    out.push(firing(&finding, old.first_seen, now, false), routes, |_| {
+                        true
+                    });
+                } else {
+                    let due = |r: &Route| {
+                        r.reminder_due(cfg.repeat_interval, old.first_seen, old.last_seen, now)
+                    };
+                    out.push(firing(&finding, old.first_seen, now, true), routes, due);
                 }
+                let last_notified = if out.notifications.len() > before {
+                    Some(now)
+                } else {
+                    old.last_notified
+                };
                 out.upserts.push(Active {
                     finding,
                     first_seen: old.first_seen,
@@ -97,18 +143,24 @@ pub fn plan(
     for old in gone {
         out.resolved.push(old.finding.fingerprint());
         if cfg.send_resolved {
-            out.notifications.push(Notification {
-                status: Status::Resolved,
-                reminder: false,
-                event: false,
-                test: false,
-                first_seen: old.first_seen,
-                finding: old.finding,
-                at: now,
+            out.push(resolved(&old.finding, old.first_seen, now), routes, |_| {
+                true
             });
         }
     }
     out
+}
+
+fn resolved(f: &Finding, first_seen: DateTime<Utc>, now: DateTime<Utc>) -> Notification {
+    Notification {
+        status: Status::Resolved,
+        reminder: false,
+        event: false,
+        test: false,
+        finding: f.clone(),
+        first_seen,
+        at: now,
+    }
 }
 
 fn firing(
@@ -156,8 +208,13 @@ mod tests {
     fn statuses(p: &Plan) -> Vec<(String, Status, bool)> {
         p.notifications
             .iter()
-            .map(|n| (n.fingerprint(), n.status, n.reminder))
+            .map(|o| (o.note.fingerprint(), o.note.status, o.note.reminder))
             .collect()
+    }
+
+    /// One sink that wants everything.
+    fn all() -> Vec<(String, Route)> {
+        vec![("log".into(), Route::default())]
     }
 
     /// Feed the plan's upserts back in as the next cycle's previous state.
@@ -170,32 +227,32 @@ mod tests {
         let cfg = AlertsConfig::default(); // repeat 4h, send_resolved
         let ev = HashSet::new();
         let a = f("token-bypass-2fa", "aaa", Severity::Warning);
-        let p1 = plan(vec![], vec![a.clone()], &ev, t(0), &cfg);
+        let p1 = plan(vec![], vec![a.clone()], &ev, t(0), &cfg, &all());
         assert_eq!(
             statuses(&p1),
             vec![("token-bypass-2fa:aaa".into(), Status::Firing, false)]
         );
-        let p2 = plan(next(&p1), vec![a.clone()], &ev, t(1), &cfg);
+        let p2 = plan(next(&p1), vec![a.clone()], &ev, t(1), &cfg, &all());
         assert!(p2.notifications.is_empty(), "no repeat within 4h");
-        let p3 = plan(next(&p2), vec![a.clone()], &ev, t(4), &cfg);
+        let p3 = plan(next(&p2), vec![a.clone()], &ev, t(4), &cfg, &all());
         assert_eq!(
             statuses(&p3),
             vec![("token-bypass-2fa:aaa".into(), Status::Firing, true)]
         );
         let crit = f("token-bypass-2fa", "aaa", Severity::Critical);
-        let p4 = plan(next(&p3), vec![crit], &ev, t(5), &cfg);
+        let p4 = plan(next(&p3), vec![crit], &ev, t(5), &cfg, &all());
         assert_eq!(
             statuses(&p4),
             vec![("token-bypass-2fa:aaa".into(), Status::Firing, false)]
         );
         assert_eq!(p4.upserts[0].first_seen, t(0));
-        let p5 = plan(next(&p4), vec![], &ev, t(6), &cfg);
+        let p5 = plan(next(&p4), vec![], &ev, t(6), &cfg, &all());
         assert_eq!(
             statuses(&p5),
             vec![("token-bypass-2fa:aaa".into(), Status::Resolved, false)]
         );
         assert_eq!(p5.resolved, vec!["token-bypass-2fa:aaa".to_string()]);
-        assert_eq!(p5.notifications[0].first_seen, t(0));
+        assert_eq!(p5.notifications[0].note.first_seen, t(0));
     }
 
     #[test]
@@ -207,9 +264,10 @@ mod tests {
             &ev,
             t(0),
             &AlertsConfig::default(),
+            &all(),
         );
         assert_eq!(p.notifications.len(), 1);
-        assert!(p.notifications[0].event);
+        assert!(p.notifications[0].note.event);
         assert!(p.upserts.is_empty());
     }
 
@@ -225,9 +283,75 @@ mod tests {
             &HashSet::new(),
             t(0),
             &cfg,
+            &all(),
         );
-        let p = plan(next(&prev), vec![], &HashSet::new(), t(1), &cfg);
+        let p = plan(next(&prev), vec![], &HashSet::new(), t(1), &cfg, &all());
         assert!(p.notifications.is_empty());
         assert_eq!(p.resolved.len(), 1);
+    }
+
+    #[test]
+    fn each_sink_gets_what_its_route_wants_at_its_own_rhythm() {
+        let cfg = AlertsConfig::default(); // repeat 4h
+        let ev = HashSet::new();
+        let routes = vec![
+            ("mail".to_string(), Route::default()),
+            (
+                "pager".to_string(),
+                Route {
+                    min_severity: Severity::Critical,
+                    repeat_interval: Some(crate::settings::HumanDuration::secs(3600)),
+                    ..Route::default()
+                },
+            ),
+            (
+                "chat".to_string(),
+                Route {
+                    exclude_checks: vec!["token-bypass-2fa".into()],
+                    ..Route::default()
+                },
+            ),
+        ];
+        let sinks = |p: &Plan| -> Vec<Vec<String>> {
+            p.notifications.iter().map(|o| o.sinks.clone()).collect()
+        };
+        let crit = f("token-bypass-2fa", "aaa", Severity::Critical);
+        let p1 = plan(vec![], vec![crit.clone()], &ev, t(0), &cfg, &routes);
+        assert_eq!(sinks(&p1), vec![vec!["mail".to_string(), "pager".into()]]);
+        // 1h: the pager's hourly reminder only.
+        let p2 = plan(next(&p1), vec![crit.clone()], &ev, t(1), &cfg, &routes);
+        assert_eq!(sinks(&p2), vec![vec!["pager".to_string()]]);
+        assert!(p2.notifications[0].note.reminder);
+        assert_eq!(p2.upserts[0].last_notified, Some(t(1)));
+        // 4h: both.
+        let p3 = plan(next(&p2), vec![crit.clone()], &ev, t(4), &cfg, &routes);
+        assert_eq!(sinks(&p3), vec![vec!["mail".to_string(), "pager".into()]]);
+        // Downgraded to a warning: the pager hears it is over for it; the mailbox hears the change.
+        let warn_now = f("token-bypass-2fa", "aaa", Severity::Warning);
+        let p3b = plan(next(&p3), vec![warn_now.clone()], &ev, t(5), &cfg, &routes);
+        assert_eq!(
+            statuses(&p3b),
+            vec![
+                ("token-bypass-2fa:aaa".into(), Status::Resolved, false),
+                ("token-bypass-2fa:aaa".into(), Status::Firing, false),
+            ]
+        );
+        assert_eq!(
+            sinks(&p3b),
+            vec![vec!["pager".to_string()], vec!["mail".into()]]
+        );
+        // Gone later: only the mailbox, which still had it, hears RESOLVED.
+        let p3c = plan(next(&p3b), vec![], &ev, t(6), &cfg, &routes);
+        assert_eq!(sinks(&p3c), vec![vec!["mail".to_string()]]);
+        // A warning elsewhere: not for the pager (severity), but for chat.
+        let warn = f("token-present", "bbb", Severity::Warning);
+        let p4 = plan(vec![], vec![warn], &ev, t(0), &cfg, &routes);
+        assert_eq!(sinks(&p4), vec![vec!["mail".to_string(), "chat".into()]]);
+        // Nobody wants it: no notification, but the finding is still recorded.
+        let info = f("token-present", "ccc", Severity::Info);
+        let only_pager = &routes[1..2];
+        let p5 = plan(vec![], vec![info], &ev, t(0), &cfg, only_pager);
+        assert!(p5.notifications.is_empty());
+        assert_eq!(p5.upserts.len(), 1);
     }
 }

@@ -2,7 +2,6 @@
 //! finding is never dropped for want of somewhere to send it.
 
 use super::{message, Notification, Sink, SinkError};
-use crate::finding::Severity;
 
 pub struct LogSink;
 
@@ -10,10 +9,6 @@ pub struct LogSink;
 impl Sink for LogSink {
     fn name(&self) -> &str {
         "log"
-    }
-
-    fn min_severity(&self) -> Severity {
-        Severity::Info
     }
 
     async fn send(&self, n: &Notification) -> Result<(), SinkError> {

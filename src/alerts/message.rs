@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Notification, Status};
+use super::{Notification, SinkContext, Status};
 
 /// `[FIRING:critical] token-bypass-2fa: token 82e393 (bulk-hardening)`, `[RESOLVED] token-present: …`.
 pub fn subject(n: &Notification) -> String {
@@ -46,6 +46,76 @@ pub fn body(n: &Notification) -> String {
     out.push_str(&format!("State since: {}\n", rfc3339(n.at)));
     out.push_str(&format!("Fingerprint: {}\n", n.fingerprint()));
     out.push_str("\n-- npm-watchdog\n");
+    out
+}
+
+/// The HTML part of an email: the same content as [`body`], laid out for a phone's mail client
+/// (one column, no images, no external resources, inline styles only).
+pub fn html(n: &Notification) -> String {
+    let f = &n.finding;
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head>\n\
+         <body style=\"font-family: sans-serif; line-height: 1.4; max-width: 40em; margin: 0 auto; padding: 1em;\">\n",
+    );
+    out.push_str(&format!(
+        "<h2 style=\"font-size: 1.1em;\">{}</h2>\n",
+        escape(&subject(n))
+    ));
+    match n.status {
+        Status::Firing => {
+            out.push_str(&format!("<p>{}</p>\n", escape(&f.summary)));
+            out.push_str(&format!(
+                "<p><strong>Why it matters:</strong> {}</p>\n",
+                escape(&f.why)
+            ));
+            out.push_str(&format!(
+                "<p><strong>Fix:</strong> {}</p>\n",
+                escape(&f.fix)
+            ));
+        }
+        Status::Resolved => {
+            out.push_str(&format!(
+                "<p>Resolved: {} no longer reports {}.</p>\n<p>It was: {}</p>\n",
+                escape(&f.check),
+                escape(&f.subject),
+                escape(&f.summary)
+            ));
+        }
+    }
+    out.push_str("<table style=\"border-collapse: collapse;\">\n");
+    let mut row = |k: &str, v: &str| {
+        out.push_str(&format!(
+            "<tr><td style=\"padding: 0.2em 1em 0.2em 0; color: #555;\">{k}</td><td>{}</td></tr>\n",
+            escape(v)
+        ));
+    };
+    row("Check", &f.check);
+    row("Subject", &f.subject);
+    row("Severity", f.severity.as_str());
+    if let Some(d) = &f.dod {
+        row("DoD box", d.as_str());
+    }
+    row("First seen", &rfc3339(n.first_seen));
+    row("State since", &rfc3339(n.at));
+    row("Fingerprint", &n.fingerprint());
+    out.push_str("</table>\n<p style=\"color: #777;\">-- npm-watchdog</p>\n</body></html>\n");
+    out
+}
+
+/// Text as HTML: the five characters that could open markup or end an attribute.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
     out
 }
 
@@ -96,6 +166,44 @@ pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
     }
 }
 
+/// The npmjs.com page of the package a finding is about, for checks whose subject is a package
+/// (tokens, teams and users have no public page that works for whoever is paged).
+pub fn npm_page(n: &Notification, ctx: &SinkContext) -> Option<String> {
+    let def = ctx.check(&n.finding.check)?;
+    if def.subject != Some("package") {
+        return None;
+    }
+    let name = package_name(&n.finding.subject_key)?;
+    Some(format!("https://www.npmjs.com/package/{name}"))
+}
+
+/// The package name at the start of a package check's subject key (`name@version`, `name:detail`
+/// or `name`). A name never holds `:`, and holds `@` only as a scope's first character, so it ends
+/// at the first of either past that. `None` when what is left is not a URL-safe npm name.
+fn package_name(key: &str) -> Option<&str> {
+    let end = key
+        .char_indices()
+        .skip(1)
+        .find(|(_, c)| matches!(c, ':' | '@'))
+        .map_or(key.len(), |(i, _)| i);
+    let name = &key[..end];
+    // A leading dot would let `..` walk out of `/package/`; npm refuses such names anyway.
+    let part = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+    };
+    let ok = match name.strip_prefix('@') {
+        Some(scoped) => scoped
+            .split_once('/')
+            .is_some_and(|(scope, bare)| part(scope) && part(bare)),
+        None => part(name),
+    };
+    // 214 characters is npm's limit; anything longer did not come from the registry.
+    (ok && name.len() <= 214).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +232,20 @@ mod tests {
     }
 
     #[test]
+    fn html_has_the_same_content_escaped() {
+        let mut n = note(Status::Firing, false);
+        n.finding.summary = "A <script>alert(1)</script> & \"quotes\"".into();
+        let h = html(&n);
+        assert!(h.contains("A &lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quotes&quot;"));
+        assert!(!h.contains("<script>"));
+        assert!(h.contains("<strong>Fix:</strong> Revoke it: `npm token revoke 82e393`."));
+        assert!(h.contains("<td>D9</td>"));
+        assert!(h.contains("token-bypass-2fa:82e3930f1c5a6a7f0d2b9c44e1f3a5b6"));
+        assert!(html(&note(Status::Resolved, false))
+            .contains("<p>Resolved: token-bypass-2fa no longer reports"));
+    }
+
+    #[test]
     fn webhook_payload_is_stable() {
         let v =
             serde_json::to_value(webhook_payload(&note(Status::Resolved, false))).expect("json");
@@ -135,5 +257,59 @@ mod tests {
             "token-bypass-2fa:82e3930f1c5a6a7f0d2b9c44e1f3a5b6"
         );
         assert_eq!(v["first_seen"], "2026-11-26T12:00:00Z");
+    }
+
+    #[test]
+    fn npm_page_links_package_findings_only() {
+        // check, subject key, the package whose page is linked ("-": no link).
+        let table = [
+            "publish-untrusted          left-pad@1.3.0                 left-pad",
+            "publish-untrusted          @acme/core@1.2.1               @acme/core",
+            "publish-unexpected-source  @acme/core@2.0.0-rc.1+build.5  @acme/core",
+            "maintainers-changed        @acme/core:alice,bob           @acme/core",
+            "maintainers-changed        left-pad:alice@example         left-pad",
+            "trusted-publisher-unbound  @acme/widget:2f1c0e8a-77d1     @acme/widget",
+            "trusted-publisher-missing  @acme/widget                   @acme/widget",
+            "trusted-publisher-missing  Legacy_Name.js                 Legacy_Name.js",
+            // Not a package subject: no link, whatever the key looks like.
+            "token-present              82e3930f1c5a6a7f0d2b9c44e1f3a5b6  -",
+            "token-created              left-pad@1.0.0                 -",
+            "team-write-access          acme:developers                -",
+            "account-2fa                alice                          -",
+            "watchdog-blind             packages                       -",
+            "notify-test                notify-test                    -",
+            // Keys that cannot hold a package name give no link rather than a wrong one.
+            "publish-untrusted          @1.0.0                         -",
+            "publish-untrusted          @acme@1.0.0                    -",
+            "publish-untrusted          @acme/@1.0.0                   -",
+            "publish-untrusted          a/b@1.0.0                      -",
+            "publish-untrusted          ../../evil@1.0.0               -",
+            "publish-untrusted          ..@1.0.0                       -",
+            "publish-untrusted          @acme/..@1.0.0                 -",
+            "trusted-publisher-missing  x?y=1                          -",
+            "trusted-publisher-missing  x#frag                         -",
+            "maintainers-changed        :alice                         -",
+        ];
+        let page = |check: &str, key: &str| {
+            let mut n = note(Status::Firing, false);
+            n.finding.check = check.into();
+            n.finding.subject_key = key.into();
+            npm_page(&n, &crate::alerts::fixtures::context("", None))
+        };
+        for row in table {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let [check, key, want] = cols[..] else {
+                panic!("bad row {row}");
+            };
+            let want = (want != "-").then(|| format!("https://www.npmjs.com/package/{want}"));
+            assert_eq!(page(check, key), want, "{row}");
+        }
+        assert_eq!(page("trusted-publisher-missing", ""), None);
+        assert_eq!(page("trusted-publisher-missing", "sp ace"), None);
+        assert_eq!(
+            page("trusted-publisher-missing", &"a".repeat(214)).map(|u| u.len()),
+            Some(244)
+        );
+        assert_eq!(page("trusted-publisher-missing", &"a".repeat(215)), None);
     }
 }

@@ -6,24 +6,33 @@
 //! they sit behind the small [`Sink`] trait and never see a secret other than their own (SMTP password,
 //! webhook key), which they do not print.
 //!
-//! Adding a sink: write `src/alerts/<kind>.rs` with its config section (a struct implementing
+//! Adding a sink: write `src/alerts/<kind>.rs` with its config section (declared with
+//! [`sink_section!`](crate::sink_section), which adds the routing keys, and implementing
 //! [`SinkConfig`]) and its [`Sink`], then add one line to the list in `sink_kinds!` below. The
-//! `[[alerts.<kind>]]` section, its validation, naming, `config check` and the daemon's dispatch
-//! follow from that line.
+//! `[[alerts.<kind>]]` section, its validation, routing, naming, `config check` and the daemon's
+//! dispatch follow from that line. HTTP sinks share [`http`] for posting and classifying answers.
 
+#[macro_use]
+pub mod route;
+pub mod http;
 pub mod lifecycle;
 pub mod log;
 pub mod message;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use crate::finding::{Finding, Severity};
 use crate::settings::{HumanDuration, Invalid};
+
+pub use route::{Route, Routed};
 
 /// Expands the sink list: the modules, [`AlertsConfig`] with one array per kind, and
 /// [`AlertsConfig::entries`].
@@ -78,6 +87,9 @@ macro_rules! sink_kinds {
 sink_kinds! {
     email => EmailSinkConfig,
     webhook => WebhookSinkConfig,
+    slack => SlackSinkConfig,
+    alertmanager => AlertmanagerSinkConfig,
+    pagerduty => PagerDutySinkConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,24 +155,108 @@ impl Notification {
     }
 }
 
+/// How a delivery failed: worth retrying (the default), or refused for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The receiver was down, slow, overloaded or rate-limiting: try again, not before `after` when
+    /// it said so (`Retry-After`).
+    Retry { after: Option<Duration> },
+    /// The receiver understood the request and refused it (a bad routing key, an archived channel):
+    /// sending the same message again cannot succeed.
+    Rejected,
+}
+
 /// A delivery failure. The message must never include a secret: sinks describe what failed, not
 /// what they sent.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+#[error("{message}")]
+pub struct SinkError {
+    pub message: String,
+    pub failure: Failure,
+}
 
-/// Something that delivers notifications: email, webhook, the log.
+impl SinkError {
+    /// A failure worth retrying.
+    pub fn new(message: impl Into<String>) -> Self {
+        SinkError {
+            message: message.into(),
+            failure: Failure::Retry { after: None },
+        }
+    }
+
+    /// A permanent refusal: recorded, counted as `rejected` and never retried.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        SinkError {
+            message: message.into(),
+            failure: Failure::Rejected,
+        }
+    }
+
+    /// A failure worth retrying, not before `after`.
+    pub fn retry_after(message: impl Into<String>, after: Option<Duration>) -> Self {
+        SinkError {
+            message: message.into(),
+            failure: Failure::Retry { after },
+        }
+    }
+
+    pub fn is_rejected(&self) -> bool {
+        self.failure == Failure::Rejected
+    }
+}
+
+/// Something that delivers notifications: email, webhook, a pager, the log.
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
     /// Unique among the configured sinks; used in metrics and the outbox.
     fn name(&self) -> &str;
-    /// Findings below this severity are not sent to this sink.
-    fn min_severity(&self) -> Severity;
     async fn send(&self, n: &Notification) -> Result<(), SinkError>;
+    /// For sinks that mirror what is firing instead of relaying changes (Alertmanager): after every
+    /// cycle, every active finding this sink routes, as a FIRING notification. Others ignore it.
+    fn firing(&self, _active: Vec<Notification>) {}
+    /// Called on every delivery pass, so a mirroring sink can re-send its state when due. A failure
+    /// is counted as a failed delivery and is the sink's to log (once per outage); the outbox's own
+    /// rows carry the delivery guarantees, so nothing is retried here before the next period.
+    async fn refresh(&self, _now: DateTime<Utc>) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// How often [`Self::refresh`] has work: the delivery loop passes at least this often.
+    fn refresh_every(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// What a sink may say about a check beyond its id. Handed over by the layer that knows the checks
+/// (`runtime`), so this module does not depend on `checks`, which depends on `config`, which embeds
+/// the sink sections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckFacts {
+    /// The check's group (`tokens`, `packages`, …).
+    pub group: &'static str,
+    /// The kind of its subject (`token`, `package`, `team`, `user`), if it names one.
+    pub subject: Option<&'static str>,
+}
+
+/// What every sink may say about where its alerts come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkContext {
+    /// The watched account(s) and registry (`registry.npmjs.org: alice, @acme`). The same on every
+    /// replica watching the same account, so receivers can deduplicate.
+    pub source: String,
+    /// `server.external_url`: where people reach this daemon's pages, when set.
+    pub external_url: Option<Url>,
+    /// Every check by id. A finding of a check not listed (`notify-test`) has no facts.
+    pub checks: BTreeMap<&'static str, CheckFacts>,
+}
+
+impl SinkContext {
+    pub fn check(&self, id: &str) -> Option<CheckFacts> {
+        self.checks.get(id).copied()
+    }
 }
 
 /// One `[[alerts.<kind>]]` entry, as its sink file defines it.
-pub trait SinkConfig: fmt::Debug + Send + Sync {
+pub trait SinkConfig: Routed + fmt::Debug + Send + Sync {
     /// The `name` key, when the user gave one (else the sink is named after its kind).
     fn name(&self) -> Option<&str>;
     /// Rules the types cannot express. Keys are relative to the entry (`smtp_url`).
@@ -171,7 +267,16 @@ pub trait SinkConfig: fmt::Debug + Send + Sync {
     fn secret_files(&self) -> Vec<(&'static str, &Path)> {
         Vec::new()
     }
-    fn build(&self, name: String) -> Result<Arc<dyn Sink>, SinkError>;
+    /// The sinks this entry delivers through: usually one; one per instance where each instance
+    /// must be delivered to on its own (an Alertmanager cluster).
+    fn build(&self, name: String, ctx: &SinkContext) -> Result<Vec<Arc<dyn Sink>>, SinkError>;
+}
+
+/// A built sink with the route its entry asked for.
+#[derive(Clone)]
+pub struct Target {
+    pub sink: Arc<dyn Sink>,
+    pub route: Route,
 }
 
 /// A configured sink entry with where it sits in the configuration.
@@ -197,16 +302,13 @@ impl SinkEntry<'_> {
     }
 }
 
-pub(crate) fn default_min_severity() -> Severity {
-    Severity::Info
-}
-
 pub(crate) fn default_sink_timeout() -> HumanDuration {
     HumanDuration::secs(10)
 }
 
 impl AlertsConfig {
-    /// Each entry's own rules, and names unique across all sinks.
+    /// Each entry's own rules and names unique across all sinks. That routes name real checks is
+    /// checked by [`Self::validate_routes`], given the check ids.
     pub fn validate(&self) -> Result<(), Invalid> {
         let mut names = std::collections::HashSet::new();
         for e in self.entries() {
@@ -221,18 +323,37 @@ impl AlertsConfig {
         Ok(())
     }
 
-    /// Build the sinks the configuration asks for. With no other sink the log is used, so a finding
-    /// is never silently dropped.
-    pub fn build_sinks(&self) -> Result<Vec<Arc<dyn Sink>>, SinkError> {
-        let mut sinks = self
-            .entries()
-            .iter()
-            .map(|e| e.config.build(e.name()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if sinks.is_empty() || self.log {
-            sinks.push(Arc::new(log::LogSink));
+    /// Every route's `checks` and `exclude_checks` name one of `known`.
+    pub fn validate_routes(&self, known: &[&str]) -> Result<(), Invalid> {
+        for e in self.entries() {
+            e.config
+                .route()
+                .validate(known)
+                .map_err(|i| i.under(&e.key()))?;
         }
-        Ok(sinks)
+        Ok(())
+    }
+
+    /// Build the sinks the configuration asks for, each with its route. With no other sink the log
+    /// is used, so a finding is never silently dropped.
+    pub fn build_sinks(&self, ctx: &SinkContext) -> Result<Vec<Target>, SinkError> {
+        let mut targets = Vec::new();
+        for e in self.entries() {
+            let route = e.config.route();
+            for sink in e.config.build(e.name(), ctx)? {
+                targets.push(Target {
+                    sink,
+                    route: route.clone(),
+                });
+            }
+        }
+        if targets.is_empty() || self.log {
+            targets.push(Target {
+                sink: Arc::new(log::LogSink),
+                route: Route::default(),
+            });
+        }
+        Ok(targets)
     }
 }
 
@@ -240,6 +361,15 @@ impl AlertsConfig {
 pub(crate) mod fixtures {
     use super::*;
     use crate::finding::Dod;
+
+    /// A context that knows the real checks, as the daemon's does.
+    pub fn context(source: &str, external_url: Option<&str>) -> SinkContext {
+        SinkContext {
+            source: source.into(),
+            external_url: external_url.map(|u| Url::parse(u).expect("url")),
+            checks: crate::runtime::check_facts(),
+        }
+    }
 
     /// The bulk-hardening token's stale bypass-2FA finding, as a notification.
     pub fn note(status: Status, reminder: bool) -> Notification {
@@ -297,11 +427,12 @@ name = "mail"
                 ("alerts.webhook[1]".into(), "webhook-2".into()),
             ]
         );
-        let sinks = cfg.build_sinks().expect("build");
-        let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
+        let ctx = SinkContext::default();
+        let sinks = cfg.build_sinks(&ctx).expect("build");
+        let names: Vec<&str> = sinks.iter().map(|s| s.sink.name()).collect();
         assert_eq!(names, vec!["mail", "webhook", "webhook-2"]);
-        let none = AlertsConfig::default().build_sinks().expect("build");
+        let none = AlertsConfig::default().build_sinks(&ctx).expect("build");
         assert_eq!(none.len(), 1);
-        assert_eq!(none[0].name(), "log");
+        assert_eq!(none[0].sink.name(), "log");
     }
 }

@@ -10,6 +10,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Profile,
     dod: &[],
     event: false,
+    subject: Some("user"),
     evaluate,
 };
 

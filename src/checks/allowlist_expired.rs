@@ -9,6 +9,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Config,
     dod: &[],
     event: false,
+    subject: Some("token"),
     evaluate,
 };
 

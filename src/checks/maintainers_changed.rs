@@ -21,6 +21,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Packages,
     dod: &[],
     event: true,
+    subject: Some("package"),
     evaluate,
 };
 

@@ -155,6 +155,9 @@ pub struct CheckDef {
     pub dod: &'static [Dod],
     /// Events fire once and never resolve (a token was created); conditions stay active until gone.
     pub event: bool,
+    /// The label that names a finding's subject for sinks that label alerts (Alertmanager's `token`,
+    /// `package`, `team`, `user`); its value is the finding's subject key. `None`: no such label.
+    pub subject: Option<&'static str>,
     pub evaluate: fn(&Snapshot, &PolicyConfig) -> Vec<Finding>,
 }
 

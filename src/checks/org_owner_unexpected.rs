@@ -23,6 +23,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Orgs,
     dod: &[],
     event: false,
+    subject: Some("user"),
     evaluate,
 };
 

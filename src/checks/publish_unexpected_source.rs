@@ -33,6 +33,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Packages,
     dod: &[Dod::D2],
     event: false,
+    subject: Some("package"),
     evaluate,
 };
 

@@ -23,6 +23,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Packages,
     dod: &[Dod::D7, Dod::D3, Dod::D4],
     event: false,
+    subject: Some("package"),
     evaluate,
 };
 

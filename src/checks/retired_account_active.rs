@@ -19,6 +19,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Orgs,
     dod: &[Dod::D6],
     event: false,
+    subject: Some("user"),
     evaluate,
 };
 

@@ -20,6 +20,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Orgs,
     dod: &[Dod::D8],
     event: false,
+    subject: Some("team"),
     evaluate,
 };
 

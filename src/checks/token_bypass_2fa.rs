@@ -13,6 +13,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Tokens,
     dod: &[Dod::D9],
     event: false,
+    subject: Some("token"),
     evaluate,
 };
 

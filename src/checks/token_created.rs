@@ -13,6 +13,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Tokens,
     dod: &[Dod::D5],
     event: true,
+    subject: Some("token"),
     evaluate,
 };
 

@@ -9,6 +9,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Tokens,
     dod: &[Dod::D5],
     event: false,
+    subject: Some("token"),
     evaluate,
 };
 

@@ -21,6 +21,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Trust,
     dod: &[Dod::D1],
     event: false,
+    subject: Some("package"),
     evaluate,
 };
 

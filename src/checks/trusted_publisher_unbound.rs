@@ -23,6 +23,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Trust,
     dod: &[Dod::D2],
     event: false,
+    subject: Some("package"),
     evaluate,
 };
 

@@ -11,6 +11,7 @@ pub const CHECK: CheckDef = CheckDef {
     source: Source::Health,
     dod: &[],
     event: false,
+    subject: None,
     evaluate,
 };
 

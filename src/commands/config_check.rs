@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{Outcome, EXIT_CANNOT_RUN, EXIT_OK};
+use crate::alerts::SinkContext;
 use crate::config::Loaded;
 use crate::runtime::Runtime;
 
@@ -49,10 +50,11 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
             }
         }
     }
-    let sinks: Vec<String> = match cfg.alerts.build_sinks() {
+    // Only the names and routes are shown, so where alerts say they come from does not matter here.
+    let sinks: Vec<String> = match cfg.alerts.build_sinks(&SinkContext::default()) {
         Ok(s) => s
             .iter()
-            .map(|s| format!("{} (min {})", s.name(), s.min_severity()))
+            .map(|t| format!("{} ({})", t.sink.name(), t.route.describe()))
             .collect(),
         Err(e) => {
             problems.push(format!("alerts: {e}"));

@@ -9,12 +9,21 @@ use chrono::Utc;
 
 use super::{CommandError, Outcome, Session, EXIT_FINDINGS, EXIT_OK};
 use crate::collect;
+use crate::lock::StateLock;
 use crate::registry::RegistryError;
 use crate::runtime::Runtime;
 use crate::state::State;
 
 pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, CommandError> {
     let session = Session::open(rt)?;
+    // It records into the state, so not while a daemon (or another harden) works on it; taken before
+    // the registry is asked anything, so a refused run has changed nothing. A dry run writes nothing
+    // and needs no lock.
+    let _state_lock = if dry_run {
+        None
+    } else {
+        Some(StateLock::acquire(&rt.state_path).map_err(CommandError::from)?)
+    };
     let found = collect::discover(&session.client, &rt.config.watch, &session.cred).await;
     if !found.errors.is_empty() {
         let lines: Vec<String> = found.errors.iter().map(ToString::to_string).collect();

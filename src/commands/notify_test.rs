@@ -12,12 +12,13 @@ use crate::runtime::Runtime;
 
 /// `npm-watchdog notify-test`: one test message through every sink, each result reported.
 pub async fn notify_test(rt: &Runtime) -> Result<Outcome, CommandError> {
-    let sinks = rt.config.alerts.build_sinks().map_err(CommandError::from)?;
+    let sinks = rt.build_sinks().map_err(CommandError::from)?;
     let note = Notification::test(Utc::now());
     let mut out = String::new();
     let mut failed = 0;
     let mut results = BTreeMap::new();
-    for s in &sinks {
+    for t in &sinks {
+        let s = &t.sink;
         let r = s.send(&note).await;
         if r.is_err() {
             failed += 1;

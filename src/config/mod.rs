@@ -81,7 +81,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    fn origin(&self) -> String {
+    pub fn origin(&self) -> String {
         match &self.file {
             Some(p) => format!("config file {}", p.display()),
             None => "config (defaults and environment)".to_string(),
@@ -406,6 +406,22 @@ path = "/var/lib/npm-watchdog/state.db"
             (
                 "[[alerts.webhook]]\nurl = \"https://example.com/a\"\n[[alerts.webhook]]\nurl = \"https://example.com/b\"\nname = \"webhook\"\n",
                 "config file F: alerts.webhook[1].name: another sink has this name",
+            ),
+            (
+                "[[alerts.email]]\nsmtp_url = \"smtp://127.0.0.1:25\"\nfrom = \"w@example.com\"\nto = \"a@example.com\"\nrepeat_interval = \"0s\"\n",
+                "config file F: alerts.email[0].repeat_interval: `0s`: the duration must be greater than zero",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://example.com/a\"\nroute = \"x\"\n",
+                "config file F: alerts.webhook[0].route: unknown key (expected one of: name, url, secret_file, timeout, min_severity, checks, exclude_checks, repeat_interval)",
+            ),
+            (
+                "[[alerts.alertmanager]]\nurls = []\n",
+                "config file F: alerts.alertmanager[0].urls: needs at least one Alertmanager URL",
+            ),
+            (
+                "[[alerts.alertmanager]]\nurls = [\"http://127.0.0.1:9093\", \"http://127.0.0.1:9093/\"]\n",
+                "config file F: alerts.alertmanager[0].urls: 127.0.0.1:9093 is listed twice",
             ),
             (
                 "[policy.expected_publishers]\n\"@acme/a\" = \"bitbucket:acme/a\"\n",

@@ -179,12 +179,17 @@ impl Schedule {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where people reach this daemon (behind a proxy, say): alerts link to its pages
+    /// (Alertmanager's `generatorURL`). Unset: no link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<Url>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9858)),
+            external_url: None,
         }
     }
 }

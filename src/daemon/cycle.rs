@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use super::{Live, Watchdog};
-use crate::alerts::{lifecycle, Status};
+use crate::alerts::{lifecycle, Notification, Status};
 use crate::checks::{self, Group, PackageSet, Snapshot};
 use crate::collect::{self, ReadError};
 use crate::credential::Credential;
@@ -214,8 +214,10 @@ impl Watchdog {
             &checks::events(),
             now,
             &rt.config.alerts,
+            &self.outbox.routes(),
         );
-        for n in &plan.notifications {
+        for o in &plan.notifications {
+            let n = &o.note;
             tracing::info!(
                 status = n.status.as_str(),
                 reminder = n.reminder,
@@ -230,8 +232,8 @@ impl Watchdog {
             .tokens
             .as_deref()
             .map(|t| t.iter().map(|t| t.key.clone()).collect());
-        self.state
-            .commit(&plan, &self.outbox.targets(), keys.as_ref(), now)?;
+        self.state.commit(&plan, keys.as_ref(), now)?;
+        self.mirror_firing(&ran)?;
         self.state.prune_delivered(now - KEEP_DELIVERED)?;
 
         if let Some(t) = &g.tokens {
@@ -248,6 +250,35 @@ impl Watchdog {
         }
         self.metrics.set_findings(&self.state.finding_counts()?);
         self.metrics.group_ran(group, error.is_none(), now);
+        Ok(())
+    }
+
+    /// Tell mirroring sinks (Alertmanager) what is firing, from the checks that have run since this
+    /// process started. A replica that was down does not re-announce, from its old state, a finding
+    /// another replica has resolved meanwhile: it waits for its own cycle to confirm it, and a check
+    /// whose source could not be read confirms nothing.
+    fn mirror_firing(&self, ran: &[&'static str]) -> Result<(), StateError> {
+        let confirmed = {
+            let mut c = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+            c.extend(ran.iter().copied());
+            c.clone()
+        };
+        let firing: Vec<Notification> = self
+            .state
+            .active(None)?
+            .into_iter()
+            .filter(|a| confirmed.contains(a.finding.check.as_str()))
+            .map(|a| Notification {
+                status: Status::Firing,
+                reminder: false,
+                event: false,
+                test: false,
+                first_seen: a.first_seen,
+                at: a.last_seen,
+                finding: a.finding,
+            })
+            .collect();
+        self.outbox.firing(&firing);
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ pub use signals::Signals;
 use crate::alerts::SinkError;
 use crate::checks::Group;
 use crate::config::Schedule;
+use crate::lock::{LockError, StateLock};
 use crate::metrics::Metrics;
 use crate::outbox::Dispatcher;
 use crate::registry::{RegistryClient, RegistryError};
@@ -42,6 +43,8 @@ const STOP_BUDGET: Duration = Duration::from_secs(9);
 pub enum DaemonError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("alert sink: {0}")]
@@ -72,6 +75,10 @@ pub struct Watchdog {
     locks: BTreeMap<Group, Mutex<()>>,
     /// The account `watch.own_account` last resolved to, to log when it changes.
     own_account: std::sync::Mutex<Option<String>>,
+    /// The checks that have run (their source was read) since this process started: only their
+    /// stored findings are known to be current, so only those are mirrored to sinks like
+    /// Alertmanager.
+    confirmed: std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
     /// What was bound at start and only a restart changes: the listen address and the state file.
     bound: (SocketAddr, std::path::PathBuf),
 }
@@ -79,7 +86,7 @@ pub struct Watchdog {
 impl Watchdog {
     pub fn new(rt: Runtime, state: State, metrics: Metrics) -> Result<Self, DaemonError> {
         let client = rt.client(metrics.clone())?;
-        let sinks = rt.config.alerts.build_sinks()?;
+        let sinks = rt.build_sinks()?;
         let state = Arc::new(state);
         let bound = (rt.config.server.listen, rt.state_path.clone());
         Ok(Self {
@@ -94,6 +101,7 @@ impl Watchdog {
                 .map(|g| (*g, Mutex::new(())))
                 .collect(),
             own_account: std::sync::Mutex::new(None),
+            confirmed: std::sync::Mutex::new(Default::default()),
         })
     }
 
@@ -222,6 +230,9 @@ pub async fn run(source: ConfigSource, rt: Runtime, signals: Signals) -> Result<
         shutdown,
         reload: mut reloads,
     } = signals;
+    // Before the state is opened, and held until this function returns: a second daemon on the same
+    // state file stops here (exit 2) instead of alerting twice and racing this one's outbox.
+    let _state_lock = StateLock::acquire(&rt.state_path)?;
     let state = State::open(&rt.state_path)?;
     let metrics = Metrics::new();
     let listen = rt.config.server.listen;
@@ -234,6 +245,7 @@ pub async fn run(source: ConfigSource, rt: Runtime, signals: Signals) -> Result<
     let bound = listener.local_addr().unwrap_or(listen);
     let wd = Arc::new(Watchdog::new(rt, state, metrics)?);
     log_start(&wd, bound);
+    wd.outbox.release_interrupted();
     wd.metrics.set_findings(&wd.state.finding_counts()?);
     wd.outbox.update_queue_metric();
 

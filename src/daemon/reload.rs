@@ -21,11 +21,7 @@ impl Watchdog {
     /// Returns the settings that differ from what was bound at start and so need a restart, for the
     /// log; on error nothing changed.
     pub fn apply(&self, rt: Runtime) -> Result<Vec<String>, String> {
-        let sinks = rt
-            .config
-            .alerts
-            .build_sinks()
-            .map_err(|e| format!("alerts: {e}"))?;
+        let sinks = rt.build_sinks().map_err(|e| format!("alerts: {e}"))?;
         let client = rt.client(self.metrics.clone()).map_err(|e| e.to_string())?;
         let (listen, state_path) = &self.bound;
         let mut restart = Vec::new();

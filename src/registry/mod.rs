@@ -25,6 +25,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use error::{FieldError, RegistryError};
+pub(crate) use http::retry_after;
 pub use http::RetryPolicy;
 pub use org::{OrgView, TeamView};
 pub use packument::{

@@ -100,12 +100,11 @@ impl State {
             .collect())
     }
 
-    /// Write one cycle's outcome in one transaction: findings, outbox rows for every sink that wants each
-    /// notification, and the token keys now seen (`None`: the token list was not read this cycle).
+    /// Write one cycle's outcome in one transaction: findings, outbox rows for the sinks each
+    /// notification was planned for, and the token keys now seen (`None`: the token list was not read this cycle).
     pub fn commit(
         &self,
         plan: &Plan,
-        sinks: &[(String, Severity)],
         seen_tokens: Option<&HashSet<String>>,
         now: DateTime<Utc>,
     ) -> Result<usize, StateError> {
@@ -117,7 +116,7 @@ impl State {
         let notes = plan
             .notifications
             .iter()
-            .map(|n| Ok((n, self.encode(n)?)))
+            .map(|o| Ok((o, self.encode(&o.note)?)))
             .collect::<Result<Vec<_>, StateError>>()?;
         self.with(|c| {
             let tx = c.transaction()?;
@@ -141,7 +140,7 @@ impl State {
             for fp in &plan.resolved {
                 tx.execute("DELETE FROM findings WHERE fingerprint = ?1", [fp])?;
             }
-            let queued = outbox::queue(&tx, &notes, sinks, now)?;
+            let queued = outbox::queue(&tx, &notes, now)?;
             if let Some(keys) = seen_tokens {
                 for k in keys {
                     tx.execute(

@@ -23,7 +23,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use outbox::OutboxItem;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `outbox.claimed` (claim before send).
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -117,7 +118,8 @@ impl State {
                      attempts INTEGER NOT NULL DEFAULT 0,
                      next_attempt INTEGER NOT NULL,
                      delivered INTEGER,
-                     last_error TEXT
+                     last_error TEXT,
+                     claimed INTEGER
                  );
                  CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered, id);
                  CREATE TABLE IF NOT EXISTS packuments (
@@ -142,6 +144,11 @@ impl State {
         match s.meta("schema_version")? {
             None => s.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            // Version 1 had no claim column; everything else is kept as it is.
+            Some(v) if v == "1" => {
+                s.with(|c| c.execute_batch("ALTER TABLE outbox ADD COLUMN claimed INTEGER;"))?;
+                s.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
+            }
             Some(v) => {
                 return Err(StateError::Corrupt {
                     path: s.path.clone(),
@@ -243,7 +250,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    use crate::alerts::lifecycle::{Active, Plan};
+    use crate::alerts::lifecycle::{Active, Outgoing, Plan};
     use crate::alerts::{Notification, Status};
     use crate::finding::{Finding, Severity};
 
@@ -297,25 +304,21 @@ mod tests {
                     last_notified: Some(now()),
                 }],
                 resolved: vec![],
-                notifications: vec![Notification {
-                    status: Status::Firing,
-                    reminder: false,
-                    event: false,
-                    test: false,
-                    finding: f,
-                    first_seen: now(),
-                    at: now(),
+                notifications: vec![Outgoing {
+                    note: Notification {
+                        status: Status::Firing,
+                        reminder: false,
+                        event: false,
+                        test: false,
+                        finding: f,
+                        first_seen: now(),
+                        at: now(),
+                    },
+                    sinks: vec!["email".to_string()],
                 }],
             };
             let keys: HashSet<String> = ["aaaaaa".to_string()].into();
-            let sinks = vec![
-                ("email".to_string(), Severity::Info),
-                ("pager".to_string(), Severity::Critical),
-            ];
-            assert_eq!(
-                s.commit(&plan, &sinks, Some(&keys), now()).expect("commit"),
-                1
-            );
+            assert_eq!(s.commit(&plan, Some(&keys), now()).expect("commit"), 1);
         }
         let s = State::open(&path).expect("reopen");
         assert_eq!(
@@ -326,9 +329,22 @@ mod tests {
         let pending = s.pending().expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].sink, "email");
+        // Claimed: no longer pending; a second claim of the same row fails.
+        assert!(s.claim(pending[0].id, now()).expect("claim"));
+        assert!(s.pending().expect("pending").is_empty());
+        assert!(!s.claim(pending[0].id, now()).expect("claim"));
+        // The process dies here. The next start releases the row, and it is pending again.
+        drop(s);
+        let s = State::open(&path).expect("reopen");
+        assert_eq!(s.release_interrupted().expect("release"), 1);
+        let pending = s.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].attempts, 1);
+        assert!(s.claim(pending[0].id, now()).expect("claim"));
         s.mark_delivered(pending[0].id, now(), None)
             .expect("deliver");
         assert!(s.pending().expect("pending").is_empty());
+        assert_eq!(s.release_interrupted().expect("release"), 0);
         assert_eq!(
             s.finding_counts().expect("counts"),
             vec![("token-present".into(), Severity::Warning, 1)]
@@ -365,5 +381,35 @@ mod tests {
             .expect("set");
         let err = State::open(&path).err().expect("refused").to_string();
         assert!(err.contains("schema version 99 is newer"), "{err}");
+    }
+
+    #[test]
+    fn version_1_file_gains_the_claim_column_and_keeps_its_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            // The outbox as version 1 wrote it, with one queued row.
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema_version', '1');
+                 CREATE TABLE outbox (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, fingerprint TEXT NOT NULL,
+                     body TEXT NOT NULL, created INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                     next_attempt INTEGER NOT NULL, delivered INTEGER, last_error TEXT);",
+            )
+            .expect("v1 schema");
+            let body = serde_json::to_string(&Notification::test(now())).expect("json");
+            c.execute(
+                "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt) VALUES ('email', 'f', ?1, 0, 0)",
+                [body],
+            )
+            .expect("row");
+        }
+        let s = State::open(&path).expect("migrates");
+        assert_eq!(s.meta("schema_version").expect("meta"), Some("2".into()));
+        let pending = s.pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert!(s.claim(pending[0].id, now()).expect("claim"));
     }
 }

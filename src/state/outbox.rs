@@ -1,13 +1,17 @@
 //! The outbox table: notifications waiting for a sink. Rows are added inside the transaction that
 //! records the cycle causing them ([`queue`], called from [`State::commit`]), so a notification is
 //! never lost and never queued twice for one state change; [`crate::outbox`] delivers them.
+//!
+//! A row is claimed (`claimed` = the attempt's start) in its own committed statement before its sink
+//! is called, and marked delivered or failed after. A row found claimed at start was being sent when
+//! the process died: the sink may or may not have accepted it, so it is sent again (at-least-once).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
 
 use super::{from_ts, ts, State, StateError};
+use crate::alerts::lifecycle::Outgoing;
 use crate::alerts::Notification;
-use crate::finding::Severity;
 
 /// One undelivered notification for one sink.
 #[derive(Debug, Clone)]
@@ -19,23 +23,19 @@ pub struct OutboxItem {
     pub next_attempt: DateTime<Utc>,
 }
 
-/// Queue each encoded notification for every sink whose minimum severity it reaches. Returns how many
-/// rows were added.
+/// Queue each encoded notification for the sinks the plan chose for it. Returns how many rows were
+/// added.
 pub(super) fn queue(
     tx: &Transaction<'_>,
-    notes: &[(&Notification, String)],
-    sinks: &[(String, Severity)],
+    notes: &[(&Outgoing, String)],
     now: DateTime<Utc>,
 ) -> rusqlite::Result<usize> {
     let mut queued = 0;
-    for (n, body) in notes {
-        for (sink, min) in sinks {
-            if n.finding.severity < *min {
-                continue;
-            }
+    for (o, body) in notes {
+        for sink in &o.sinks {
             tx.execute(
                 "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt) VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![sink, n.fingerprint(), body, ts(now)],
+                params![sink, o.note.fingerprint(), body, ts(now)],
             )?;
             queued += 1;
         }
@@ -44,25 +44,40 @@ pub(super) fn queue(
 }
 
 impl State {
-    /// Every undelivered outbox row, oldest first.
+    /// Every undelivered, unclaimed outbox row, oldest first.
     pub fn pending(&self) -> Result<Vec<OutboxItem>, StateError> {
         self.rows::<(i64, String, String, u32, i64)>(
-            "SELECT id, sink, body, attempts, next_attempt FROM outbox WHERE delivered IS NULL ORDER BY id",
+            "SELECT id, sink, body, attempts, next_attempt FROM outbox
+             WHERE delivered IS NULL AND claimed IS NULL ORDER BY id",
         )?
         .into_iter()
-            .map(|(id, sink, body, attempts, next)| {
-                let notification = self.decode(&format!("outbox row {id}"), &body)?;
-                Ok(OutboxItem {
-                    id,
-                    sink,
-                    notification,
-                    attempts,
-                    next_attempt: from_ts(next),
-                })
+        .map(|(id, sink, body, attempts, next)| {
+            let notification = self.decode(&format!("outbox row {id}"), &body)?;
+            Ok(OutboxItem {
+                id,
+                sink,
+                notification,
+                attempts,
+                next_attempt: from_ts(next),
             })
-            .collect()
+        })
+        .collect()
     }
 
+    /// Mark a row in flight before its sink is called. `false`: it is no longer pending (delivered
+    /// or claimed meanwhile), so it must not be sent.
+    pub fn claim(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET claimed = ?2, attempts = attempts + 1
+                 WHERE id = ?1 AND delivered IS NULL AND claimed IS NULL",
+                params![id, ts(now)],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Done with a row: sent, or (with `note`) rejected by its sink or dropped with it.
     pub fn mark_delivered(
         &self,
         id: i64,
@@ -71,7 +86,7 @@ impl State {
     ) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
-                "UPDATE outbox SET delivered = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
+                "UPDATE outbox SET delivered = ?2, claimed = NULL, last_error = ?3 WHERE id = ?1",
                 params![id, ts(now), note],
             )
             .map(|_| ())
@@ -86,10 +101,21 @@ impl State {
     ) -> Result<(), StateError> {
         self.with(|c| {
             c.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt = ?3 WHERE id = ?1",
+                "UPDATE outbox SET claimed = NULL, last_error = ?2, next_attempt = ?3 WHERE id = ?1",
                 params![id, error, ts(next_attempt)],
             )
             .map(|_| ())
+        })
+    }
+
+    /// Release the rows a previous process claimed and never finished (it died mid-send), so they
+    /// are sent again. Returns how many.
+    pub fn release_interrupted(&self) -> Result<usize, StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET claimed = NULL WHERE claimed IS NOT NULL AND delivered IS NULL",
+                [],
+            )
         })
     }
 

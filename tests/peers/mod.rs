@@ -1,12 +1,14 @@
 #![allow(dead_code)]
 //! Shared support for end-to-end tests that drive real third-party peers:
 //! Verdaccio (an npm registry), the real `npm` CLI, aiosmtpd (an SMTP server that
-//! writes a Maildir) and promtool (the Prometheus exposition linter).
+//! writes a Maildir), promtool (the Prometheus exposition linter), Prometheus and
+//! Alertmanager servers, and amtool (Alertmanager's configuration checker).
 //!
 //! Include it from an integration test file with `mod peers;`.
 //!
 //! The peers are installed by `scripts/install-peers.sh` into `.peers/` at the repo
-//! root (promtool system-wide). A missing peer is a test failure, never a skip.
+//! root (promtool, Prometheus, Alertmanager and amtool system-wide). A missing peer
+//! is a test failure, never a skip.
 //!
 //! Everything here is blocking (it runs processes and short HTTP calls on their own
 //! thread), so it is safe to call from plain `#[test]`s and from `#[tokio::test]`s.
@@ -748,6 +750,165 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus and Alertmanager (Debian packages prometheus, prometheus-alertmanager)
+// ---------------------------------------------------------------------------
+
+/// A server of the Prometheus project (`prometheus`, `prometheus-alertmanager`) on a free port of
+/// 127.0.0.1, with its config, storage and log in its own temp dir. Killed on drop.
+pub struct Server {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// `name` on PATH; panics (never skips) if it is not there.
+pub fn bin_on_path(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not on PATH (Debian package {package}): {INSTALL_HINT}")
+        })
+}
+
+impl Server {
+    /// Writes `config` to `config_name` in a fresh temp dir, starts `name` (from the Debian `package`)
+    /// with `--config.file`, `<storage_flag>=<dir>/data`, `--web.listen-address` and `extra` args,
+    /// and waits until `/-/ready` answers 200.
+    pub fn start(
+        name: &'static str,
+        package: &str,
+        config_name: &str,
+        config: &str,
+        storage_flag: &str,
+        extra: &[&str],
+    ) -> Server {
+        let bin = bin_on_path(name, package);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir for {name}: {e}"));
+        let config_path = dir.path().join(config_name);
+        fs::write(&config_path, config).unwrap_or_else(|e| panic!("write {config_name}: {e}"));
+        let port = free_port();
+        let log = File::create(dir.path().join("server.log")).expect("server log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "{storage_flag}={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}; {INSTALL_HINT}"));
+        let mut s = Server {
+            name,
+            child: Some(child),
+            port,
+            dir,
+        };
+        let ready = s.url("/-/ready");
+        wait_until(
+            &format!("{name} /-/ready answers 200"),
+            START_TIMEOUT,
+            || {
+                if let Some(Ok(Some(status))) = s.child.as_mut().map(Child::try_wait) {
+                    panic!("{name} exited with {status}:\n{}", s.log_text());
+                }
+                matches!(http("GET", &ready, None, None), Ok((200, _))).then_some(())
+            },
+        );
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// `GET` a path that answers JSON: the raw body and its parsed value.
+    pub fn get_json(&self, path_and_query: &str) -> Result<(String, Value), String> {
+        let (code, body) = http("GET", &self.url(path_and_query), None, None)?;
+        if code != 200 {
+            return Err(format!(
+                "{} {path_and_query} answered {code}: {body}",
+                self.name
+            ));
+        }
+        let v = serde_json::from_str(&body).map_err(|e| format!("{code} {body}: {e}"))?;
+        Ok((body, v))
+    }
+
+    /// Prometheus's HTTP API: `GET` a path; the `data` of a `"status": "success"` answer.
+    pub fn api(&self, path_and_query: &str) -> Result<Value, String> {
+        let (body, v) = self.get_json(path_and_query)?;
+        if v["status"] == "success" {
+            Ok(v["data"].clone())
+        } else {
+            Err(format!("{path_and_query} answered {body}"))
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A real Alertmanager with `config` as its alertmanager.yml; no cluster (gossip) port.
+pub fn start_alertmanager(config: &str) -> Server {
+    Server::start(
+        "prometheus-alertmanager",
+        "prometheus-alertmanager",
+        "alertmanager.yml",
+        config,
+        "--storage.path",
+        &["--cluster.listen-address="],
+    )
+}
+
+/// The `amtool` binary on PATH (Debian package prometheus-alertmanager); panics if there is none.
+pub fn amtool() -> PathBuf {
+    bin_on_path("amtool", "prometheus-alertmanager")
+}
+
+/// `amtool check-config` (same Debian package as Alertmanager) on `config`; panics unless it passes.
+pub fn amtool_check_config(dir: &Path, name: &str, config: &str) {
+    let path = dir.join(name);
+    fs::write(&path, config).expect("write config");
+    let out = Command::new(amtool())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("run amtool: {e}; {INSTALL_HINT}"));
+    assert!(
+        out.status.success(),
+        "amtool check-config rejects {name}:\n{config}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------
