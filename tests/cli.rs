@@ -3,6 +3,7 @@
 //! the token never is.
 
 mod fake_registry;
+mod receiver;
 mod test_config;
 
 use std::path::Path;
@@ -274,6 +275,82 @@ async fn notify_test_reports_each_sink() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("webhook: ok"), "{text}");
     assert!(text.contains("dead: FAILED: "), "{text}");
+}
+
+/// The pager sinks through the binary: `config check` lists them with their routes, and `notify-test`
+/// reports each refusal without the routing key or the Slack URL, even when a receiver echoes back
+/// what it was sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn pager_sinks_report_refusals_without_their_secrets() {
+    const KEY: &str = "R0utingKeyCliTest0123456789abcde";
+    const PATH: &str = "/services/T000/B000/CLISLACKSECRET";
+    let (pd, pd_url) = receiver::Receiver::start().await;
+    pd.set_default(receiver::Reply::new(
+        400,
+        format!("{{\"status\":\"invalid event\",\"errors\":[\"routing_key {KEY} is unknown\"]}}"),
+    ));
+    let (slack, slack_url) = receiver::Receiver::start().await;
+    slack.set_default(receiver::Reply::new(
+        404,
+        format!("no_service at {slack_url}{PATH}"),
+    ));
+    let (am, am_url) = receiver::Receiver::start().await;
+    am.set_default(receiver::Reply::new(400, "bad alerts"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("pagerduty-key");
+    let url_file = dir.path().join("slack-url");
+    std::fs::write(&key_file, format!("{KEY}\n")).expect("key");
+    std::fs::write(&url_file, format!("{slack_url}{PATH}\n")).expect("url");
+    let (_reg, dir) = setup(
+        vec![],
+        &format!(
+            "[[alerts.pagerduty]]\nrouting_key_file = \"{}\"\nurl = \"{pd_url}/v2/enqueue\"\n\
+             [[alerts.slack]]\nurl_file = \"{}\"\nmin_severity = \"critical\"\n\
+             [[alerts.alertmanager]]\nurls = [\"{am_url}\"]\n",
+            key_file.display(),
+            url_file.display()
+        ),
+    )
+    .await;
+    let check = run(dir.path(), &["config", "check"]).await;
+    let text = stdout(&check);
+    assert_eq!(check.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "# sinks: pagerduty (min info), slack (min critical), alertmanager (min info)"
+        ),
+        "{text}"
+    );
+    let out = run(dir.path(), &["notify-test"]).await;
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("pagerduty: FAILED: pagerduty sink pagerduty: POST ")
+            && all.contains(
+                "answered 400 Bad Request: invalid event: routing_key <redacted> is unknown"
+            ),
+        "{all}"
+    );
+    assert!(
+        all.contains("slack: FAILED: slack sink slack: POST ")
+            && all.contains("answered 404 Not Found: no_service at"),
+        "{all}"
+    );
+    assert!(all.contains("alertmanager: FAILED: "), "{all}");
+    for secret in [KEY, "CLISLACKSECRET"] {
+        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+    }
+    assert_eq!(
+        (pd.count(), slack.count(), am.count()),
+        (1, 1, 1),
+        "one test message per sink"
+    );
+    assert_eq!(
+        pd.bodies()[0]["routing_key"],
+        KEY,
+        "the key travels in the body"
+    );
+    assert_eq!(slack.requests()[0].path, PATH);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -753,6 +830,19 @@ fn start_daemon(dir: &Path) -> tokio::process::Child {
 }
 
 /// What a second process is told while a daemon with `pid` holds the state in `dir`.
+/// A daemon on `dir`'s state starts, writes its pid into the lock file, and stops cleanly.
+async fn starts_holding_the_lock(dir: &Path, client: &reqwest::Client, addr: &str) {
+    let daemon = start_daemon(dir);
+    let pid = daemon.id().expect("pid");
+    wait_ready(client, addr).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state.db.lock")).expect("lock file"),
+        format!("{pid}\n")
+    );
+    let out = terminate(daemon).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn held_message(dir: &Path, pid: u32) -> String {
     let db = dir.join("state.db");
     format!(
@@ -823,15 +913,7 @@ async fn a_second_daemon_or_harden_on_the_same_state_exits_2_naming_the_holder()
     assert_eq!(harden.status.code(), Some(0), "{}", stderr(&harden));
     assert_eq!(reg.access_posts().len(), 1);
 
-    let again = start_daemon(dir.path());
-    let again_pid = again.id().expect("pid");
-    wait_ready(&client, &addr).await;
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("state.db.lock")).expect("lock file"),
-        format!("{again_pid}\n")
-    );
-    let out = terminate(again).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    starts_holding_the_lock(dir.path(), &client, &addr).await;
 }
 
 /// The lock is the kernel's, not the file's: a daemon killed with SIGKILL leaves its lock file (and
@@ -862,13 +944,5 @@ async fn a_killed_daemon_leaves_no_lock_that_blocks_the_next_start() {
         format!("{pid}\n")
     );
 
-    let next = start_daemon(dir.path());
-    let next_pid = next.id().expect("pid");
-    wait_ready(&client, &addr).await;
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("state.db.lock")).expect("lock file"),
-        format!("{next_pid}\n")
-    );
-    let out = terminate(next).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    starts_holding_the_lock(dir.path(), &client, &addr).await;
 }

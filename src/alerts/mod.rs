@@ -87,9 +87,9 @@ macro_rules! sink_kinds {
 sink_kinds! {
     email => EmailSinkConfig,
     webhook => WebhookSinkConfig,
+    pagerduty => PagerDutySinkConfig,
     slack => SlackSinkConfig,
     alertmanager => AlertmanagerSinkConfig,
-    pagerduty => PagerDutySinkConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
