@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 
 use super::SinkError;
 use crate::secret::{self, SecretUrl};
-use crate::settings::HumanDuration;
+use crate::settings::{HumanDuration, Invalid};
 
 /// How much of a failed response's body goes into an error.
 const ERROR_BODY_CHARS: usize = 200;
@@ -193,6 +193,15 @@ impl Poster {
         } else {
             SinkError::retry_after(self.message(&what), answer.retry_after)
         }
+    }
+}
+
+/// The configuration rule for an HTTP sink's endpoint: `key` names it, `scheme` is its URL's.
+pub fn require_http(key: &str, scheme: &str) -> Result<(), Invalid> {
+    if matches!(scheme, "http" | "https") {
+        Ok(())
+    } else {
+        Err(Invalid::new(key, "must be an http:// or https:// URL"))
     }
 }
 

@@ -47,10 +47,7 @@ impl SinkConfig for WebhookSinkConfig {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        if !matches!(self.url.scheme(), "http" | "https") {
-            return Err(Invalid::new("url", "must be an http:// or https:// URL"));
-        }
-        Ok(())
+        super::http::require_http("url", self.url.scheme())
     }
 
     fn secret_files(&self) -> Vec<(&'static str, &Path)> {
