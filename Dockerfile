@@ -15,6 +15,13 @@
 # file, so to use another listen address, token path or state path, pass `-e NPM_WATCHDOG_...`.
 # The root filesystem can be read-only: the daemon writes only its SQLite state (state.db, -wal, -shm,
 # and SQLite's own temporary files, sent to the same folder by SQLITE_TMPDIR) to the state volume.
+#
+# The runtime stage takes everything from the stage named `build` (/out/npm-watchdog, /out/state). A
+# binary built elsewhere can take its place without compiling here: a named build context replaces the
+# stage of that name, e.g.
+#   docker buildx build --target runtime --build-context build=DIR .
+# with DIR/out/npm-watchdog and DIR/out/state; tests/container.rs builds and runs the image that way with
+# podman build (which also needs --format docker: its default OCI format drops the HEALTHCHECK).
 
 ARG RUST_VERSION=1.95
 
@@ -36,7 +43,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # distroless/cc: glibc, libgcc_s, CA certificates (rustls uses the platform's roots, read from
 # /etc/ssl/certs) and a nonroot user (65532), no shell and no package manager. The health check is
 # the binary's own `healthcheck` verb, so no curl is needed.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /out/npm-watchdog /usr/local/bin/npm-watchdog
 # The state folder exists in the image owned by the nonroot user, so a new named volume mounted there
 # starts with that owner.

@@ -86,18 +86,21 @@ fi
 # --- Debian packages ---------------------------------------------------------
 # prometheus: promtool lints /metrics and tests the alerting rules; prometheus scrapes the daemon in an
 # end-to-end test. The rest serve the packaging tests: systemd-analyze checks the unit; strace, setpriv,
-# unshare, ip and openssl run the shipped binary the way the container and the unit would.
+# unshare, ip and openssl run the shipped binary the way the container and the unit would; podman, runc
+# and slirp4netns build and run the image (tests/container.rs), on a stand-in base that
+# scripts/make-standin-base.sh makes from libc6, libgcc-s1 and ca-certificates (its CA bundle).
 declare -A NEEDS=(
     [promtool]=prometheus [prometheus]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
     [systemd-analyze]=systemd [strace]=strace [setpriv]=util-linux [unshare]=util-linux
     [ip]=iproute2 [openssl]=openssl
+    [podman]=podman [runc]=runc [slirp4netns]=slirp4netns [update-ca-certificates]=ca-certificates
 )
 missing_pkgs=()
 for cmd in "${!NEEDS[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing_pkgs+=("${NEEDS[$cmd]}")
 done
 if ((${#missing_pkgs[@]} == 0)); then
-    say "promtool, prometheus and the packaging tools already on PATH"
+    say "promtool, prometheus, podman and the packaging tools already on PATH"
 else
     mapfile -t missing_pkgs < <(printf '%s\n' "${missing_pkgs[@]}" | sort -u)
     say "installing Debian packages: ${missing_pkgs[*]}"

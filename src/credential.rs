@@ -62,6 +62,18 @@ pub enum Source {
     Npmrc { path: PathBuf, key: String },
 }
 
+impl Source {
+    /// The file the token was read from, and what names it, for the permission check: an npm user
+    /// config holding `_authToken` is a secret file as much as a token file is.
+    pub fn file(&self) -> (&'static str, &Path) {
+        match self {
+            Source::TokenFile(p) => ("registry.token_file", p),
+            Source::SystemdCredential(p) => ("systemd credential npm-token", p),
+            Source::Npmrc { path, .. } => ("npm user config", path),
+        }
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -169,6 +181,8 @@ fn read_token_file(path: &Path) -> Result<SecretString, CredentialError> {
         path: path.into(),
         reason: e.kind().to_string(),
     })?;
+    // Editors on some systems start a UTF-8 file with a byte-order mark; it is not part of the token.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     // A file may hold just the token, or an npmrc-style `…:_authToken=` line copied from elsewhere.
     let token = text
         .lines()

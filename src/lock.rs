@@ -32,6 +32,13 @@ pub enum LockError {
         /// The holder's pid as it wrote it, if it could be read.
         pid: Option<u32>,
     },
+    #[error("state database {}: cannot create its folder: {problem}", .state.display())]
+    Folder {
+        /// The state database.
+        state: PathBuf,
+        /// What is in the way, in words (`/x/npm-watchdog is a file, not a folder`).
+        problem: String,
+    },
     #[error("cannot create, open or lock the lock file {}: {source}", .path.display())]
     Io {
         /// The lock file.
@@ -61,7 +68,10 @@ impl StateLock {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::create_dir_all(dir).map_err(|e| LockError::Folder {
+                state: state_path.to_path_buf(),
+                problem: folder_problem(dir, &e),
+            })?;
         }
         // No truncation on open: while the lock is not ours the file holds the holder's pid.
         let mut file = OpenOptions::new()
@@ -92,6 +102,19 @@ impl StateLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Why `dir` could not be created, naming what is in the way: `create_dir_all` reports a file
+/// where a folder should be as a bare "File exists", which reads as if the lock file were the problem.
+fn folder_problem(dir: &Path, e: &std::io::Error) -> String {
+    let blocker = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir());
+    match blocker {
+        Some(file) => format!("{} is a file, not a folder", file.display()),
+        None => format!("{}: {e}", dir.display()),
     }
 }
 
@@ -197,22 +220,20 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_place_is_an_io_error_naming_the_lock_file() {
+    fn an_unusable_place_is_an_error_naming_what_is_in_the_way() {
         let dir = tempfile::tempdir().expect("tempdir");
         // The folder would have to be made inside a regular file (fails even for root).
         std::fs::write(dir.path().join("file"), "").expect("file");
         let db = dir.path().join("file/state.db");
         let err = StateLock::acquire(&db).expect_err("no folder");
-        match &err {
-            LockError::Io { path, .. } => assert_eq!(path, &dir.path().join("file/state.db.lock")),
-            other => panic!("expected Io, got {other:?}"),
-        }
-        assert!(
-            err.to_string().starts_with(&format!(
-                "cannot create, open or lock the lock file {}: ",
-                dir.path().join("file/state.db.lock").display()
-            )),
-            "{err}"
+        assert!(matches!(err, LockError::Folder { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "state database {}: cannot create its folder: {} is a file, not a folder",
+                db.display(),
+                dir.path().join("file").display()
+            )
         );
 
         // The lock file's name is taken by a folder.

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use npm_watchdog::commands::{self, Format, Outcome, EXIT_CANNOT_RUN};
 use npm_watchdog::daemon::{self, Signals};
 use npm_watchdog::runtime::ConfigSource;
+use npm_watchdog::secret::PermissionPolicy;
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +37,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: check on schedule, alert, serve /metrics, /healthz and /readyz; SIGHUP reloads the configuration.
-    Run,
+    Run {
+        /// Refuse to start (exit 2) when a secret file (the token's, a sink's) can be opened by group
+        /// or others; without it that is a warning in the log.
+        #[arg(long)]
+        strict: bool,
+    },
     /// List the account's tokens with their risk.
     Tokens {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -73,7 +79,12 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigAction {
     /// Print the effective configuration with secrets redacted; exit 2 if it cannot be used.
-    Check,
+    Check {
+        /// Report a secret file that group or others can open as a problem (exit 2), as `run --strict`
+        /// would refuse it; without it that is a warning.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,7 +127,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Run);
+    let daemon = matches!(cli.command, Command::Run { .. });
     init_tracing(cli.log_format, if daemon { "info" } else { "warn" });
 
     let source = ConfigSource::from_process(cli.config);
@@ -124,16 +135,23 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    let secrets = |strict: bool| {
+        if strict {
+            PermissionPolicy::Strict
+        } else {
+            PermissionPolicy::Warn
+        }
+    };
     let as_format = |f: OutputFormat| match f {
         OutputFormat::Table => Format::Table,
         OutputFormat::Json => Format::Json,
     };
     match cli.command {
-        Command::Run => {
+        Command::Run { strict } => {
             if loaded.file.is_none() {
                 tracing::info!("no config file: using built-in defaults, the npm user config and the environment");
             }
-            match daemon::run(source, runtime, Signals::install()).await {
+            match daemon::run(source, runtime, Signals::install(), secrets(strict)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -153,8 +171,8 @@ async fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Command::Config {
-            action: ConfigAction::Check,
-        } => print(commands::config_check(&loaded, &runtime)),
+            action: ConfigAction::Check { strict },
+        } => print(commands::config_check(&loaded, &runtime, secrets(strict))),
         Command::Healthcheck => print(commands::healthcheck(&runtime).await),
         Command::NotifyTest => match commands::notify_test(&runtime).await {
             Ok(o) => print(o),

@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::checks::{Group, PackageSet};
@@ -37,6 +38,7 @@ pub struct Metrics {
     pub up_since: Gauge,
     pub config_reload_ok: IntGauge,
     pub config_reload_success: Gauge,
+    pub state_write_errors: IntCounter,
 }
 
 impl Default for Metrics {
@@ -180,6 +182,11 @@ impl Metrics {
                 "When the configuration was last loaded successfully (at start or on SIGHUP).",
             ))
             .expect("static metric"),
+            state_write_errors: IntCounter::with_opts(opts(
+                "state_write_errors_total",
+                "Cycles whose outcome could not be written to the state database (nothing of them was kept).",
+            ))
+            .expect("static metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -198,6 +205,7 @@ impl Metrics {
             Box::new(m.credential_expiry.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.up_since.clone()),
+            Box::new(m.state_write_errors.clone()),
             Box::new(m.config_reload_ok.clone()),
             Box::new(m.config_reload_success.clone()),
         ];

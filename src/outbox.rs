@@ -11,7 +11,7 @@
 //! not hold back the next one. A row whose sink is no longer configured (a reload removed it) is
 //! counted as `dropped` and never sent elsewhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -87,6 +87,41 @@ impl Dispatcher {
                 .collect();
             t.sink.firing(wanted);
         }
+    }
+
+    /// Deliver `note` straight to every sink whose route wants it, except those in `skip`, without
+    /// the outbox: for the one alert that must get out when the state database cannot be written.
+    /// Returns the names of the sinks that accepted it.
+    pub async fn send_direct(
+        &self,
+        note: &Notification,
+        skip: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        let mut accepted = BTreeSet::new();
+        for t in self.targets() {
+            let name = t.sink.name().to_string();
+            if skip.contains(&name) || !t.route.wants(&note.finding) {
+                continue;
+            }
+            match t.sink.send(note).await {
+                Ok(()) => {
+                    self.count(&name, "sent");
+                    accepted.insert(name);
+                }
+                Err(e) => {
+                    self.count(
+                        &name,
+                        if e.is_rejected() {
+                            "rejected"
+                        } else {
+                            "failed"
+                        },
+                    );
+                    tracing::error!(sink = %name, error = %e, "cannot send the alert about the state database");
+                }
+            }
+        }
+        accepted
     }
 
     /// Rows a previous process claimed and never finished are released to be sent again. Returns how

@@ -13,6 +13,7 @@ use crate::checks;
 use crate::config::{self, Config, ConfigError, Loaded, DEFAULT_REGISTRY};
 use crate::credential::{self, Credential, CredentialError, Environment, Npmrc};
 use crate::registry::{Observer, RegistryClient, RegistryError, RetryPolicy};
+use crate::secret::{self, TooOpen};
 
 /// Where the configuration comes from: the `--config` path (else the default file, if it exists) and
 /// the process environment (variables that override keys, the npm user config, systemd's folders).
@@ -200,6 +201,25 @@ impl Runtime {
         )
     }
 
+    /// The secret files that group or others may open: the file the credential comes from (token
+    /// file, systemd credential or npm user config) and every file a sink reads a secret from. A
+    /// file that cannot be read is left out: the credential or `config check` reports that.
+    pub fn secret_files_too_open(&self) -> Vec<TooOpen> {
+        let creds = self.env.credentials_directory.as_deref();
+        let mut found = Vec::new();
+        if let Ok(c) = self.credential() {
+            let (key, path) = c.source.file();
+            found.extend(secret::too_open(key, path, creds));
+        }
+        for entry in self.config.alerts.entries() {
+            for (key, path) in entry.config.secret_files() {
+                let key = format!("{}.{key}", entry.key());
+                found.extend(secret::too_open(&key, path, creds));
+            }
+        }
+        found
+    }
+
     pub fn client(
         &self,
         observer: impl Observer + 'static,
@@ -213,6 +233,7 @@ impl Runtime {
             },
             observer,
         )
+        .map(|c| c.with_body_limits(self.config.registry.body_limits()))
     }
 }
 

@@ -52,7 +52,7 @@ pub fn watchdog_interval() -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-/// The scheduler's proof of life, stamped by a scheduled job.
+/// The runtime's proof of life, stamped by a periodic task.
 #[derive(Clone, Default)]
 pub struct Heartbeat(Arc<AtomicI64>);
 

@@ -946,3 +946,108 @@ async fn a_killed_daemon_leaves_no_lock_that_blocks_the_next_start() {
 
     starts_holding_the_lock(dir.path(), &client, &addr).await;
 }
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A token file or a sink's secret file that group or others can open is a warning in `config
+/// check` (exit unchanged), a problem under `--strict` (exit 2), and nothing at all once it is
+/// 0600. The tests run as root, who can open any file: the mode is what is inspected, not access.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_warns_about_secret_files_others_can_read_and_strict_refuses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook_key = dir.path().join("hook-key");
+    std::fs::write(&hook_key, "k3y\n").expect("hook key");
+    let (_reg, dir) = setup(
+        vec![],
+        &format!(
+            "[[alerts.webhook]]\nurl = \"https://hooks.example.com/a\"\nsecret_file = \"{}\"\n",
+            hook_key.display()
+        ),
+    )
+    .await;
+    let token = dir.path().join("token");
+    chmod(&token, 0o644);
+    chmod(&hook_key, 0o640);
+    let token_line = format!(
+        "registry.token_file: {} is readable by group and others (mode 0644); chmod go-rwx it",
+        token.display()
+    );
+    let hook_line = format!(
+        "alerts.webhook[0].secret_file: {} is readable by group (mode 0640); chmod go-rwx it",
+        hook_key.display()
+    );
+
+    let out = run(dir.path(), &["config", "check"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("# WARNING: {token_line}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("# WARNING: {hook_line}\n")),
+        "{text}"
+    );
+    assert!(!text.contains("k3y"), "{text}");
+
+    let out = run(dir.path(), &["config", "check", "--strict"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!("# PROBLEM: {token_line}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("# PROBLEM: {hook_line}\n")),
+        "{text}"
+    );
+    assert!(!text.contains("# WARNING"), "{text}");
+
+    chmod(&token, 0o600);
+    chmod(&hook_key, 0o400);
+    for args in [&["config", "check"][..], &["config", "check", "--strict"]] {
+        let out = run(dir.path(), args).await;
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {text}");
+        assert!(!text.contains("# WARNING"), "{args:?}: {text}");
+        assert!(!text.contains("# PROBLEM"), "{args:?}: {text}");
+    }
+}
+
+/// `run --strict` with a token file others can read exits 2 naming it, before it opens or locks the
+/// state; without `--strict` the daemon starts and logs one warning naming the key, path and mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_warns_about_a_too_open_token_file_and_strict_refuses_to_start() {
+    let (_reg, dir, addr) = lock_setup().await;
+    let token = dir.path().join("token");
+    chmod(&token, 0o644);
+    let line = format!(
+        "registry.token_file: {} is readable by group and others (mode 0644); chmod go-rwx it",
+        token.display()
+    );
+
+    let out = run(dir.path(), &["run", "--strict"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("npm-watchdog: refusing to start (--strict): {line}")
+    );
+    assert!(!dir.path().join("state.db").exists());
+    assert!(!dir.path().join("state.db.lock").exists());
+
+    let daemon = start_daemon(dir.path());
+    wait_ready(&reqwest::Client::new(), &addr).await;
+    let out = terminate(daemon).await;
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains(&line))
+        .unwrap_or_else(|| panic!("no warning naming the token file:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("mode=0644"), "{warning}");
+    assert!(!log.contains(TOKEN), "token leaked into the log");
+}

@@ -27,6 +27,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_npm-watchdog");
 /// Tokens on the account: each one is at least a `token-present` finding, so a first cycle queues at
 /// least this many notifications.
 const TOKENS: usize = 40;
+/// `CRASH_KILLS=50` (scripts/crash-soak.sh) kills that many times instead of three, at points spread
+/// by a fixed pseudo-random sequence, with enough tokens to keep messages in flight throughout.
+const KILLS_VAR: &str = "CRASH_KILLS";
 /// How long the receiver takes to answer: the queue drains slowly enough to be killed mid-way, and a
 /// request is in flight most of the time.
 const REPLY_DELAY: Duration = Duration::from_millis(150);
@@ -187,7 +190,18 @@ fn ident(v: &Value) -> (String, String) {
 async fn sigkill_mid_delivery_loses_nothing_and_resends_at_most_the_message_in_flight() {
     let began = Instant::now();
     let reg = FakeRegistry::start().await;
-    reg.set_tokens((0..TOKENS).map(token).collect());
+    let kill_after: Vec<usize> = match std::env::var(KILLS_VAR).ok().and_then(|v| v.parse().ok()) {
+        None => vec![5, 12, 1],
+        // 1 to 6 more messages between kills, from a fixed linear congruential sequence.
+        Some(n) => (0..n)
+            .scan(7u64, |x, _| {
+                *x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                Some(1 + (*x >> 33) as usize % 6)
+            })
+            .collect(),
+    };
+    let tokens = TOKENS.max(kill_after.iter().sum::<usize>() + 20);
+    reg.set_tokens((0..tokens).map(token).collect());
     reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
     let (rx, hook) = webhook_receiver().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -206,11 +220,10 @@ async fn sigkill_mid_delivery_loses_nothing_and_resends_at_most_the_message_in_f
     // is almost surely in flight: the first part-way through the first run's queue, the second
     // further on in the next run, the third on the very first request of the run after, which is the
     // message the previous kill interrupted.
-    let kill_after = [5, 12, 1];
     let mut logs = Vec::new();
     let mut at_kill = Vec::new();
     let mut in_flight = BTreeSet::new();
-    for (n, more) in kill_after.into_iter().enumerate() {
+    for (n, more) in kill_after.iter().copied().enumerate() {
         let mut run = Run::start(dir.path(), n + 1);
         let target = rx.count() + more;
         run.wait_received(&rx, target).await;
@@ -288,7 +301,7 @@ async fn sigkill_mid_delivery_loses_nothing_and_resends_at_most_the_message_in_f
             "{fingerprint} was queued twice for one change: a restart re-queued it"
         );
     }
-    for i in 0..TOKENS {
+    for i in 0..tokens {
         let fp = format!("token-present:{}", key(i));
         assert!(
             expected.contains(&(fp.clone(), "firing".to_string())),
@@ -322,7 +335,7 @@ async fn sigkill_mid_delivery_loses_nothing_and_resends_at_most_the_message_in_f
     }
 
     println!(
-        "crash delivery: {TOKENS} tokens, {kills} x SIGKILL, receiver answering in {REPLY_DELAY:?}"
+        "crash delivery: {tokens} tokens, {kills} x SIGKILL, receiver answering in {REPLY_DELAY:?}"
     );
     println!("  queued per check:       {checks:?}");
     println!("  expected notifications: {}", expected.len());

@@ -7,6 +7,7 @@ mod fake_registry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
@@ -872,6 +873,209 @@ async fn each_sink_gets_only_what_its_route_asks_for() {
     );
     assert_eq!(
         metric(&wd, "npm_watchdog_notification_queue{sink=\"pager\"}").as_deref(),
+        Some("0")
+    );
+}
+
+/// A registry whose token list never ends (every page links to a new one, slowly) holds the group
+/// for `schedule.max_run` at most: the run is stopped, fails like any other, and after
+/// `policy.blind_after` of them `watchdog-blind` fires; nothing already found is resolved.
+#[tokio::test]
+async fn an_endless_token_list_is_cut_at_max_run_and_counts_as_a_failed_run() {
+    let s = Setup::new().await;
+    s.registry
+        .set_tokens(vec![token("abcdef12121212121212", "laptop", false)]);
+    let wd = s.watchdog_with(|c| {
+        c.watch.own_account = false;
+        c.schedule.max_run = HumanDuration::secs(2);
+    });
+    cycle(&wd).await;
+    let mut first = s.hook.take();
+    first.sort();
+    assert_eq!(
+        first,
+        vec![
+            "FIRING token-present token abcdef (laptop)",
+            "FIRING token-unrestricted token abcdef (laptop)",
+        ]
+    );
+
+    // From now on every page links to another, each answered after 300 ms.
+    s.registry.set_min_pages(usize::MAX);
+    s.registry.push_faults(
+        "/-/npm/v1/tokens",
+        Fault::Delay(Duration::from_millis(300)),
+        1000,
+    );
+    let started = std::time::Instant::now();
+    cycle(&wd).await;
+    let took = started.elapsed();
+    assert!(s.hook.take().is_empty(), "one failed run: nothing resolves");
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_check_errors_total{check=\"tokens\",reason=\"run_timeout\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        Some("0")
+    );
+    cycle(&wd).await;
+    assert_eq!(
+        s.hook.take(),
+        vec!["FIRING watchdog-blind check group tokens"],
+        "blind after two stopped runs (policy.blind_after = 2)"
+    );
+    println!("one stopped run took {took:?} with schedule.max_run = 2s");
+}
+
+/// The registry fault matrix, each fault through whole cycles of the daemon: no crash, nothing
+/// resolved while the token list cannot be read, `check_success` 0, `watchdog-blind` after
+/// `policy.blind_after` (2 here) failed runs, and recovery once the fault ends.
+#[tokio::test]
+async fn every_registry_fault_fails_closed_and_recovers() {
+    /// Puts a fault in place for the given number of requests.
+    type Cause = Box<dyn Fn(&FakeRegistry, usize)>;
+    let status = |code: u16| -> Cause {
+        Box::new(move |r: &FakeRegistry, n| {
+            r.push_faults("/-/npm/v1/tokens", Fault::Status(code), n)
+        })
+    };
+    let fault = |f: Fault| -> Cause {
+        Box::new(move |r: &FakeRegistry, n| r.push_faults("/-/npm/v1/tokens", f.clone(), n))
+    };
+    let oversized = "x".repeat(6 * 1024 * 1024);
+    // Each fault, the reason it is counted under, and how to cause it.
+    let rows: Vec<(&str, &str, Cause)> = vec![
+        ("connection closed", "unreachable", fault(Fault::Drop)),
+        ("timeout", "unreachable", fault(Fault::Delay(Duration::from_secs(3)))),
+        ("429 with Retry-After", "rate_limited", fault(Fault::RateLimited { retry_after: Some("1".into()) })),
+        ("429 without Retry-After", "rate_limited", fault(Fault::RateLimited { retry_after: None })),
+        ("500", "server_error", status(500)),
+        ("502", "server_error", status(502)),
+        ("503", "server_error", status(503)),
+        ("malformed JSON", "malformed", fault(Fault::Malformed("{\"objects\": [".into()))),
+        ("truncated body", "unreachable", fault(Fault::TruncatedBody)),
+        (
+            "token without key",
+            "malformed",
+            fault(Fault::Malformed(
+                "{\"objects\":[{\"name\":\"x\",\"token\":\"npm_ab...yz\"}],\"urls\":{\"next\":null}}"
+                    .into(),
+            )),
+        ),
+        (
+            "oversized body",
+            "too_large",
+            fault(Fault::Custom {
+                status: 200,
+                headers: vec![],
+                body: oversized,
+            }),
+        ),
+        (
+            "looping next",
+            "malformed",
+            Box::new(|r: &FakeRegistry, _| r.set_next_override(Some("/-/npm/v1/tokens".into()))),
+        ),
+        (
+            "endless next",
+            "malformed",
+            Box::new(|r: &FakeRegistry, _| r.set_min_pages(usize::MAX)),
+        ),
+    ];
+    for (name, reason, apply) in rows {
+        let s = Setup::new().await;
+        s.registry
+            .set_tokens(vec![token("abcdef12121212121212", "laptop", false)]);
+        let wd = s.watchdog_with(|c| {
+            c.watch.own_account = false;
+            c.registry.timeout = HumanDuration::secs(1);
+        });
+        cycle(&wd).await;
+        assert_eq!(
+            s.hook.take().len(),
+            2,
+            "{name}: the token's two findings fire"
+        );
+
+        apply(&s.registry, 2);
+        cycle(&wd).await;
+        assert!(
+            s.hook.take().is_empty(),
+            "{name}: one failed run changes nothing"
+        );
+        assert_eq!(
+            metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+            Some("0"),
+            "{name}"
+        );
+        cycle(&wd).await;
+        assert_eq!(
+            s.hook.take(),
+            vec!["FIRING watchdog-blind check group tokens"],
+            "{name}: blind after two failed runs, and nothing resolved"
+        );
+        let counted: Vec<String> = wd
+            .metrics()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("npm_watchdog_check_errors_total{check=\"tokens\""))
+            .map(str::to_string)
+            .collect();
+        println!("{name}: {counted:?}");
+        if !reason.is_empty() {
+            assert!(
+                counted
+                    .iter()
+                    .any(|l| l.contains(&format!("reason=\"{reason}\""))),
+                "{name}: counted as {reason}: {counted:?}"
+            );
+        }
+
+        s.registry.clear_faults();
+        s.registry.set_next_override(None);
+        s.registry.set_min_pages(1);
+        cycle(&wd).await;
+        assert_eq!(
+            s.hook.take(),
+            vec!["RESOLVED watchdog-blind check group tokens"],
+            "{name}: recovery"
+        );
+        assert_eq!(
+            metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+            Some("1"),
+            "{name}"
+        );
+    }
+}
+
+/// `registry.max_body` is in force in the daemon: a token page larger than it fails the group with
+/// reason `too_large` and is never read as "no tokens".
+#[tokio::test]
+async fn registry_max_body_from_the_config_caps_the_token_list() {
+    let s = Setup::new().await;
+    s.registry
+        .set_tokens(vec![token("abcdef12121212121212", "laptop", false)]);
+    let wd = s.watchdog_with(|c| {
+        c.watch.own_account = false;
+        c.registry.max_body = npm_watchdog::config::HumanSize(128);
+    });
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty(), "nothing read, nothing reported");
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_check_errors_total{check=\"tokens\",reason=\"too_large\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
         Some("0")
     );
 }

@@ -20,8 +20,8 @@ use npm_watchdog::alerts::pagerduty::PagerDutySinkConfig;
 use npm_watchdog::alerts::slack::SlackSinkConfig;
 use npm_watchdog::alerts::webhook::WebhookSinkConfig;
 use npm_watchdog::config::{
-    load_with_env, AlertsConfig, AllowToken, Config, HumanDuration, PolicyConfig, RegistryConfig,
-    Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
+    load_with_env, AlertsConfig, AllowToken, Config, HumanDuration, HumanSize, PolicyConfig,
+    RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
 };
 use npm_watchdog::finding::Severity;
 use npm_watchdog::secret::SecretUrl;
@@ -128,6 +128,8 @@ fn fully_populated() -> Config {
             timeout: HumanDuration::secs(5),
             concurrency: 4,
             retries: 1,
+            max_body: HumanSize(512 << 10),
+            max_packument: HumanSize(64_000_000),
         },
         watch: WatchConfig {
             own_account: false,
@@ -139,6 +141,7 @@ fn fully_populated() -> Config {
             tokens: Schedule::Every(HumanDuration::secs(60)),
             packages: Schedule::Cron("0 */5 * * * *".into()),
             org: Schedule::Every(HumanDuration::secs(3600)),
+            max_run: HumanDuration::secs(120),
         },
         policy: PolicyConfig {
             bypass_token_max_age: HumanDuration::secs(3600),

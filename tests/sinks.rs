@@ -1,6 +1,7 @@
 //! The email and webhook sinks against real receivers: an in-process axum server that records what
 //! it gets, and the real SMTP server aiosmtpd (installed by `scripts/install-peers.sh`).
 
+mod outbox_harness;
 mod peers;
 mod receiver;
 
@@ -473,4 +474,45 @@ async fn email_tls_schemes_never_fall_back_to_plain_text() {
         smtp.messages().is_empty(),
         "nothing may be sent in clear text"
     );
+}
+
+/// A permanent (5xx) SMTP refusal is the server's final word: the message is rejected once and never
+/// retried. A transient (4xx) one is retried until the server takes it. Other mail is not held back.
+#[tokio::test]
+async fn email_5xx_is_rejected_for_good_and_4xx_is_retried() {
+    let smtp = peers::Smtp::start_refusing();
+    let sink_for = |name: &str, to: &str| -> std::sync::Arc<dyn Sink> {
+        let mut cfg = email_config(smtp.port);
+        cfg.name = Some(name.into());
+        cfg.to = vec![to.into()];
+        std::sync::Arc::new(EmailSink::new(name.into(), &cfg).expect("sink"))
+    };
+    let out = outbox_harness::Outbox::new(
+        vec![
+            sink_for("refused", "refused@example.com"),
+            sink_for("later", "later@example.com"),
+            sink_for("fine", "security@example.com"),
+        ],
+        tempfile::tempdir().expect("tempdir"),
+    );
+    out.queue(vec![firing()], &["refused", "later", "fine"]);
+    out.pass(Duration::ZERO).await;
+    assert_eq!(out.count("fine", "sent"), 1);
+    assert_eq!(out.count("refused", "rejected"), 1);
+    assert_eq!(out.waiting("refused"), 0, "closed, not retried");
+    assert_eq!(out.count("later", "failed"), 1);
+    assert_eq!(out.waiting("later"), 1, "kept for the retry");
+    let (delivered, reason) = out.rows("refused").pop().expect("row");
+    assert!(delivered);
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("rejected: ") && r.contains("550")),
+        "{reason:?}"
+    );
+    // Later passes retry the 451, never the 550.
+    out.pass(Duration::from_secs(3600)).await;
+    assert_eq!(out.count("refused", "rejected"), 1);
+    assert_eq!(out.count("later", "failed"), 2);
+    assert_eq!(smtp.count("[FIRING:critical] token-bypass-2fa"), 1);
 }

@@ -11,6 +11,9 @@
 //! The whole send (connect, TLS, AUTH, the message) is bounded by the sink's `timeout`: lettre's own
 //! timeout only covers parts of it. Errors say what failed (connect, TLS, AUTH, timeout) and never
 //! carry the password.
+//!
+//! A permanent (5xx) SMTP reply rejects the message for good (recorded, counted as `rejected`, not
+//! retried); a transient (4xx) reply, a timeout or a connection failure is retried by the outbox.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -351,7 +354,15 @@ impl Sink for EmailSink {
                     self.endpoint.security != Security::Plain,
                 );
                 let text = secret::scrub(&text, password.as_deref().as_slice());
-                Err(self.error(format!("sending to {server} failed: {text}")))
+                let what = format!("sending to {server} failed: {text}");
+                // A 5xx reply is the server's final word on this message (a refused sender or
+                // recipient, an oversized message, credentials it will not take): sending it again
+                // cannot succeed. 4xx replies and connection trouble are worth another try.
+                if e.is_permanent() {
+                    Err(SinkError::rejected(self.error(what).message))
+                } else {
+                    Err(self.error(what))
+                }
             }
             Err(_elapsed) => Err(self.error(format!(
                 "sending to {server} timed out after {}",

@@ -1,6 +1,8 @@
 //! `npm-watchdog config check`: the effective configuration (redacted), where each open setting came
 //! from, what is watched, and whether the files it names can be read. Secrets are never printed, only
-//! their paths. Exit 0 when the daemon could start with it, 2 when not.
+//! their paths. A secret file that group or others may open is a `# WARNING` line (exit unchanged), or
+//! under `--strict` a problem, as `run --strict` would refuse it. Exit 0 when the daemon could start
+//! with it, 2 when not.
 
 use std::fmt::Write as _;
 
@@ -8,10 +10,12 @@ use super::{Outcome, EXIT_CANNOT_RUN, EXIT_OK};
 use crate::alerts::SinkContext;
 use crate::config::Loaded;
 use crate::runtime::Runtime;
+use crate::secret::PermissionPolicy;
 
-pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
+pub fn config_check(loaded: &Loaded, rt: &Runtime, secrets: PermissionPolicy) -> Outcome {
     let mut out = String::new();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let _ = writeln!(
         out,
         "# config file: {}",
@@ -50,6 +54,12 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
             }
         }
     }
+    for too_open in rt.secret_files_too_open() {
+        match secrets {
+            PermissionPolicy::Warn => warnings.push(too_open.to_string()),
+            PermissionPolicy::Strict => problems.push(too_open.to_string()),
+        }
+    }
     // Only the names and routes are shown, so where alerts say they come from does not matter here.
     let sinks: Vec<String> = match cfg.alerts.build_sinks(&SinkContext::default()) {
         Ok(s) => s
@@ -64,6 +74,9 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime) -> Outcome {
     let _ = writeln!(out, "# sinks: {}", sinks.join(", "));
     out.push('\n');
     out.push_str(&cfg.to_redacted_toml());
+    for w in &warnings {
+        let _ = writeln!(out, "# WARNING: {w}");
+    }
     for p in &problems {
         let _ = writeln!(out, "# PROBLEM: {p}");
     }

@@ -26,7 +26,7 @@ pub use tokens::tokens;
 use crate::checks::{self, Group, Snapshot};
 use crate::credential::Credential;
 use crate::finding::Finding;
-use crate::registry::{Profile, RegistryClient, Token};
+use crate::registry::{Profile, RegistryClient, RegistryError, Token};
 use crate::runtime::Runtime;
 
 pub const EXIT_OK: i32 = 0;
@@ -84,13 +84,23 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// A registry error; when the registry refused the credential, it says where the credential came
+    /// from, since that is the file to fix (a token file, a systemd credential, the npm user config).
+    fn registry_error(&self, e: &RegistryError) -> CommandError {
+        if e.refuses_credential() {
+            CommandError(format!("{e} (credential: {})", self.cred.source))
+        } else {
+            CommandError::from(e)
+        }
+    }
+
     async fn read_tokens(&self) -> Result<LiveTokens, CommandError> {
         let (tokens, profile) = tokio::join!(
             self.client.list_tokens(&self.cred),
             self.client.profile(&self.cred)
         );
-        let tokens = tokens.map_err(CommandError::from)?;
-        let profile = profile.map_err(CommandError::from)?;
+        let tokens = tokens.map_err(|e| self.registry_error(&e))?;
+        let profile = profile.map_err(|e| self.registry_error(&e))?;
         let now = Utc::now();
         let own_key = self.cred.registry_key();
         // One-shot commands have no memory of earlier runs (`seen_tokens` stays `None`), so nothing

@@ -22,7 +22,7 @@ pub use crate::alerts::AlertsConfig;
 pub use crate::settings::{HumanDuration, Invalid};
 pub use policy::{AllowToken, ExpectedSource, PolicyConfig};
 pub use sections::{
-    RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
+    HumanSize, RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
 };
 
 /// The file read when `--config` is not given, if it exists.
@@ -309,7 +309,7 @@ path = "/var/lib/npm-watchdog/state.db"
         let table: &[(&str, &str)] = &[
             (
                 "[registry]\nurll = \"x\"\n",
-                "config file F: registry.urll: unknown key (expected one of: url, token_file, timeout, concurrency, retries)",
+                "config file F: registry.urll: unknown key (expected one of: url, token_file, timeout, concurrency, retries, max_body, max_packument)",
             ),
             (
                 "[nonsense]\n",
@@ -338,6 +338,18 @@ path = "/var/lib/npm-watchdog/state.db"
             (
                 "[registry]\nconcurrency = 0\n",
                 "config file F: registry.concurrency: must be at least 1",
+            ),
+            (
+                "[registry]\nmax_body = \"lots\"\n",
+                "config file F: registry.max_body: `lots` is not a size like \"4MiB\", \"512KiB\" or 1048576 (couldn't parse",
+            ),
+            (
+                "[registry]\nmax_body = 0\n",
+                "config file F: registry.max_body: must be greater than zero",
+            ),
+            (
+                "[registry]\nmax_packument = -1\n",
+                "config file F: registry.max_packument: -1: a size cannot be negative",
             ),
             (
                 "[watch]\nown_account = \"yes\"\n",

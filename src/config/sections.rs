@@ -22,16 +22,25 @@ pub struct RegistryConfig {
     pub concurrency: usize,
     /// How many times a failed GET is tried again (408, 420, 429, 5xx, connection errors).
     pub retries: u32,
+    /// The largest API answer read (token-list pages, profile, whoami, listings, trust,
+    /// provenance); a larger one fails its read instead of being held in memory.
+    pub max_body: HumanSize,
+    /// The largest packument read; a larger one fails that package's read.
+    pub max_packument: HumanSize,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
+        // The client's own defaults, so that a client built without a configuration caps alike.
+        let limits = crate::registry::BodyLimits::default();
         Self {
             url: None,
             token_file: None,
             timeout: HumanDuration::secs(10),
             concurrency: 16,
             retries: 3,
+            max_body: HumanSize(limits.api),
+            max_packument: HumanSize(limits.packument),
         }
     }
 }
@@ -46,7 +55,103 @@ impl RegistryConfig {
         if self.concurrency == 0 {
             return Err(Invalid::new("concurrency", "must be at least 1"));
         }
+        for (key, size) in [
+            ("max_body", self.max_body),
+            ("max_packument", self.max_packument),
+        ] {
+            if size.0 == 0 {
+                return Err(Invalid::new(key, "must be greater than zero"));
+            }
+        }
         Ok(())
+    }
+
+    /// The registry client's body caps.
+    pub fn body_limits(&self) -> crate::registry::BodyLimits {
+        crate::registry::BodyLimits {
+            api: self.max_body.0,
+            packument: self.max_packument.0,
+        }
+    }
+}
+
+/// A size in bytes written the human way: `"4MiB"`, `"512KiB"`, `"1.5GB"`, or a whole number of
+/// bytes (`4194304`, as a number or a string). `KiB`, `MiB`, `GiB` are powers of 1024; `kB`, `MB`,
+/// `GB` powers of 1000 (parsed by the `bytesize` crate).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanSize(pub u64);
+
+impl fmt::Debug for HumanSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for HumanSize {
+    /// The largest unit that divides the value exactly (`4MiB`, `100MB`, `1500B`), so that what
+    /// `config check` prints reads like what a user writes and parses back to the same value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 6] = [
+            ("GiB", 1 << 30),
+            ("GB", 1_000_000_000),
+            ("MiB", 1 << 20),
+            ("MB", 1_000_000),
+            ("KiB", 1 << 10),
+            ("kB", 1000),
+        ];
+        for (unit, size) in UNITS {
+            if self.0 >= size && self.0.is_multiple_of(size) {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl std::str::FromStr for HumanSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| HumanSize(b.0))
+            .map_err(|e| {
+                format!("`{text}` is not a size like \"4MiB\", \"512KiB\" or 1048576 ({e})")
+            })
+    }
+}
+
+impl Serialize for HumanSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = HumanSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size like \"4MiB\" or a whole number of bytes")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HumanSize, E> {
+                Ok(HumanSize(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HumanSize, E> {
+                u64::try_from(v)
+                    .map(HumanSize)
+                    .map_err(|_| E::custom(format!("{v}: a size cannot be negative")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanSize, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -109,6 +214,10 @@ pub struct ScheduleConfig {
     pub tokens: Schedule,
     pub packages: Schedule,
     pub org: Schedule,
+    /// The longest one run of a group may take, all requests and retries included; a run past it is
+    /// stopped and counts as failed. Bounds a registry that answers forever (a `next` link that never
+    /// ends, a drip-fed body) so the group is not held for hours.
+    pub max_run: HumanDuration,
 }
 
 impl Default for ScheduleConfig {
@@ -117,6 +226,7 @@ impl Default for ScheduleConfig {
             tokens: Schedule::Every(HumanDuration::secs(30)),
             packages: Schedule::Every(HumanDuration::secs(300)),
             org: Schedule::Every(HumanDuration::secs(900)),
+            max_run: HumanDuration::secs(600),
         }
     }
 }
@@ -199,4 +309,48 @@ impl Default for ServerConfig {
 pub struct StateConfig {
     /// `None`: `$STATE_DIRECTORY/state.db` under systemd, else the user's state folder.
     pub path: Option<PathBuf>,
+}
+
+/// `[registry]`'s byte sizes.
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_human_and_plain_and_print_back_the_same() {
+        for (text, bytes, printed) in [
+            ("4MiB", 4 << 20, "4MiB"),
+            ("4 MiB", 4 << 20, "4MiB"),
+            ("512KiB", 512 << 10, "512KiB"),
+            ("128mib", 128 << 20, "128MiB"),
+            ("1.5GiB", 3 << 29, "1536MiB"),
+            ("4MB", 4_000_000, "4MB"),
+            ("4194304", 4 << 20, "4MiB"),
+            ("1500", 1500, "1500B"),
+        ] {
+            let size: HumanSize = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(size.0, bytes, "{text}");
+            assert_eq!(size.to_string(), printed, "{text}");
+            assert_eq!(printed.parse::<HumanSize>().ok(), Some(size), "{printed}");
+        }
+        let err = "lots".parse::<HumanSize>().expect_err("not a size");
+        assert!(err.starts_with("`lots` is not a size like"), "{err}");
+        assert!("-1MiB".parse::<HumanSize>().is_err());
+    }
+
+    #[test]
+    fn body_caps_default_to_the_clients_and_must_be_positive() {
+        let c = RegistryConfig::default();
+        assert_eq!(c.body_limits(), crate::registry::BodyLimits::default());
+        assert_eq!(c.max_body.to_string(), "4MiB");
+        assert_eq!(c.max_packument.to_string(), "128MiB");
+        let zero = RegistryConfig {
+            max_packument: HumanSize(0),
+            ..RegistryConfig::default()
+        };
+        assert_eq!(
+            zero.validate().expect_err("zero").to_string(),
+            "max_packument: must be greater than zero"
+        );
+    }
 }

@@ -160,7 +160,23 @@ impl Watchdog {
         let live = self.live();
         let rt = &live.rt;
         let now = Utc::now();
-        let g = self.gather(&live, group).await?;
+        let max_run = rt.config.schedule.max_run;
+        let g = match tokio::time::timeout(max_run.0, self.gather(&live, group)).await {
+            Ok(g) => g?,
+            // A registry that answers forever (an endless `next` chain, a drip-fed body) must not
+            // hold the group: the reads are dropped (between awaits, so nothing half-written) and
+            // the run fails like any other, so health and `watchdog-blind` see it.
+            Err(_) => Gathered {
+                errors: vec![ReadError {
+                    what: String::new(),
+                    reason: "run_timeout",
+                    detail: format!(
+                        "reading took longer than schedule.max_run ({max_run}) and was stopped"
+                    ),
+                }],
+                ..Gathered::default()
+            },
+        };
         for e in &g.errors {
             self.metrics.group_error(group, e.reason);
         }

@@ -9,17 +9,17 @@
 //! outbox gets one last delivery pass, and the state file is closed, all within about ten seconds.
 
 mod cycle;
+mod fault;
 mod reload;
 mod signals;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::{watch, Mutex};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -57,6 +57,8 @@ pub enum DaemonError {
     },
     #[error("scheduler: {0}")]
     Scheduler(String),
+    #[error(transparent)]
+    SecretsTooOpen(#[from] crate::secret::SecretsTooOpen),
 }
 
 /// The configuration in force and the client built from it. Replaced whole by a reload; a cycle
@@ -79,6 +81,10 @@ pub struct Watchdog {
     /// stored findings are known to be current, so only those are mirrored to sinks like
     /// Alertmanager.
     confirmed: std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
+    /// The first runs at start are over (readiness also needs the state to be writable).
+    started: AtomicBool,
+    /// Set while the state database cannot be written (see `fault.rs`).
+    fault: std::sync::Mutex<Option<fault::StateFault>>,
     /// What was bound at start and only a restart changes: the listen address and the state file.
     bound: (SocketAddr, std::path::PathBuf),
 }
@@ -102,6 +108,8 @@ impl Watchdog {
                 .collect(),
             own_account: std::sync::Mutex::new(None),
             confirmed: std::sync::Mutex::new(Default::default()),
+            started: AtomicBool::new(false),
+            fault: std::sync::Mutex::new(None),
         })
     }
 
@@ -147,12 +155,9 @@ impl Watchdog {
             .check_duration
             .with_label_values(&[group.as_str()])
             .set(started.elapsed().as_secs_f64());
-        if let Err(e) = result {
-            // The state file could not be written: nothing of this cycle was kept, so the next
-            // cycle will see the same changes again and nothing is lost.
-            tracing::error!(%group, error = %e, "cannot record the cycle");
-            self.metrics.group_error(group, "state");
-            self.metrics.group_ran(group, false, Utc::now());
+        match result {
+            Ok(()) => self.state_write_ok(),
+            Err(e) => self.state_write_failed(group, &e).await,
         }
         self.outbox.wake();
     }
@@ -161,7 +166,15 @@ impl Watchdog {
 /// The scheduler with one job per active group, re-synced after a reload.
 struct Schedules {
     sched: JobScheduler,
-    jobs: BTreeMap<Group, (Schedule, uuid::Uuid)>,
+    jobs: BTreeMap<Group, (Schedule, Slot)>,
+}
+
+/// How one group is scheduled: a cron expression in tokio-cron-scheduler, or a period in a task of
+/// our own (see [`every`]).
+enum Slot {
+    Cron(uuid::Uuid),
+    /// Dropping the sender stops the task after the run in progress, if any.
+    Every(watch::Sender<()>),
 }
 
 impl Schedules {
@@ -187,16 +200,30 @@ impl Schedules {
             if wanted == current {
                 continue;
             }
-            if let Some((_, id)) = self.jobs.remove(&group) {
-                self.sched.remove(&id).await.map_err(scheduler_error)?;
+            match self.jobs.remove(&group) {
+                Some((_, Slot::Cron(id))) => {
+                    self.sched.remove(&id).await.map_err(scheduler_error)?
+                }
+                Some((_, Slot::Every(stop))) => drop(stop),
+                None => {}
             }
             if let Some(schedule) = wanted {
-                let id = self
-                    .sched
-                    .add(job(wd, group, &schedule)?)
-                    .await
-                    .map_err(scheduler_error)?;
-                self.jobs.insert(group, (schedule, id));
+                let slot = match &schedule {
+                    Schedule::Every(d) => {
+                        let wd = Arc::clone(wd);
+                        Slot::Every(every(d.0, move || {
+                            let wd = Arc::clone(&wd);
+                            async move { wd.run_group(group).await }
+                        }))
+                    }
+                    Schedule::Cron(c) => Slot::Cron(
+                        self.sched
+                            .add(cron_job(wd, group, c)?)
+                            .await
+                            .map_err(scheduler_error)?,
+                    ),
+                };
+                self.jobs.insert(group, (schedule, slot));
                 if current.is_none() {
                     started.push(group);
                 }
@@ -204,32 +231,70 @@ impl Schedules {
         }
         Ok(started)
     }
+
+    /// Stop scheduling: periodic groups stop after the run in progress, cron jobs are removed.
+    async fn shutdown(&mut self) -> Result<(), DaemonError> {
+        self.jobs.clear();
+        self.sched.shutdown().await.map_err(scheduler_error)
+    }
+}
+
+/// Run `f` every `period`, the first time one period from now, until the returned sender is dropped.
+/// The next run is counted from when the last one was due or, after a stall (a suspended machine,
+/// the runtime blocked), from now: the group runs once and keeps its rhythm. tokio-cron-scheduler's
+/// repeated jobs count only from their previous tick and never fire again once they fall more than
+/// a period behind, which would leave a group silently unchecked.
+fn every<F, Fut>(period: Duration, f: F) -> watch::Sender<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (stop, mut stopped) = watch::channel(());
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + period;
+        let mut ticks = tokio::time::interval_at(start, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => f().await,
+                // The sender was dropped: stop.
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+    stop
 }
 
 fn scheduler_error(e: impl std::fmt::Display) -> DaemonError {
     DaemonError::Scheduler(e.to_string())
 }
 
-fn job(wd: &Arc<Watchdog>, group: Group, schedule: &Schedule) -> Result<Job, DaemonError> {
+/// A cron job: its next run is computed from its expression and the clock, so a stall costs the
+/// missed runs, never the schedule.
+fn cron_job(wd: &Arc<Watchdog>, group: Group, cron: &str) -> Result<Job, DaemonError> {
     let wd = Arc::clone(wd);
     let run = move |_id, _sched| {
         let wd = Arc::clone(&wd);
         Box::pin(async move { wd.run_group(group).await })
             as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
     };
-    match schedule {
-        Schedule::Every(d) => Job::new_repeated_async(d.0, run),
-        Schedule::Cron(c) => Job::new_async(c.as_str(), run),
-    }
-    .map_err(|e| DaemonError::Scheduler(format!("{group}: {e}")))
+    Job::new_async(cron, run).map_err(|e| DaemonError::Scheduler(format!("{group}: {e}")))
 }
 
 /// Run the daemon with `rt` (loaded from `source`, which a SIGHUP reads again) until `signals` says stop.
-pub async fn run(source: ConfigSource, rt: Runtime, signals: Signals) -> Result<(), DaemonError> {
+/// `secrets` says whether a secret file that group or others may open stops the start (`--strict`).
+pub async fn run(
+    source: ConfigSource,
+    rt: Runtime,
+    signals: Signals,
+    secrets: crate::secret::PermissionPolicy,
+) -> Result<(), DaemonError> {
     let Signals {
         shutdown,
         reload: mut reloads,
     } = signals;
+    // Before anything is opened or locked: under --strict a too-open secret file is exit 2.
+    secrets.check(rt.secret_files_too_open())?;
     // Before the state is opened, and held until this function returns: a second daemon on the same
     // state file stops here (exit 2) instead of alerting twice and racing this one's outbox.
     let _state_lock = StateLock::acquire(&rt.state_path)?;
@@ -267,23 +332,21 @@ pub async fn run(source: ConfigSource, rt: Runtime, signals: Signals) -> Result<
             for g in groups {
                 wd.run_group(g).await;
             }
-            wd.ready.store(true, Ordering::SeqCst);
-            tracing::info!("first cycle done; ready");
+            wd.first_cycles_done();
         })
     };
     let heartbeat = crate::systemd::Heartbeat::default();
     heartbeat.beat();
+    let mut heartbeat_task = None;
     let pinger = match crate::systemd::watchdog_interval() {
         Some(interval) => {
             let period = (interval / 4).max(Duration::from_millis(500));
             let beat = heartbeat.clone();
-            let job = Job::new_repeated_async(period, move |_id, _sched| {
+            // Held until the daemon stops: the runtime's proof of life.
+            heartbeat_task = Some(every(period, move || {
                 let beat = beat.clone();
-                Box::pin(async move { beat.beat() })
-                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
-            })
-            .map_err(|e| DaemonError::Scheduler(format!("watchdog heartbeat: {e}")))?;
-            schedules.sched.add(job).await.map_err(scheduler_error)?;
+                async move { beat.beat() }
+            }));
             tracing::info!(
                 interval_s = interval.as_secs_f64(),
                 "systemd watchdog enabled"
@@ -310,7 +373,8 @@ pub async fn run(source: ConfigSource, rt: Runtime, signals: Signals) -> Result<
     crate::systemd::stopping();
     tracing::info!("stopping: finishing running checks and deliveries");
     let deadline = Instant::now() + STOP_BUDGET;
-    if let Err(e) = schedules.sched.shutdown().await {
+    drop(heartbeat_task);
+    if let Err(e) = schedules.shutdown().await {
         tracing::warn!(error = %e, "scheduler did not stop cleanly");
     }
     let in_flight = async {
@@ -354,6 +418,7 @@ fn log_start(wd: &Watchdog, bound: SocketAddr) {
         "npm-watchdog starting"
     );
     tracing::info!(watching = %rt.config.watch.describe(), "what is watched");
+    crate::secret::log_too_open(&rt.secret_files_too_open());
     match rt.credential() {
         Ok(c) => tracing::info!(credential = %c.source, "using credential"),
         Err(e) => {

@@ -95,6 +95,9 @@ async fn reload(wd: &Arc<Watchdog>, source: &ConfigSource, schedules: &mut Sched
         watching = %live.rt.config.watch.describe(),
         "configuration reloaded; it applies from each group's next cycle"
     );
+    // A reload may name new secret files: they are judged as at start (a warning; `--strict` only
+    // governs the start, so a reload never stops a running watchdog).
+    crate::secret::log_too_open(&live.rt.secret_files_too_open());
 }
 
 #[cfg(test)]

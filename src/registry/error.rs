@@ -53,6 +53,42 @@ pub enum RegistryError {
         attempts: u32,
         detail: String,
     },
+    /// The answer is larger than the configured cap (`key`), declared so in `Content-Length` or found
+    /// while reading. It is not retried: the same answer would come again.
+    #[error("{endpoint}: {}", too_large(.key, .limit, .declared))]
+    TooLarge {
+        endpoint: &'static str,
+        /// The configuration key that sets the cap (`registry.max_body`, `registry.max_packument`).
+        key: &'static str,
+        limit: u64,
+        /// What `Content-Length` announced, when the registry sent one.
+        declared: Option<u64>,
+    },
+}
+
+/// The message of [`RegistryError::TooLarge`]: the cap by its key and size, and what to do about it.
+fn too_large(key: &str, limit: &u64, declared: &Option<u64>) -> String {
+    let how = match declared {
+        Some(n) => format!(
+            "{}; the registry declared {}) and was not read",
+            size(*limit),
+            size(*n)
+        ),
+        None => format!("{}) and was not read past it", size(*limit)),
+    };
+    format!(
+        "the answer is larger than {key} ({how}; raise {key} if the registry's answers are really this large"
+    )
+}
+
+/// A byte count for people: whole binary units where they fit (`4 MiB`), else one decimal (`47.7 MiB`).
+pub(crate) fn size(bytes: u64) -> String {
+    for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
+            return format!("{} {unit}", bytes / factor);
+        }
+    }
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 impl RegistryError {
@@ -69,7 +105,18 @@ impl RegistryError {
             RegistryError::Status { .. } => "unexpected_status",
             RegistryError::Malformed { .. } => "malformed",
             RegistryError::Network { .. } => "unreachable",
+            RegistryError::TooLarge { .. } => "too_large",
         }
+    }
+
+    /// The registry refused the credential itself (not the request): the fix is in the credential.
+    pub fn refuses_credential(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Unauthorized { .. }
+                | RegistryError::Forbidden { .. }
+                | RegistryError::IpBlocked { .. }
+        )
     }
 
     pub(super) fn malformed(endpoint: &'static str, detail: impl ToString) -> Self {
@@ -94,5 +141,48 @@ impl FieldError {
             field: field.into(),
             problem: problem.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_large_names_the_key_and_the_sizes() {
+        let declared = RegistryError::TooLarge {
+            endpoint: "tokens",
+            key: "registry.max_body",
+            limit: 4 << 20,
+            declared: Some(50_000_000),
+        };
+        assert_eq!(
+            declared.to_string(),
+            "tokens: the answer is larger than registry.max_body (4 MiB; the registry declared \
+             47.7 MiB) and was not read; raise registry.max_body if the registry's answers are \
+             really this large"
+        );
+        assert_eq!(declared.label(), "too_large");
+        let streamed = RegistryError::TooLarge {
+            endpoint: "packument",
+            key: "registry.max_packument",
+            limit: 1536,
+            declared: None,
+        };
+        assert_eq!(
+            streamed.to_string(),
+            "packument: the answer is larger than registry.max_packument (1.5 KiB) and was not \
+             read past it; raise registry.max_packument if the registry's answers are really this \
+             large"
+        );
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(128 << 20), "128 MiB");
+        assert_eq!(size(512 << 10), "512 KiB");
+        assert_eq!(size(2 << 30), "2 GiB");
+        assert_eq!(size(1000), "1000 B");
+        assert_eq!(size(4_000_000), "3.8 MiB");
     }
 }

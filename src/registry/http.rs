@@ -2,6 +2,11 @@
 //! `Retry-After` (npm ignores it), POSTs never retried, and every non-2xx answer sorted into a
 //! [`RegistryError`] the way npm-registry-fetch's check-response does (EOTP, EAUTHIP, E401 …).
 //! Each request is reported to the client's [`Observer`](super::Observer).
+//!
+//! Bodies are read chunk by chunk up to a cap ([`BodyLimits`]): a `Content-Length` above it fails
+//! before anything is read, and a body without one fails as soon as it passes the cap, so a broken
+//! or hostile registry cannot make the daemon hold an answer of any size. Error answers are read only
+//! as far as their first [`ERROR_BODY_KEEP`] bytes, which is all that classifying them needs.
 
 use std::time::Duration;
 
@@ -36,6 +41,95 @@ impl Default for RetryPolicy {
             retry_after_cap: Duration::from_secs(60),
         }
     }
+}
+
+/// The largest body read from one answer, by kind of request. A larger one is
+/// [`RegistryError::TooLarge`], never a truncated document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// API answers (`registry.max_body`): token-list pages, profile, whoami, package, org and team
+    /// listings, trust configurations, provenance attestations.
+    pub api: u64,
+    /// Packuments (`registry.max_packument`): every version's manifest in one document.
+    pub packument: u64,
+}
+
+impl Default for BodyLimits {
+    /// The configuration's defaults. An API answer is kilobytes (a page of 100 tokens, a package
+    /// list of a few thousand names), so 4 MiB leaves room for the largest accounts and orgs. npm
+    /// refuses a publish that would grow a packument past 100 MB and popular ones are tens of
+    /// megabytes (vite, next), so 128 MiB reads every packument npmjs.com can serve.
+    fn default() -> Self {
+        Self {
+            api: 4 << 20,
+            packument: 128 << 20,
+        }
+    }
+}
+
+/// Which cap applies to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyKind {
+    Api,
+    Packument,
+}
+
+impl BodyLimits {
+    /// The cap for `kind` and the configuration key that sets it (named in the error).
+    fn cap(&self, kind: BodyKind) -> (u64, &'static str) {
+        match kind {
+            BodyKind::Api => (self.api, "registry.max_body"),
+            BodyKind::Packument => (self.packument, "registry.max_packument"),
+        }
+    }
+}
+
+/// How much of an error answer is kept: enough for the registry's `{error}` message and the
+/// one-time-password hint; the rest is not read.
+const ERROR_BODY_KEEP: usize = 64 << 10;
+
+/// Why a body was not read whole.
+enum BodyError {
+    /// Past the cap; `declared` is the `Content-Length`, when one was sent.
+    TooLarge { declared: Option<u64> },
+    /// The connection failed mid-way.
+    Cut(reqwest::Error),
+}
+
+/// The whole body, or [`BodyError::TooLarge`] as soon as it is known to pass `limit`: at once from
+/// `Content-Length`, else once the chunks read add up past it. At most `limit` bytes are held.
+async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge { declared });
+    }
+    // Room for what was announced (already known to be within the cap), else grow as chunks come.
+    let reserve = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    let mut body = Vec::with_capacity(reserve);
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Cut)? {
+        let total = (body.len() as u64).saturating_add(chunk.len() as u64);
+        if total > limit {
+            return Err(BodyError::TooLarge { declared });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `keep` bytes of a body; the rest is left unread (the connection is then closed rather
+/// than reused, which is cheaper than draining an answer of unknown size).
+async fn read_prefix(mut resp: reqwest::Response, keep: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while body.len() < keep {
+        match resp.chunk().await.map_err(BodyError::Cut)? {
+            Some(chunk) => {
+                let room = keep - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            None => break,
+        }
+    }
+    Ok(body)
 }
 
 impl RetryPolicy {
@@ -83,25 +177,31 @@ pub(super) fn otp_headers(otp: Option<&str>) -> HeaderMap {
 }
 
 impl RegistryClient {
-    /// A GET with retries, returning the parsed JSON body.
+    /// A GET with retries of an API endpoint (capped by `registry.max_body`), returning the parsed
+    /// JSON body. Only for answers that are small by nature: the tree costs several times the body.
     pub(super) async fn get_json(
         &self,
         endpoint: &'static str,
         url: Url,
         cred: Option<&Credential>,
     ) -> Result<Value, RegistryError> {
-        let reply = self.get(endpoint, url, cred, HeaderMap::new()).await?;
+        let reply = self
+            .get(endpoint, url, cred, HeaderMap::new(), BodyKind::Api)
+            .await?;
         parse_json(endpoint, &reply.body)
     }
 
-    /// A GET with retries. Returns 2xx and 304 replies; every other status is a typed error.
+    /// A GET with retries. Returns 2xx and 304 replies, their body read up to the cap of `kind`;
+    /// every other status is a typed error, and so is a body past the cap.
     pub(super) async fn get(
         &self,
         endpoint: &'static str,
         url: Url,
         cred: Option<&Credential>,
         extra: HeaderMap,
+        kind: BodyKind,
     ) -> Result<Reply, RegistryError> {
+        let (limit, key) = self.limits.cap(kind);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -140,15 +240,31 @@ impl RegistryClient {
                         continue;
                     }
                     let headers = resp.headers().clone();
-                    let body = match resp.bytes().await {
+                    let wanted = status.is_success() || status == StatusCode::NOT_MODIFIED;
+                    let read = if wanted {
+                        read_capped(resp, limit).await
+                    } else {
+                        read_prefix(resp, ERROR_BODY_KEEP).await
+                    };
+                    let body = match read {
                         Ok(b) => b,
+                        // Never retried: the same answer would come again, and a cap is not a
+                        // transient fault. It fails the read, so nothing is taken as empty.
+                        Err(BodyError::TooLarge { declared }) => {
+                            return Err(RegistryError::TooLarge {
+                                endpoint,
+                                key,
+                                limit,
+                                declared,
+                            })
+                        }
                         // A body cut off mid-way is a connection error like any other: retry it.
-                        Err(_) if retries_left => {
+                        Err(BodyError::Cut(_)) if retries_left => {
                             self.back_off(endpoint, attempt, None, "response cut off")
                                 .await;
                             continue;
                         }
-                        Err(e) => {
+                        Err(BodyError::Cut(e)) => {
                             return Err(RegistryError::Network {
                                 endpoint,
                                 attempts: attempt,
@@ -156,11 +272,11 @@ impl RegistryClient {
                             })
                         }
                     };
-                    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                    if wanted {
                         return Ok(Reply {
                             status,
                             headers,
-                            body,
+                            body: body.into(),
                         });
                     }
                     return Err(classify(endpoint, status, &headers, &body, attempt));
@@ -217,7 +333,9 @@ impl RegistryClient {
                 let status = resp.status();
                 self.observer.request(endpoint, status.as_str());
                 let headers = resp.headers().clone();
-                let bytes = resp.bytes().await.unwrap_or_default();
+                // Only the start of the answer matters (the error message); a body that cannot be
+                // read leaves the status to speak for itself.
+                let bytes = read_prefix(resp, ERROR_BODY_KEEP).await.unwrap_or_default();
                 if status.is_success() {
                     Ok(())
                 } else {

@@ -4,7 +4,10 @@
 //! GETs are retried on 408, 420, 429, 5xx and connection errors with jittered exponential backoff that
 //! honours `Retry-After` (npm ignores it); POSTs are never retried; every failure is a typed
 //! [`RegistryError`] whose [`label`](RegistryError::label) is safe to use in metrics. A failure is never
-//! turned into an empty result.
+//! turned into an empty result. Every body is read up to a cap ([`BodyLimits`]: `registry.max_body`
+//! for API answers, `registry.max_packument` for packuments); past it the call fails with
+//! [`RegistryError::TooLarge`] without reading the rest, and large answers (token-list pages,
+//! packuments) are parsed straight into their typed views, never into a JSON tree.
 //!
 //! The client is split by area: `http` (requests, retries, error classification), `tokens` (the
 //! token list, profile, whoami), `packument` (packuments and provenance), `org` (package lists,
@@ -26,7 +29,7 @@ use url::Url;
 
 pub use error::{FieldError, RegistryError};
 pub(crate) use http::retry_after;
-pub use http::RetryPolicy;
+pub use http::{BodyLimits, RetryPolicy};
 pub use org::{OrgView, TeamView};
 pub use packument::{
     parse_packument, parse_provenance, Fetched, Packument, ProvenanceSource, TrustedPublisher,
@@ -57,6 +60,7 @@ pub struct RegistryClient {
     http: reqwest::Client,
     base: Url,
     retry: RetryPolicy,
+    limits: BodyLimits,
     observer: Arc<dyn Observer>,
 }
 
@@ -83,8 +87,16 @@ impl RegistryClient {
             http,
             base,
             retry,
+            limits: BodyLimits::default(),
             observer: Arc::new(observer),
         })
+    }
+
+    /// The same client with other body caps (from `registry.max_body` and `registry.max_packument`;
+    /// [`new`](Self::new) starts with their defaults).
+    pub fn with_body_limits(mut self, limits: BodyLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Resolve a path or a `urls.next` value the way npm-registry-fetch does: an absolute URL as is, a

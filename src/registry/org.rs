@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::http::{parse_json, BodyKind};
 use super::{FieldError, RegistryClient, RegistryError};
 use crate::credential::Credential;
 
@@ -183,7 +185,16 @@ impl RegistryClient {
         cred: &Credential,
     ) -> Result<BTreeMap<String, String>, RegistryError> {
         let url = self.endpoint_url(endpoint, path)?;
-        let body = self.get_json(endpoint, url, Some(cred)).await?;
+        let reply = self
+            .get(endpoint, url, Some(cred), HeaderMap::new(), BodyKind::Api)
+            .await?;
+        // Straight into the map: a package list of a large account or org is the longest API
+        // answer, and a JSON tree of it would cost several times the body. The tree is built only
+        // when that fails, to name what is wrong.
+        if let Ok(map) = serde_json::from_slice::<BTreeMap<String, String>>(&reply.body) {
+            return Ok(map);
+        }
+        let body = parse_json(endpoint, &reply.body)?;
         parse_string_map(&body, endpoint).map_err(|e| RegistryError::malformed(endpoint, e))
     }
 }

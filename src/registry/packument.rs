@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::http::BodyKind;
 use super::{escape_package, FieldError, RegistryClient, RegistryError};
 use crate::credential::Credential;
 
@@ -172,7 +173,8 @@ struct RawProvenance {
     predicate_type: Option<String>,
 }
 
-/// Parse a full packument (as bytes, so the document is never kept as a JSON tree).
+/// Parse a full packument (as bytes, straight into the slim view: the document is never kept as a
+/// JSON tree, and what the checks do not read is skipped while parsing).
 pub fn parse_packument(bytes: &[u8], requested: &str) -> Result<Packument, FieldError> {
     let raw: RawPackument = serde_json::from_slice(bytes).map_err(|e| FieldError {
         field: "packument".into(),
@@ -306,7 +308,9 @@ impl RegistryClient {
         if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(t).ok()) {
             headers.insert(IF_NONE_MATCH, tag);
         }
-        let reply = self.get(EP, url, cred, headers).await?;
+        let reply = self
+            .get(EP, url, cred, headers, BodyKind::Packument)
+            .await?;
         if reply.status == StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }

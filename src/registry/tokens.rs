@@ -6,11 +6,18 @@
 //! are known only from a posted CLI output, not from a published schema, so every field except `key` is
 //! optional and unknown fields are ignored. What is present must have the right type: a `created` that is
 //! not a date is an error naming the field, never a silently dropped value.
+//!
+//! A page is parsed without a JSON tree of it: `objects` is split into the raw text of each object
+//! (borrowed from the body), and each is parsed on its own into the typed view, so that an error
+//! still names `objects[i]` while a long page costs little more than its body.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::http::BodyKind;
 use super::{FieldError, RegistryClient, RegistryError};
 use crate::credential::Credential;
 
@@ -137,22 +144,94 @@ fn parse_time(field: String, value: Option<String>) -> Result<Option<DateTime<Ut
     }
 }
 
-/// Parse one page's `objects` array; `offset` is the index of its first object in the whole list.
+/// Parse one page's `objects` array given as JSON values (the checks' fixtures); `offset` is the
+/// index of its first object in the whole list. The client reads pages with [`parse_page`].
+#[cfg(test)]
 pub fn parse_tokens(objects: &[Value], offset: usize) -> Result<Vec<Token>, FieldError> {
     objects
         .iter()
         .enumerate()
-        .filter_map(|(i, v)| parse_token(v, offset + i).transpose())
+        .filter_map(|(i, v)| {
+            let index = offset + i;
+            serde_json::from_value(v.clone())
+                .map_err(|e| object_error(index, e))
+                .and_then(|raw| token_from_raw(raw, index))
+                .transpose()
+        })
         .collect()
 }
 
-/// `Ok(None)` for a revoked token.
-fn parse_token(value: &Value, index: usize) -> Result<Option<Token>, FieldError> {
-    let at = |f: &str| format!("objects[{index}].{f}");
-    let raw: RawToken = serde_json::from_value(value.clone()).map_err(|e| FieldError {
+fn object_error(index: usize, e: serde_json::Error) -> FieldError {
+    FieldError {
         field: format!("objects[{index}]"),
         problem: e.to_string(),
+    }
+}
+
+/// One page of the token list as read: the tokens on it and the link to the next page.
+#[derive(Debug)]
+pub(super) struct Page {
+    pub(super) tokens: Vec<Token>,
+    pub(super) next: Option<String>,
+}
+
+/// The page as sent, with each object left as raw text for [`parse_page`] to parse one by one.
+#[derive(Deserialize)]
+struct RawPage<'a> {
+    #[serde(borrow, default)]
+    objects: Option<&'a RawValue>,
+    /// A small object (`{next, prev}`), kept as a tree so that a `next` of the wrong type can be
+    /// shown. `Some(Null)` for `"urls": null`, which is present (and has no `next`), not missing.
+    #[serde(default, deserialize_with = "present")]
+    urls: Option<Value>,
+}
+
+/// Whatever value is there, `null` included, as `Some`; an absent key stays `None` (the default).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Parse one page of `GET /-/npm/v1/tokens`; `offset` is the index of its first object in the whole
+/// list. Errors are the problem alone; the caller adds the endpoint and the page number.
+pub(super) fn parse_page(body: &[u8], offset: usize) -> Result<Page, String> {
+    // serde would read a struct from an array too, by position; a page is an object.
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Err("not a token-list page (an array, not an object)".into());
+    }
+    let raw: RawPage = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            format!("not a token-list page ({e})")
+        } else {
+            format!("body is not JSON ({e})")
+        }
     })?;
+    let objects: Vec<&RawValue> = raw
+        .objects
+        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .ok_or_else(|| "`objects` is missing or not an array".to_string())?;
+    let mut tokens = Vec::with_capacity(objects.len());
+    for (i, object) in objects.into_iter().enumerate() {
+        let index = offset + i;
+        let raw: RawToken =
+            serde_json::from_str(object.get()).map_err(|e| object_error(index, e).to_string())?;
+        if let Some(token) = token_from_raw(raw, index).map_err(|e| e.to_string())? {
+            tokens.push(token);
+        }
+    }
+    // npm throws when `urls` is missing; a daemon that met one would rather say so than guess.
+    let urls = raw.urls.ok_or_else(|| "`urls` is missing".to_string())?;
+    let next = match urls.get("next") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => return Err(format!("`urls.next` should be a string, found {other}")),
+    };
+    Ok(Page { tokens, next })
+}
+
+/// The typed token from its raw object; `Ok(None)` for a revoked token.
+fn token_from_raw(raw: RawToken, index: usize) -> Result<Option<Token>, FieldError> {
+    let at = |f: &str| format!("objects[{index}].{f}");
     if raw.revoked.as_ref().is_some_and(|r| !r.is_null()) {
         return Ok(None);
     }
@@ -326,35 +405,13 @@ impl RegistryClient {
                     page
                 )));
             }
-            let body = self.get_json(EP, url.clone(), Some(cred)).await?;
-            let objects = body
-                .get("objects")
-                .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    malformed(format!(
-                        "page {}: `objects` is missing or not an array",
-                        page + 1
-                    ))
-                })?;
-            let parsed = parse_tokens(objects, tokens.len())
+            let reply = self
+                .get(EP, url.clone(), Some(cred), HeaderMap::new(), BodyKind::Api)
+                .await?;
+            let parsed = parse_page(&reply.body, tokens.len())
                 .map_err(|e| malformed(format!("page {}: {e}", page + 1)))?;
-            tokens.extend(parsed);
-            // npm throws when `urls` is missing; a daemon that met one would rather say so than guess.
-            let urls = body
-                .get("urls")
-                .ok_or_else(|| malformed(format!("page {}: `urls` is missing", page + 1)))?;
-            let next = match urls.get("next") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) if s.is_empty() => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => {
-                    return Err(malformed(format!(
-                        "page {}: `urls.next` should be a string, found {other}",
-                        page + 1
-                    )))
-                }
-            };
-            let Some(next) = next else { break };
+            tokens.extend(parsed.tokens);
+            let Some(next) = parsed.next else { break };
             let next_url = self.resolve(&next).map_err(malformed)?;
             if next_url.origin() != self.base.origin() {
                 // npm would not send the credential to another origin either.
@@ -499,6 +556,43 @@ mod tests {
         assign_ids(&mut t);
         let ids: Vec<&str> = t.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, vec!["abcdef123", "abcdef129", "zzzzzz", "abc"]);
+    }
+
+    /// A page is parsed object by object from its raw text: errors still name the object by its
+    /// index in the whole list, unknown fields are ignored, and `urls` keeps npm's rules.
+    #[test]
+    fn pages_parse_straight_into_tokens() {
+        let body = br#"{"objects":[{"key":"aaaaaa111","readonly":true,"someday":{"x":[1,2]}},
+                                    {"key":"bbbbbb222","revoked":"2026-01-01T00:00:00Z"}],
+                        "urls":{"next":"/-/npm/v1/tokens?page=2"},"total":2}"#;
+        let page = parse_page(body, 0).expect("page");
+        assert_eq!(page.tokens.len(), 1);
+        assert_eq!(page.tokens[0].access, Access::ReadOnly);
+        assert_eq!(page.next.as_deref(), Some("/-/npm/v1/tokens?page=2"));
+
+        let err = |body: &str, offset| parse_page(body.as_bytes(), offset).expect_err(body);
+        assert_eq!(
+            err(r#"{"objects":[{"key":"a1"},{"name":"x"}],"urls":{}}"#, 20),
+            "objects[21].key: missing: every token needs its key"
+        );
+        assert!(
+            err(
+                r#"{"objects":[{"key":"a1","readonly":"yes"}],"urls":{}}"#,
+                0
+            )
+            .starts_with("objects[0]: invalid type: string \"yes\", expected a boolean"),
+            "type error names the object"
+        );
+        assert_eq!(
+            err(r#"{"objects":null,"urls":{}}"#, 0),
+            "`objects` is missing or not an array"
+        );
+        assert_eq!(err(r#"{"objects":[]}"#, 0), "`urls` is missing");
+        assert!(err("{not json", 0).starts_with("body is not JSON"));
+        assert!(err("[1]", 0).starts_with("not a token-list page"));
+        // `"urls": null` is there (with no next), as `{}` is: the list ends.
+        let page = parse_page(br#"{"objects":[],"urls":null}"#, 0).expect("null urls");
+        assert!(page.tokens.is_empty() && page.next.is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::http::{otp_headers, parse_json};
+use super::http::{otp_headers, parse_json, BodyKind};
 use super::{escape_package, FieldError, RegistryClient, RegistryError};
 use crate::credential::Credential;
 
@@ -112,7 +112,9 @@ impl RegistryClient {
     ) -> Result<Vec<TrustConfig>, RegistryError> {
         const EP: &str = "trust";
         let url = self.endpoint_url(EP, &format!("/-/package/{}/trust", escape_package(name)))?;
-        let reply = self.get(EP, url, Some(cred), otp_headers(otp)).await?;
+        let reply = self
+            .get(EP, url, Some(cred), otp_headers(otp), BodyKind::Api)
+            .await?;
         let body = parse_json(EP, &reply.body)?;
         parse_trust(&body).map_err(|e| RegistryError::malformed(EP, e))
     }

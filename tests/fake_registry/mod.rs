@@ -26,6 +26,9 @@
 //! - Benchmarks: [`FakeRegistry::set_latency`], [`FakeRegistry::bytes_served`],
 //!   [`FakeRegistry::requests_count`], [`FakeRegistry::add_many_packages`].
 //! - Faults ([`Fault`]) are queued per path prefix and consumed one per matching request, before auth.
+//!   [`Fault::Oversized`] serves a body of any size, with or without `Content-Length`, and
+//!   [`FakeRegistry::wire_bytes`] counts what actually reached the sockets, so a test can tell a
+//!   client that stopped reading from one that read everything.
 //! - Every request is recorded ([`Recorded`]) with its arrival time, headers (lowercase names) and body.
 //! - [`FakeRegistry::stop`] closes the port (connection refused) and [`FakeRegistry::restart`] opens it
 //!   again on the same port with the same state.
@@ -43,7 +46,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -120,6 +123,10 @@ pub enum Fault {
     TruncatedBody,
     /// 302 to this location.
     Redirect(String),
+    /// 200 with a JSON body of exactly `bytes` bytes (at least a few dozen): an empty token-list
+    /// page padded with a long string ([`oversized_body`]). With `declared` it is sent with
+    /// `Content-Length`; without, chunked and without one, so that only reading it shows its size.
+    Oversized { bytes: usize, declared: bool },
     /// Anything else: status, extra headers, raw body (`content-type: application/json` unless given).
     Custom {
         status: u16,
@@ -266,6 +273,8 @@ struct Shared {
     prefix: String,
     /// The registry URL with its trailing slash.
     url: String,
+    /// Bytes written to client sockets (heads and bodies) since start; see [`FakeRegistry::wire_bytes`].
+    wire: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -323,6 +332,7 @@ impl FakeRegistry {
             state: Arc::new(Mutex::new(FakeState::default())),
             prefix,
             url: url.clone(),
+            wire: Arc::new(AtomicU64::new(0)),
         };
         let conns = Arc::new(Mutex::new(Vec::new()));
         let running = spawn_server(listener, &shared, &conns);
@@ -629,6 +639,13 @@ impl FakeRegistry {
     /// Response body bytes served (as handed to the connection; a cut-off body counts in full).
     pub fn bytes_served(&self) -> u64 {
         self.with_state(|s| s.bytes_served)
+    }
+
+    /// Bytes written to client sockets since start, heads included: unlike [`Self::bytes_served`],
+    /// a body the client stopped reading counts only as far as it was written (what the client read
+    /// plus what the socket buffers held when it closed the connection).
+    pub fn wire_bytes(&self) -> u64 {
+        self.shared.wire.load(Ordering::SeqCst)
     }
 
     /// Requests received, faulted ones included.
@@ -1082,6 +1099,19 @@ fn routes(shared: &Shared) -> Router {
     .with_state(shared.clone())
 }
 
+/// `{"objects":[],"urls":{},"pad":"xx…"}` of exactly `bytes` bytes (or the shortest such page when
+/// `bytes` is smaller): a valid, empty token-list page that is large only by its padding.
+pub fn oversized_body(bytes: usize) -> Bytes {
+    const HEAD: &[u8] = br#"{"objects":[],"urls":{},"pad":""#;
+    const TAIL: &[u8] = br#""}"#;
+    let pad = bytes.saturating_sub(HEAD.len() + TAIL.len());
+    let mut body = Vec::with_capacity(HEAD.len() + pad + TAIL.len());
+    body.extend_from_slice(HEAD);
+    body.resize(HEAD.len() + pad, b'x');
+    body.extend_from_slice(TAIL);
+    Bytes::from(body)
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
@@ -1228,6 +1258,21 @@ fn fault_response(fault: Fault) -> Response {
                 HeaderValue::from_str(&location).expect("location value"),
             );
             resp
+        }
+        Fault::Oversized { bytes, declared } => {
+            let body = oversized_body(bytes);
+            let body = if declared {
+                Body::from(body)
+            } else {
+                // A stream has no known length: hyper sends it chunked, without Content-Length.
+                Body::from_stream(Body::from(body).into_data_stream())
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
         }
         Fault::Custom {
             status,
@@ -1554,6 +1599,7 @@ fn spawn_server(listener: TcpListener, shared: &Shared, conns: &Conns) -> Runnin
     let listener = TrackedListener {
         inner: listener,
         conns: conns.clone(),
+        wire: shared.wire.clone(),
     };
     let (shutdown, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -1572,6 +1618,7 @@ type Conns = Arc<Mutex<Vec<Weak<ConnCtl>>>>;
 struct TrackedListener {
     inner: TcpListener,
     conns: Conns,
+    wire: Arc<AtomicU64>,
 }
 
 /// Controls for one connection, shared by its stream and (through `ConnectInfo`) the handlers.
@@ -1625,6 +1672,7 @@ impl axum::serve::Listener for TrackedListener {
                     let io = TrackedStream {
                         inner: stream,
                         ctl: ctl.clone(),
+                        wire: self.wire.clone(),
                     };
                     return (io, ConnMeta { peer, ctl });
                 }
@@ -1653,6 +1701,8 @@ impl Connected<IncomingStream<'_, TrackedListener>> for ConnMeta {
 struct TrackedStream {
     inner: TcpStream,
     ctl: Arc<ConnCtl>,
+    /// The registry's count of bytes written to sockets.
+    wire: Arc<AtomicU64>,
 }
 
 impl TrackedStream {
@@ -1718,10 +1768,15 @@ impl AsyncWrite for TrackedStream {
             return Poll::Ready(Err(dropped()));
         }
         let Some(allowed) = this.allowed(buf) else {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = result {
+                this.wire.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            return result;
         };
         let result = Pin::new(&mut this.inner).poll_write(cx, &buf[..allowed]);
         if let Poll::Ready(Ok(n)) = result {
+            this.wire.fetch_add(n as u64, Ordering::SeqCst);
             this.wrote(n);
         }
         result

@@ -508,6 +508,8 @@ pub struct Smtp {
     pub maildir: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The aiosmtpd handler class (`-c`).
+    handler: &'static str,
 }
 
 /// One message as stored by the SMTP server.
@@ -548,6 +550,16 @@ fn smtp_greets(addr: SocketAddr) -> bool {
 impl Smtp {
     /// Starts aiosmtpd on a free port and waits for its SMTP greeting.
     pub fn start() -> Smtp {
+        Self::start_with("aiosmtpd.handlers.Mailbox")
+    }
+
+    /// As [`start`](Self::start), but recipients named `refused…` get a permanent 550 and `later…` a
+    /// transient 451 (`tests/peers/smtp_refusing.py`).
+    pub fn start_refusing() -> Smtp {
+        Self::start_with("smtp_refusing.RefusingMailbox")
+    }
+
+    fn start_with(handler: &'static str) -> Smtp {
         aiosmtpd_python();
         let dir = tempfile::Builder::new()
             .prefix("aiosmtpd-")
@@ -564,6 +576,7 @@ impl Smtp {
             maildir,
             dir,
             child: None,
+            handler,
         };
         s.spawn();
         s
@@ -579,10 +592,11 @@ impl Smtp {
         let child = Command::new(aiosmtpd_python())
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{}", self.port))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .args(["-c", self.handler])
             .arg(&self.maildir)
             .current_dir(self.dir.path())
             .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONPATH", repo_root().join("tests/peers"))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -1076,4 +1090,141 @@ pub fn metric_in(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+// ---------------------------------------------------------------------------
+// podman (Debian packages podman, runc, slirp4netns)
+// ---------------------------------------------------------------------------
+
+/// podman's global options for these hosts: runc (crun fails on hybrid cgroup hierarchies) and the
+/// cgroupfs manager (no systemd to create scopes).
+pub const PODMAN_GLOBAL: &[&str] = &["--runtime", "runc", "--cgroup-manager=cgroupfs"];
+
+/// Panics (never skips) unless podman and what it runs containers with are installed.
+pub fn require_podman() {
+    bin_on_path("podman", "podman");
+    bin_on_path("runc", "runc");
+    bin_on_path("slirp4netns", "slirp4netns");
+}
+
+/// A `podman` command with [`PODMAN_GLOBAL`] and `args`.
+pub fn podman_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut cmd = Command::new(bin_on_path("podman", "podman"));
+    cmd.args(PODMAN_GLOBAL).args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs podman with `args`, whatever its exit status.
+pub fn podman<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    let mut cmd = podman_command(args);
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}; {INSTALL_HINT}"))
+}
+
+/// Runs podman with `args`; its stdout, or a panic with its stderr unless it exits 0.
+pub fn podman_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = podman(args);
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        out.status.success(),
+        "podman {} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        shown.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a test made in podman's storage, removed when it is dropped (also when the test fails):
+/// containers first (forced, no stop grace), then volumes, then images, newest first.
+#[derive(Default)]
+pub struct PodmanCleanup {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    images: Vec<String>,
+}
+
+impl PodmanCleanup {
+    pub fn container(&mut self, name: &str) {
+        self.containers.push(name.to_owned());
+    }
+
+    pub fn volume(&mut self, name: &str) {
+        self.volumes.push(name.to_owned());
+    }
+
+    pub fn image(&mut self, name: &str) {
+        self.images.push(name.to_owned());
+    }
+}
+
+impl Drop for PodmanCleanup {
+    fn drop(&mut self) {
+        for c in self.containers.iter().rev() {
+            let _ = podman(&["rm", "--force", "--time", "0", c.as_str()]);
+        }
+        for v in self.volumes.iter().rev() {
+            let _ = podman(&["volume", "rm", "--force", v.as_str()]);
+        }
+        for i in self.images.iter().rev() {
+            let _ = podman(&["rmi", "--force", i.as_str()]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A tmpfs of the test's own (needs root)
+// ---------------------------------------------------------------------------
+
+/// A tmpfs mounted on a folder for as long as this lives: a small one to fill up on purpose, a
+/// read-only one that not even root can write. Unmounted on drop, also when the test panics (lazily
+/// if a process still has a file open there). Drop it after whatever runs on it.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (`size=1m`, `ro`, …) on `path`, creating the folder. Panics, never
+    /// skips, when it cannot: mounting needs root, which the test command has.
+    pub fn mount(path: &Path, options: &str) -> Tmpfs {
+        fs::create_dir_all(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount (util-linux): {e}"));
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs ({options}) on {}: {}\nthis test mounts a file system of its own \
+             and needs root (CAP_SYS_ADMIN): run the tests as root (see the README's Test section)",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs { path: path.into() }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(&self.path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !umount(false) && !umount(true) {
+            eprintln!("could not unmount the tmpfs on {}", self.path.display());
+        }
+    }
 }
