@@ -9,7 +9,8 @@
 #
 # Each corpus is seeded from the project's own fixtures (fuzz/seedgen writes them afresh each run:
 # src/checks/fixtures, the tests' fake registry, config/npm-watchdog.example.toml, the configuration
-# tests' TOML and their table of invalid files) plus the hand-written seeds in fuzz/seeds/.
+# tests' TOML and their table of invalid files) plus the hand-written seeds in fuzz/seeds/; each
+# target also gets its dictionary of field names and tricky values from fuzz/dicts/.
 # What the fuzzer finds is kept in fuzz/corpus/<target>/ and reused by the next run.
 #
 # Prints per target: seeds, runs executed, exec/s, corpus size (units), coverage, crashes found.
@@ -94,6 +95,8 @@ for t in $FUZZ_TARGETS; do
             seeds=$((seeds + $(count_files "$d")))
         fi
     done
+    dict=()
+    [[ -f "fuzz/dicts/$t.dict" ]] && dict=(-dict="fuzz/dicts/$t.dict")
     before="$(findings "$t")"
     logfile="$LOGS/$t.log"
     tmp="$ROOT/fuzz/target/tmp/$t"
@@ -102,7 +105,7 @@ for t in $FUZZ_TARGETS; do
     status=0
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of arguments
     TMPDIR="$tmp" cargo "+$TOOLCHAIN" fuzz run "$t" "${dirs[@]}" -- \
-        -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -print_final_stats=1 $FUZZ_ARGS \
+        -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -print_final_stats=1 "${dict[@]}" $FUZZ_ARGS \
         >"$logfile" 2>&1 || status=$?
     rm -rf "$tmp"
 
@@ -132,7 +135,7 @@ for t in $FUZZ_TARGETS; do
     summary+=("$(printf '%-11s %6s %12s %8s %14s %6s  %s' "$t" "$seeds" "${runs:-?}" "${execs:-?}" "${corp:-?}" "${cov:-?}" "$n_new")")
 done
 
-printf '\nfuzz: %ss per target, %s\n' "$FUZZ_SECONDS" "$(date -u +%Y-%m-%dT%H:%MZ)"
+printf '\nfuzz: %ss per target, finished %s\n' "$FUZZ_SECONDS" "$(date -u +%Y-%m-%dT%H:%MZ)"
 printf '%-11s %6s %12s %8s %14s %6s  %s\n' target seeds runs exec/s corpus/bytes cov crashes
 printf '%s\n' "${summary[@]}"
 ((failed == 0)) || exit 2

@@ -108,10 +108,7 @@ impl StateLock {
 /// Why `dir` could not be created, naming what is in the way: `create_dir_all` reports a file
 /// where a folder should be as a bare "File exists", which reads as if the lock file were the problem.
 fn folder_problem(dir: &Path, e: &std::io::Error) -> String {
-    let blocker = dir
-        .ancestors()
-        .find(|a| a.exists())
-        .filter(|a| !a.is_dir());
+    let blocker = dir.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir());
     match blocker {
         Some(file) => format!("{} is a file, not a folder", file.display()),
         None => format!("{}: {e}", dir.display()),

@@ -244,10 +244,13 @@ impl Schedules {
 /// the runtime blocked), from now: the group runs once and keeps its rhythm. tokio-cron-scheduler's
 /// repeated jobs count only from their previous tick and never fire again once they fall more than
 /// a period behind, which would leave a group silently unchecked.
+///
+/// Each run is its own task, so a panic in one (a bug meeting input nobody foresaw) is logged and the
+/// next run still comes, instead of the schedule ending silently.
 fn every<F, Fut>(period: Duration, f: F) -> watch::Sender<()>
 where
     F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let (stop, mut stopped) = watch::channel(());
     tokio::spawn(async move {
@@ -256,7 +259,11 @@ where
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticks.tick() => f().await,
+                _ = ticks.tick() => {
+                    if let Err(e) = tokio::spawn(f()).await {
+                        tracing::error!(error = %e, "a scheduled run failed; the next one runs as planned");
+                    }
+                }
                 // The sender was dropped: stop.
                 _ = stopped.changed() => return,
             }

@@ -309,15 +309,22 @@ fn token_from_raw(raw: RawToken, index: usize) -> Result<Option<Token>, FieldErr
 pub fn assign_ids(tokens: &mut [Token]) {
     let keys: Vec<String> = tokens.iter().map(|t| t.key.clone()).collect();
     for t in tokens.iter_mut() {
-        let mut len = 6.min(t.key.len());
-        while len < t.key.len() {
-            let prefix = &t.key[..len];
-            if !keys.iter().any(|k| k != &t.key && k.starts_with(prefix)) {
+        // Prefixes end at character boundaries: a key is whatever text the registry sent, and
+        // cutting it by bytes could split a character (found by fuzzing).
+        let ends = t
+            .key
+            .char_indices()
+            .map(|(i, _)| i)
+            .skip(6)
+            .chain(std::iter::once(t.key.len()));
+        let mut id = t.key.as_str();
+        for end in ends {
+            id = t.key.get(..end).unwrap_or(&t.key);
+            if !keys.iter().any(|k| k != &t.key && k.starts_with(id)) {
                 break;
             }
-            len += 1;
         }
-        t.id = t.key.get(..len).unwrap_or(&t.key).to_string();
+        t.id = id.to_string();
     }
 }
 
@@ -556,6 +563,25 @@ mod tests {
         assign_ids(&mut t);
         let ids: Vec<&str> = t.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, vec!["abcdef123", "abcdef129", "zzzzzz", "abc"]);
+    }
+
+    /// Keys are text from the registry: ids are cut at character boundaries, never inside one
+    /// (a key with a multi-byte character used to panic the token list; found by fuzzing).
+    #[test]
+    fn ids_of_non_ascii_keys_are_cut_at_character_boundaries() {
+        let mut t = parse_tokens(
+            &[
+                json!({"key":"aaaaaé"}),
+                json!({"key":"aaaaaéb"}),
+                json!({"key":"aaaaaéc"}),
+                json!({"key":"4f1c 🚀 x"}),
+            ],
+            0,
+        )
+        .expect("parse");
+        assign_ids(&mut t);
+        let ids: Vec<&str> = t.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, vec!["aaaaaé", "aaaaaéb", "aaaaaéc", "4f1c 🚀"]);
     }
 
     /// A page is parsed object by object from its raw text: errors still name the object by its
