@@ -12,12 +12,21 @@
 #   SWEEP="1 4 64"      further audits at these registry.concurrency values ("" to skip)
 #   NPM_SAMPLE=$N       how many packages the npm CLI loop reads (the rest is extrapolated)
 #   PACKAGES_EVERY=10s  the daemon's schedule.packages for part b
+#   CYCLES=2            package cycles the daemon runs in part b; its RSS is printed after each
+#                       (the memory mode: CYCLES=20 NPM=0)
+#   CUTOFF=""           policy.trusted_publishing_since for audit and daemon (default: the policy's
+#                       default). The fake's versions are dated from 2025-01-01: an earlier cutoff
+#                       puts every version in scope (all kept, the latest's provenance read)
+#   NPM=1               part c, the npm CLI loop (0 skips it)
+#   PACKAGE_SERIES=true the daemon's server.package_series (false: no per-package series in /metrics)
 #   CYCLE_TIMEOUT=180   seconds to wait for each daemon cycle
 #   KEEP=1              keep the temporary directory (configs, logs, outputs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
 N="${N:-1000}"
 LATENCY_MS="${LATENCY_MS:-20}"
@@ -27,6 +36,10 @@ CONCURRENCY="${CONCURRENCY:-16}"
 SWEEP="${SWEEP-1 4 64}"
 NPM_SAMPLE="${NPM_SAMPLE:-$N}"
 PACKAGES_EVERY="${PACKAGES_EVERY:-10s}"
+CYCLES="${CYCLES:-2}"
+CUTOFF="${CUTOFF:-}"
+NPM="${NPM:-1}"
+PACKAGE_SERIES="${PACKAGE_SERIES:-true}"
 CYCLE_TIMEOUT="${CYCLE_TIMEOUT:-180}"
 USER_NAME="bench"
 
@@ -37,13 +50,19 @@ die() {
     exit 1
 }
 
-for v in N LATENCY_MS VERSIONS README_BYTES CONCURRENCY NPM_SAMPLE CYCLE_TIMEOUT; do
+for v in N LATENCY_MS VERSIONS README_BYTES CONCURRENCY NPM_SAMPLE CYCLE_TIMEOUT CYCLES NPM; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 for c in $SWEEP; do
     [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "SWEEP must list whole numbers of at least 1, got '$c'"
 done
 ((N >= 1)) || die "N must be at least 1"
+((CYCLES >= 2)) || die "CYCLES must be at least 2"
+[[ "$PACKAGE_SERIES" == true || "$PACKAGE_SERIES" == false ]] || die "PACKAGE_SERIES must be true or false"
+POLICY=""
+if [[ -n "$CUTOFF" ]]; then
+    POLICY="$(printf '[policy]\ntrusted_publishing_since = "%s"\n' "$CUTOFF")"
+fi
 ((NPM_SAMPLE >= 1 && NPM_SAMPLE <= N)) || die "NPM_SAMPLE must be between 1 and N ($N)"
 
 # --- tools -----------------------------------------------------------------------------------------
@@ -64,25 +83,14 @@ need_deb() {
 need_deb /usr/bin/time time
 need_deb jq jq
 need_deb curl curl
-command -v npm >/dev/null 2>&1 || die "npm is missing (need Node.js with npm)"
+if ((NPM)); then
+    command -v npm >/dev/null 2>&1 || die "npm is missing (need Node.js with npm)"
+fi
 
 # --- processes and cleanup -------------------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-audit.XXXXXX")"
 FAKE_PID=""
 DAEMON_PID=""
-stop_pid() {
-    local pid="$1"
-    [[ -n "$pid" ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$DAEMON_PID"
     stop_pid "$FAKE_PID"
@@ -138,7 +146,10 @@ DOC_MEAN="$(jq .doc_bytes_mean <<<"$DOC")"
 
 say "== machine and setup"
 say "machine:    $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || echo unknown)), $(uname -sr)"
-say "            $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), node $(node --version), npm $(npm --version), $("$WD" --version)"
+NODE_VERSIONS="skipped (NPM=0)"
+((NPM)) && NODE_VERSIONS="node $(node --version), npm $(npm --version)"
+say "            $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), $NODE_VERSIONS, $("$WD" --version)"
+say "cutoff:     policy.trusted_publishing_since = ${CUTOFF:-the default}"
 say "            load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)"
 say "registry:   the tests' fake registry (examples/fake_registry_server.rs) on 127.0.0.1, ${LATENCY_MS} ms added to every response"
 say "packages:   N=$N owned by user '$USER_NAME', $VERSIONS versions each, a ${README_BYTES}-byte readme"
@@ -165,6 +176,8 @@ users = ["$USER_NAME"]
 
 [state]
 path = "$WORK/audit-state/state.db"
+
+$POLICY
 EOF
     reset_stats
     t0="$(now)"
@@ -243,12 +256,15 @@ packages = "$PACKAGES_EVERY"
 
 [server]
 listen = "127.0.0.1:0"
+package_series = $PACKAGE_SERIES
 
 [state]
 path = "$WORK/daemon-state/state.db"
+
+$POLICY
 EOF
 
-log "b. npm-watchdog run, two package cycles (schedule.packages = $PACKAGES_EVERY)"
+log "b. npm-watchdog run, $CYCLES package cycles (schedule.packages = $PACKAGES_EVERY)"
 reset_stats
 NPM_CONFIG_USERCONFIG="$WORK/no-npmrc" RUST_LOG=info \
     "$WD" --config "$WORK/daemon.toml" --log-format json run >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
@@ -296,32 +312,58 @@ wait_cycle() {
     die "no successful package cycle within ${CYCLE_TIMEOUT} s; daemon log: $(tail -20 "$WORK/daemon.log")"
 }
 
+proc_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0; }
 C1_AT="$(wait_cycle "")"
 C1_S="$(metric npm_watchdog_check_duration_seconds 'check="packages"')"
 B1="$(stats)"
 C1_BYTES="$(jq .bytes <<<"$B1")"
 C1_REQ="$(jq .requests <<<"$B1")"
+# One row per cycle: the daemon's RSS once the cycle is done (VmRSS) and the most it ever held (VmHWM).
+ROWS="$(printf '%6s %10s %10s %10s\n' cycle seconds rss_kib hwm_kib)"
+ROWS+=$'\n'"$(printf '%6s %10s %10s %10s' 1 "$(fmt "$C1_S" '%.2f')" "$(proc_kb VmRSS)" "$(proc_kb VmHWM)")"
 reset_stats
-wait_cycle "$C1_AT" >/dev/null
-C2_S="$(metric npm_watchdog_check_duration_seconds 'check="packages"')"
-B2="$(stats)"
-C2_BYTES="$(jq .bytes <<<"$B2")"
-C2_REQ="$(jq .requests <<<"$B2")"
-C2_KINDS="$(kinds <<<"$B2")"
+AT="$C1_AT"
+for c in $(seq 2 "$CYCLES"); do
+    AT="$(wait_cycle "$AT")"
+    S="$(metric npm_watchdog_check_duration_seconds 'check="packages"')"
+    ROWS+=$'\n'"$(printf '%6s %10s %10s %10s' "$c" "$(fmt "$S" '%.2f')" "$(proc_kb VmRSS)" "$(proc_kb VmHWM)")"
+    if ((c == 2)); then
+        C2_S="$S"
+        B2="$(stats)"
+        C2_BYTES="$(jq .bytes <<<"$B2")"
+        C2_REQ="$(jq .requests <<<"$B2")"
+        C2_KINDS="$(kinds <<<"$B2")"
+        C2_RSS_KB="$(proc_kb VmRSS)"
+    fi
+done
+LAST_RSS_KB="$(proc_kb VmRSS)"
+# The scrape a Prometheus server makes: its size and how long it takes, 20 times (between cycles).
+SCRAPES="$(for _ in $(seq 20); do curl -fsS -o /dev/null -w '%{size_download} %{time_total}\n' "$METRICS"; done)"
+SCRAPE_BYTES="$(awk 'NR == 1 { print $1 }' <<<"$SCRAPES")"
+SCRAPE_MS="$(sort -k2 -n <<<"$SCRAPES" | awk '{ t[NR] = $2 * 1000 } END { printf "%.1f ms median, %.1f ms max", t[int((NR + 1) / 2)], t[NR] }')"
+SCRAPE_SERIES="$(curl -fsS "$METRICS" | grep -c '^npm_watchdog_package_latest_trusted_publish{' || true)"
 P304="$(metric npm_watchdog_registry_requests_total 'code="304"' 'endpoint="packument"')"
 P200="$(metric npm_watchdog_registry_requests_total 'code="200"' 'endpoint="packument"')"
-DAEMON_HWM_KB="$(awk '/VmHWM/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0)"
+DAEMON_HWM_KB="$(proc_kb VmHWM)"
 stop_pid "$DAEMON_PID"
 DAEMON_PID=""
 
-say "== b. npm-watchdog run: two package cycles (measured; tokens schedule 1h so only package traffic counts)"
+say "== b. npm-watchdog run: $CYCLES package cycles (measured; tokens schedule 1h so only package traffic counts)"
 say "cycle 1 (no stored copies): $(fmt "$C1_S" '%.2f') s, $C1_REQ requests (incl. the first token cycle), $(mib "$C1_BYTES") served"
 say "cycle 2 (conditional):      $(fmt "$C2_S" '%.2f') s, $C2_REQ requests ($C2_KINDS), $C2_BYTES bytes served"
-say "packument requests after both cycles: ${P200:-0} x 200, ${P304:-0} x 304 (npm_watchdog_registry_requests_total)"
-say "daemon peak RSS after two cycles: $((DAEMON_HWM_KB / 1024)) MiB ($DAEMON_HWM_KB kB, VmHWM)"
+say "packument requests after all cycles: ${P200:-0} x 200, ${P304:-0} x 304 (npm_watchdog_registry_requests_total)"
+say "daemon RSS after each cycle (KiB; VmRSS once the cycle is done, VmHWM the peak so far):"
+say "$ROWS"
+say "/metrics: $SCRAPE_BYTES bytes ($SCRAPE_SERIES package_latest_trusted_publish series), $SCRAPE_MS over 20 scrapes"
+say "daemon RSS after cycle 2: $((C2_RSS_KB / 1024)) MiB; after cycle $CYCLES: $((LAST_RSS_KB / 1024)) MiB ($(fmt "$(calc "100 * ($LAST_RSS_KB - $C2_RSS_KB) / $C2_RSS_KB")" '%+.0f')%); peak $((DAEMON_HWM_KB / 1024)) MiB"
 say ""
 
 # --- c. the same audit scripted with the npm CLI ---------------------------------------------------
+if ((NPM == 0)); then
+    say "== c. skipped (NPM=0)"
+    say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
 HOSTPATH="${REG#http:}"
 printf 'registry=%s\n%s:_authToken=%s\n' "$REG" "$HOSTPATH" "$(head -1 "$WORK/token")" >"$WORK/npmrc"
 mkdir -p "$WORK/npm-cache" "$WORK/npm-out"

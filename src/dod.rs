@@ -580,7 +580,7 @@ mod tests {
         let clean = crate::registry::parse_packument(doc.to_string().as_bytes(), "@acme/clean")
             .expect("parse");
         let packages = PackageSet {
-            packuments: BTreeMap::from([("@acme/clean".to_string(), clean)]),
+            packuments: BTreeMap::from([("@acme/clean".to_string(), std::sync::Arc::new(clean))]),
             provenance: BTreeMap::new(),
         };
         let policy = fixtures::policy();

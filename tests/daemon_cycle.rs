@@ -31,6 +31,8 @@ const SECRET: &str = "npm_DaemonCycleSecretToken_0123456789abcdef";
 #[derive(Clone, Default)]
 struct Hook {
     bodies: Arc<Mutex<Vec<Value>>>,
+    /// Every request body as sent, accepted or not; never cleared.
+    raw: Arc<Mutex<String>>,
     status: Arc<AtomicU16>,
 }
 
@@ -41,6 +43,7 @@ impl Hook {
         let app = Router::new()
             .fallback(|AxState(h): AxState<Hook>, body: String| async move {
                 let code = h.status.load(Ordering::SeqCst);
+                h.raw.lock().expect("lock").push_str(&body);
                 if code == 200 {
                     if let Ok(v) = serde_json::from_str(&body) {
                         h.bodies.lock().expect("lock").push(v);
@@ -80,7 +83,7 @@ impl Hook {
     }
 
     fn raw(&self) -> String {
-        serde_json::to_string(&*self.bodies.lock().expect("lock")).expect("json")
+        self.raw.lock().expect("lock").clone()
     }
 }
 
@@ -168,6 +171,37 @@ fn metric(wd: &Watchdog, line_start: &str) -> Option<String> {
         .lines()
         .find(|l| l.starts_with(line_start))
         .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+}
+
+/// Everything the daemon logs (debug and up) while the guard lives, on this thread: the tests run
+/// on tokio's current-thread runtime, so the cycle's tasks log here too.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || logs.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
 }
 
 fn assert_no_secret(text: &str, path: &Path) {
@@ -387,6 +421,155 @@ async fn a_rejected_credential_is_never_read_as_no_tokens() {
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
+}
+
+/// `server.package_series = false` drops the per-package series; the findings still report every
+/// untrusted publish.
+#[tokio::test]
+async fn package_series_can_be_turned_off_without_losing_findings() {
+    use fake_registry::packument_doc;
+    let s = Setup::new().await;
+    s.registry.add_packument(
+        "@acme/widget",
+        packument_doc(
+            "@acme/widget",
+            &[("1.0.0", "2026-11-01T00:00:00.000Z", None, "alice")],
+            &["alice"],
+        ),
+    );
+    let wd = s.watchdog_with(|c| {
+        c.watch.packages = vec!["@acme/widget".into()];
+        c.server.package_series = false;
+    });
+    cycle_group(&wd, Group::Packages).await;
+    let text = wd.metrics().render();
+    assert!(
+        !text.contains("npm_watchdog_package_latest_trusted_publish{"),
+        "{text}"
+    );
+    assert_eq!(
+        s.hook.take(),
+        vec!["FIRING publish-untrusted version @acme/widget@1.0.0"]
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_findings{check=\"publish-untrusted\",severity=\"critical\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+}
+
+/// The stored copies keep only versions after `policy.trusted_publishing_since` (and the latest).
+/// Moving the cutoff earlier makes the next cycle read the documents whole again instead of taking a
+/// 304 for a copy that lacks the versions now in scope, so an older token publish is reported.
+#[tokio::test]
+async fn an_earlier_cutoff_reads_the_documents_again() {
+    use fake_registry::packument_doc;
+    let s = Setup::new().await;
+    s.registry.add_packument(
+        "@acme/widget",
+        packument_doc(
+            "@acme/widget",
+            &[
+                ("1.0.0", "2025-06-01T00:00:00.000Z", None, "mallory"),
+                (
+                    "2.0.0",
+                    "2026-02-01T00:00:00.000Z",
+                    Some("github"),
+                    "GitHub Actions",
+                ),
+            ],
+            &["alice"],
+        ),
+    );
+    let wd = s.watchdog_with(|c| c.watch.packages = vec!["@acme/widget".into()]);
+    cycle_group(&wd, Group::Packages).await;
+    assert!(s.hook.take().is_empty());
+    // Unchanged: a conditional read answered 304.
+    cycle_group(&wd, Group::Packages).await;
+    assert!(s.hook.take().is_empty());
+    let conditional = |reg: &FakeRegistry| {
+        reg.requests()
+            .iter()
+            .filter(|r| r.path_and_query.starts_with("/@acme"))
+            .map(|r| r.headers.contains_key("if-none-match"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(conditional(&s.registry), vec![false, true]);
+
+    let mut cfg = wd.live().rt.config.clone();
+    cfg.policy.trusted_publishing_since =
+        chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+    wd.apply(Runtime::new(cfg, Environment::default()).expect("runtime"))
+        .expect("reload");
+    cycle_group(&wd, Group::Packages).await;
+    assert_eq!(
+        s.hook.take(),
+        vec!["FIRING publish-untrusted version @acme/widget@1.0.0"]
+    );
+    assert_eq!(conditional(&s.registry), vec![false, true, false]);
+    // Stored again with the new cutoff: conditional from now on.
+    cycle_group(&wd, Group::Packages).await;
+    assert!(s.hook.take().is_empty());
+    assert_eq!(conditional(&s.registry), vec![false, true, false, true]);
+}
+
+/// `registry.concurrency` bounds the packument reads and the provenance reads alike, and both use
+/// all of it: reads in flight never pass it and reach it.
+#[tokio::test]
+async fn package_reads_keep_to_registry_concurrency() {
+    use fake_registry::packument_doc;
+    let s = Setup::new().await;
+    let names: Vec<String> = (0..24).map(|i| format!("@acme/p{i:02}")).collect();
+    for name in &names {
+        s.registry.add_packument(
+            name,
+            packument_doc(
+                name,
+                &[(
+                    "1.0.0",
+                    "2026-03-01T00:00:00.000Z",
+                    Some("github"),
+                    "GitHub Actions",
+                )],
+                &["alice"],
+            ),
+        );
+    }
+    s.registry.set_latency(Duration::from_millis(40));
+    let wd = s.watchdog_with(|c| {
+        c.watch.packages = names.clone();
+        c.registry.concurrency = 4;
+    });
+    cycle_group(&wd, Group::Packages).await;
+    let requests = s.registry.requests();
+    let kind = |prefix: &str| {
+        requests
+            .iter()
+            .filter(|r| r.path_and_query.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(
+        kind("/-/npm/v1/attestations/"),
+        24,
+        "one provenance read per version"
+    );
+    assert_eq!(kind("/@acme%2fp"), 24, "one packument read per package");
+    let most = s.registry.with_state(|st| st.max_in_flight.clone());
+    assert_eq!(
+        most.get("other"),
+        Some(&4),
+        "packument reads at once: {most:?}"
+    );
+    assert_eq!(
+        most.get("attestations"),
+        Some(&4),
+        "provenance reads at once: {most:?}"
+    );
 }
 
 #[tokio::test]
@@ -988,6 +1171,8 @@ async fn every_registry_fault_fails_closed_and_recovers() {
         ),
     ];
     for (name, reason, apply) in rows {
+        let logs = Logs::default();
+        let _capture = logs.capture();
         let s = Setup::new().await;
         s.registry
             .set_tokens(vec![token("abcdef12121212121212", "laptop", false)]);
@@ -1050,6 +1235,20 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             Some("1"),
             "{name}"
         );
+        // The fault's errors went through logs, the blind alert, metrics and the state file.
+        let log = logs.text();
+        assert_eq!(
+            log.matches("check group could not read everything").count(),
+            2,
+            "{name}: both failed runs were logged:\n{log}"
+        );
+        assert_no_secret(&log, Path::new("the log"));
+        assert_no_secret(&wd.metrics().render(), Path::new("/metrics"));
+        assert_no_secret(&s.hook.raw(), Path::new("webhook bodies"));
+        for file in [s.state_path(), s.state_path().with_extension("db-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert_no_secret(&String::from_utf8_lossy(&bytes), &file);
+        }
     }
 }
 

@@ -226,6 +226,7 @@ fn fully_populated() -> Config {
         server: ServerConfig {
             listen: "127.0.0.1:9999".parse().expect("socket address"),
             external_url: Some(url("https://npm-watchdog.example.com/")),
+            package_series: false,
         },
         state: StateConfig {
             path: Some(PathBuf::from("/var/lib/npm-watchdog/state.db")),

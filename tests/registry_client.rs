@@ -922,6 +922,55 @@ async fn a_declared_answer_over_max_body_fails_before_it_is_read() {
     assert_not_read_whole(&reg, HUGE);
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).expect("compress");
+    enc.finish().expect("compress")
+}
+
+/// The client asks for gzip (a packument is several times smaller compressed) and reads it.
+#[tokio::test]
+async fn a_gzipped_answer_is_read() {
+    let reg = FakeRegistry::start().await;
+    let page = json!({
+        "objects": [{"key": "abcdef0123456789", "token": "npm_ab...yz", "name": "laptop"}],
+        "urls": {"next": null}
+    });
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::Gzipped(gzip(page.to_string().as_bytes())),
+    );
+    let (c, _) = client(&reg.url);
+    let tokens = c.list_tokens(&cred()).await.expect("read");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].name.as_deref(), Some("laptop"));
+    let asked = reg.requests()[0]
+        .headers
+        .get("accept-encoding")
+        .cloned()
+        .unwrap_or_default();
+    assert!(asked.contains("gzip"), "accept-encoding: {asked:?}");
+}
+
+/// A small compressed answer that inflates past the cap (a "zip bomb") is cut at the cap of what it
+/// inflates to, not of what came over the wire.
+#[tokio::test]
+async fn a_gzipped_answer_is_capped_by_what_it_inflates_to() {
+    let reg = FakeRegistry::start().await;
+    let bomb = gzip(&fake_registry::oversized_body(10_000_000));
+    assert!(bomb.len() < 1_000_000, "{} compressed bytes", bomb.len());
+    reg.push_fault(TOKENS_PATH, Fault::Gzipped(bomb));
+    let (c, _) = client(&reg.url);
+    let err = c.list_tokens(&cred()).await.expect_err("too large");
+    assert_eq!(err.label(), "too_large");
+    assert_eq!(
+        text(&err),
+        "tokens: the answer is larger than registry.max_body (4 MiB) and was not read past it; \
+         raise registry.max_body if the registry's answers are really this large"
+    );
+}
+
 #[tokio::test]
 async fn an_undeclared_answer_over_max_body_is_read_only_to_the_cap() {
     let reg = FakeRegistry::start().await;

@@ -80,11 +80,10 @@ async fn scoped_packument_is_escaped_on_the_wire_and_parsed_slim() {
     assert_eq!(p.name, "@acme/a");
     assert_eq!(p.maintainer_names(), vec!["alice", "bob"]);
     assert_eq!(
-        p.maintainers[0].email.as_deref(),
-        Some("bob@example.com"),
-        "maintainers keep their order and email"
+        p.maintainers[0].name, "bob",
+        "maintainers keep their order (the address is not kept)"
     );
-    assert_eq!(p.dist_tags.get("latest").map(String::as_str), Some("1.1.0"));
+    assert_eq!(p.latest_tag.as_deref(), Some("1.1.0"));
     assert!(!p.unpublished);
 
     let versions: Vec<&str> = p.versions.iter().map(|v| v.version.as_str()).collect();
@@ -106,12 +105,6 @@ async fn scoped_packument_is_escaped_on_the_wire_and_parsed_slim() {
         .as_ref()
         .expect("trusted publisher");
     assert_eq!(tp.id, "github");
-    assert!(
-        tp.oidc_config_id
-            .as_deref()
-            .is_some_and(|id| id.starts_with("oidc:")),
-        "{tp:?}"
-    );
     assert_eq!(latest.provenance.as_deref(), Some(SLSA_V1));
     assert!(!latest.deprecated);
 }

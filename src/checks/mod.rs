@@ -31,6 +31,7 @@ mod trusted_publisher_unbound;
 mod watchdog_blind;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use url::Url;
@@ -62,7 +63,9 @@ pub enum Source {
 /// last stored copy, so a registry error can neither resolve nor invent a finding.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PackageSet {
-    pub packuments: BTreeMap<String, Packument>,
+    /// Shared with the stored copies and the cycle's fresh list: a document is held once, however
+    /// many of those name it.
+    pub packuments: BTreeMap<String, Arc<Packument>>,
     /// The provenance statement's source per `name@version`, for versions that have one and were read.
     pub provenance: BTreeMap<String, ProvenanceSource>,
 }
@@ -359,7 +362,7 @@ pub(crate) mod fixtures {
             let name = raw["name"].as_str().expect("name");
             let p = crate::registry::parse_packument(raw.to_string().as_bytes(), name)
                 .expect("fixture packument parses");
-            set.packuments.insert(p.name.clone(), p);
+            set.packuments.insert(p.name.clone(), Arc::new(p));
         }
         set.provenance =
             serde_json::from_value(doc["provenance"].clone()).expect("fixture provenance");

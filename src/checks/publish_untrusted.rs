@@ -228,7 +228,7 @@ mod tests {
         // Once deprecated, the finding resolves.
         let mut set = packages();
         for p in set.packuments.values_mut() {
-            for v in &mut p.versions {
+            for v in &mut std::sync::Arc::make_mut(p).versions {
                 v.deprecated = true;
             }
         }

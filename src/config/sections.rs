@@ -293,6 +293,9 @@ pub struct ServerConfig {
     /// (Alertmanager's `generatorURL`). Unset: no link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_url: Option<Url>,
+    /// Export `npm_watchdog_package_latest_trusted_publish` per watched package. A scope of 10,000
+    /// packages makes 10,000 series; users who alert on findings rather than graph packages turn it off.
+    pub package_series: bool,
 }
 
 impl Default for ServerConfig {
@@ -300,6 +303,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9858)),
             external_url: None,
+            package_series: true,
         }
     }
 }

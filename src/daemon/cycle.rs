@@ -92,7 +92,15 @@ impl Watchdog {
         let cfg = &live.rt.config;
         let found = collect::discover(&live.client, &cfg.watch, cred).await;
         self.note_own_account(found.own_account.as_deref());
-        let stored = self.state.packuments()?;
+        let held = self
+            .packuments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let stored = match held {
+            Some(stored) => stored,
+            None => self.state.packuments()?,
+        };
         let mut names = found.packages;
         if found.errors.is_empty() {
             self.state.retain_packuments(&names)?;
@@ -120,6 +128,8 @@ impl Watchdog {
         );
         self.state.store_packuments(&read.fresh)?;
         self.state.store_provenance(&read.learned_provenance)?;
+        // Only once they are in the state: after a failed write the next cycle starts from the state.
+        *self.packuments.lock().unwrap_or_else(|p| p.into_inner()) = Some(read.stored);
         g.errors.extend(read.errors);
         g.previous_maintainers = Some(read.previous_maintainers);
         g.packages = Some(read.set);
@@ -261,7 +271,8 @@ impl Watchdog {
         }
         if group == Group::Packages {
             if let Some(p) = &g.packages {
-                self.metrics.set_packages(p);
+                self.metrics
+                    .set_packages(p, live.rt.config.server.package_series);
             }
         }
         self.metrics.set_findings(&self.state.finding_counts()?);

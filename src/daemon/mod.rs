@@ -77,6 +77,10 @@ pub struct Watchdog {
     locks: BTreeMap<Group, Mutex<()>>,
     /// The account `watch.own_account` last resolved to, to log when it changes.
     own_account: std::sync::Mutex<Option<String>>,
+    /// The stored packuments as the last package cycle left them, so that a cycle does not decode
+    /// every stored copy again. `None` until a cycle has committed them (and while one runs): then
+    /// they are read from the state.
+    packuments: std::sync::Mutex<Option<BTreeMap<String, crate::collect::StoredPackument>>>,
     /// The checks that have run (their source was read) since this process started: only their
     /// stored findings are known to be current, so only those are mirrored to sinks like
     /// Alertmanager.
@@ -107,6 +111,7 @@ impl Watchdog {
                 .map(|g| (*g, Mutex::new(())))
                 .collect(),
             own_account: std::sync::Mutex::new(None),
+            packuments: std::sync::Mutex::new(None),
             confirmed: std::sync::Mutex::new(Default::default()),
             started: AtomicBool::new(false),
             fault: std::sync::Mutex::new(None),

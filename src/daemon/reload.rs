@@ -39,6 +39,10 @@ impl Watchdog {
                 state_path.display()
             ));
         }
+        if !crate::checks::Group::Packages.is_watched(&rt.config.watch) {
+            // No package cycle will come to use (or replace) the held copies.
+            *self.packuments.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { rt, client });
         self.outbox.set_sinks(sinks);
         Ok(restart)

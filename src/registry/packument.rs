@@ -31,24 +31,19 @@ pub enum Fetched {
     },
 }
 
+/// A maintainer, by account name: no check reads the e-mail address, so it is not kept (copies
+/// stored with one still read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
 }
 
 /// `versions[v]._npmUser.trustedPublisher`: present when the version was published through OIDC.
+/// Only `id` is kept (`oidcConfigId` is read by no check; copies stored with it still read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustedPublisher {
     /// `github` is documented; `gitlab` and `circleci` are assumed by analogy.
     pub id: String,
-    #[serde(
-        default,
-        rename = "oidcConfigId",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub oidc_config_id: Option<String>,
 }
 
 /// One version as the publish checks see it.
@@ -70,17 +65,32 @@ pub struct VersionInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Packument {
     pub name: String,
-    pub dist_tags: BTreeMap<String, String>,
+    /// `dist-tags.latest`: no check reads another tag. Stored as the one-entry `dist_tags` map that
+    /// earlier versions wrote (a one-entry `BTreeMap` allocates room for eleven), so state files stay
+    /// readable both ways.
+    #[serde(rename = "dist_tags", with = "latest_tag")]
+    pub latest_tag: Option<String>,
     pub maintainers: Vec<Person>,
     /// Sorted by publish time, oldest first (versions without a time first).
     pub versions: Vec<VersionInfo>,
     pub unpublished: bool,
+    /// Versions published at or before this time were left out (all but the latest), because no
+    /// check looks at them: a package with hundreds of old releases costs what its recent ones do.
+    /// `None`: every version is here (and copies stored before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_since: Option<DateTime<Utc>>,
 }
 
 impl Packument {
+    /// Whether this copy holds every version published after `since` (a stored copy slimmed with a
+    /// later cutoff does not, after `policy.trusted_publishing_since` moved earlier).
+    pub fn covers(&self, since: DateTime<Utc>) -> bool {
+        self.kept_since.is_none_or(|kept| kept <= since)
+    }
+
     pub fn latest(&self) -> Option<&VersionInfo> {
-        let tag = self.dist_tags.get("latest")?;
-        self.versions.iter().find(|v| &v.version == tag)
+        let tag = self.latest_tag.as_deref()?;
+        self.versions.iter().find(|v| v.version == tag)
     }
 
     pub fn maintainer_names(&self) -> Vec<String> {
@@ -88,6 +98,21 @@ impl Packument {
         names.sort();
         names.dedup();
         names
+    }
+}
+
+/// `{"latest": "<version>"}` on disk, `Some(version)` in memory.
+mod latest_tag {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(tag: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(tag.iter().map(|v| ("latest", v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?.remove("latest"))
     }
 }
 
@@ -108,30 +133,19 @@ struct RawPackument {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawPerson {
-    Object {
-        name: Option<String>,
-        email: Option<String>,
-    },
+    Object { name: Option<String> },
     Text(String),
 }
 
 impl RawPerson {
     fn into_person(self) -> Option<Person> {
         match self {
-            RawPerson::Object {
-                name: Some(name),
-                email,
-            } => Some(Person { name, email }),
-            RawPerson::Object { name: None, .. } => None,
+            RawPerson::Object { name: Some(name) } => Some(Person { name }),
+            RawPerson::Object { name: None } => None,
             RawPerson::Text(t) => {
-                let (name, email) = match t.split_once('<') {
-                    Some((n, rest)) => (
-                        n.trim().to_string(),
-                        Some(rest.trim_end_matches('>').trim().to_string()),
-                    ),
-                    None => (t.trim().to_string(), None),
-                };
-                (!name.is_empty()).then_some(Person { name, email })
+                // `name <email> (url)`: the name is what comes before the address.
+                let name = t.split(['<', '(']).next().unwrap_or("").trim().to_string();
+                (!name.is_empty()).then_some(Person { name })
             }
         }
     }
@@ -174,8 +188,17 @@ struct RawProvenance {
 }
 
 /// Parse a full packument (as bytes, straight into the slim view: the document is never kept as a
-/// JSON tree, and what the checks do not read is skipped while parsing).
+/// JSON tree, and what the checks do not read is skipped while parsing). Every version is kept.
 pub fn parse_packument(bytes: &[u8], requested: &str) -> Result<Packument, FieldError> {
+    parse(bytes, requested, None)
+}
+
+/// [`parse_packument`]; with `since`, only the latest version and those published after it are kept.
+fn parse(
+    bytes: &[u8],
+    requested: &str,
+    since: Option<DateTime<Utc>>,
+) -> Result<Packument, FieldError> {
     let raw: RawPackument = serde_json::from_slice(bytes).map_err(|e| FieldError {
         field: "packument".into(),
         problem: e.to_string(),
@@ -192,9 +215,17 @@ pub fn parse_packument(bytes: &[u8], requested: &str) -> Result<Packument, Field
             times.insert(k.clone(), t.with_timezone(&Utc));
         }
     }
+    let latest_tag = raw.dist_tags.get("latest").cloned();
+    let wanted = |version: &String| match since {
+        None => true,
+        Some(since) => {
+            latest_tag.as_ref() == Some(version) || times.get(version).is_some_and(|t| *t > since)
+        }
+    };
     let mut versions: Vec<VersionInfo> = raw
         .versions
         .into_iter()
+        .filter(|(version, _)| wanted(version))
         .map(|(version, v)| {
             let (publisher, trusted_publisher) = match v.npm_user {
                 Some(RawNpmUser::Object {
@@ -229,15 +260,21 @@ pub fn parse_packument(bytes: &[u8], requested: &str) -> Result<Packument, Field
             .cmp(&b.published)
             .then_with(|| a.version.cmp(&b.version))
     });
+    // Filtered collections start with room for four: trimmed, as these copies live for the cycle
+    // and thousands of them are held at once.
+    versions.shrink_to_fit();
+    let mut maintainers: Vec<Person> = raw
+        .maintainers
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(RawPerson::into_person)
+        .collect();
+    maintainers.shrink_to_fit();
     Ok(Packument {
         name,
-        dist_tags: raw.dist_tags,
-        maintainers: raw
-            .maintainers
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(RawPerson::into_person)
-            .collect(),
+        latest_tag,
+        kept_since: since,
+        maintainers,
         versions,
         unpublished,
     })
@@ -295,12 +332,24 @@ pub fn parse_provenance(value: &Value) -> Result<Option<ProvenanceSource>, Field
 }
 
 impl RegistryClient {
-    /// `GET /<pkg>` (the full document), conditional on `etag` when one is stored.
+    /// `GET /<pkg>` (the full document), conditional on `etag` when one is stored; every version kept.
     pub async fn packument(
         &self,
         name: &str,
         cred: Option<&Credential>,
         etag: Option<&str>,
+    ) -> Result<Fetched, RegistryError> {
+        self.packument_since(name, cred, etag, None).await
+    }
+
+    /// [`Self::packument`], keeping only the latest version and those published after `since`
+    /// (when given): no check looks at older ones.
+    pub async fn packument_since(
+        &self,
+        name: &str,
+        cred: Option<&Credential>,
+        etag: Option<&str>,
+        since: Option<DateTime<Utc>>,
     ) -> Result<Fetched, RegistryError> {
         const EP: &str = "packument";
         let url = self.endpoint_url(EP, &format!("/{}", escape_package(name)))?;
@@ -315,7 +364,7 @@ impl RegistryClient {
             return Ok(Fetched::NotModified);
         }
         let packument =
-            parse_packument(&reply.body, name).map_err(|e| RegistryError::malformed(EP, e))?;
+            parse(&reply.body, name, since).map_err(|e| RegistryError::malformed(EP, e))?;
         Ok(Fetched::Fresh {
             packument,
             etag: reply
@@ -411,6 +460,83 @@ mod tests {
         let kept = serde_json::to_vec(&slim).expect("json").len();
         assert_eq!(slim.versions.len(), 50);
         assert!(kept < 10_000, "kept {kept} bytes of {}", bytes.len());
+    }
+
+    /// A slim copy stored by an earlier version (every dist-tag kept) still reads, and what is
+    /// stored now reads back the same.
+    #[test]
+    fn stored_copies_read_across_versions() {
+        let old = json!({
+            "name": "a", "dist_tags": {"latest": "1.1.0", "next": "2.0.0-rc.1"},
+            "maintainers": [{"name": "alice", "email": "a@example.com"}], "unpublished": false,
+            "versions": [{"version": "1.1.0", "published": "2026-03-01T00:00:00Z", "publisher": "ci",
+                          "trusted_publisher": {"id": "github", "oidcConfigId": "oidc:0b0e"},
+                          "provenance": null, "deprecated": false}]
+        });
+        let p: Packument = serde_json::from_value(old).expect("old format");
+        assert_eq!(p.latest_tag.as_deref(), Some("1.1.0"));
+        assert_eq!(p.latest().map(|v| v.version.as_str()), Some("1.1.0"));
+        assert_eq!(p.maintainer_names(), vec!["alice"]);
+        assert_eq!(
+            p.latest().and_then(|v| v.trusted_publisher.as_ref()),
+            Some(&TrustedPublisher {
+                id: "github".into()
+            })
+        );
+        let stored = serde_json::to_value(&p).expect("json");
+        assert_eq!(stored["dist_tags"], json!({"latest": "1.1.0"}));
+        assert_eq!(
+            serde_json::from_value::<Packument>(stored).expect("new format"),
+            p
+        );
+        let untagged = Packument {
+            latest_tag: None,
+            ..p
+        };
+        let stored = serde_json::to_value(&untagged).expect("json");
+        assert_eq!(stored["dist_tags"], json!({}));
+        assert_eq!(
+            serde_json::from_value::<Packument>(stored).expect("no tag"),
+            untagged
+        );
+    }
+
+    /// With a cutoff, only the latest version and later ones are kept, and the copy says so.
+    #[test]
+    fn a_cutoff_keeps_the_latest_and_later_versions_only() {
+        let mut versions = serde_json::Map::new();
+        let mut time = serde_json::Map::new();
+        for (v, t) in [
+            ("1.0.0", "2025-01-01T00:00:00.000Z"),
+            ("1.1.0", "2025-06-01T00:00:00.000Z"),
+            ("2.0.0-rc.1", "2026-03-01T00:00:00.000Z"),
+            ("1.2.0", "2025-12-31T23:59:59.000Z"),
+        ] {
+            time.insert(v.into(), json!(t));
+            versions.insert(v.into(), json!({"_npmUser": {"name": "alice"}}));
+        }
+        versions.insert("0.0.1".into(), json!({"_npmUser": {"name": "alice"}}));
+        let doc = json!({"name": "a", "dist-tags": {"latest": "1.2.0", "next": "2.0.0-rc.1"},
+                         "time": time, "versions": versions});
+        let cutoff = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        let p = parse(doc.to_string().as_bytes(), "a", Some(cutoff)).expect("parse");
+        let kept: Vec<&str> = p.versions.iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(kept, vec!["1.2.0", "2.0.0-rc.1"]);
+        assert_eq!(p.latest().map(|v| v.version.as_str()), Some("1.2.0"));
+        assert_eq!(p.kept_since, Some(cutoff));
+        assert!(p.covers(cutoff));
+        assert!(p.covers(cutoff + chrono::Duration::days(1)));
+        assert!(!p.covers(cutoff - chrono::Duration::days(1)));
+        // Stored and read back, it still says what it left out.
+        let back: Packument =
+            serde_json::from_slice(&serde_json::to_vec(&p).expect("json")).expect("read back");
+        assert_eq!(back, p);
+        // Without a cutoff every version is kept, and the copy covers any cutoff.
+        let all = parse_packument(doc.to_string().as_bytes(), "a").expect("parse");
+        assert_eq!(all.versions.len(), 5);
+        assert!(all.covers(DateTime::<Utc>::MIN_UTC));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! views, and when `harden` set each package's publishing access.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::params;
@@ -14,35 +15,36 @@ use crate::registry::{OrgView, Packument, ProvenanceSource};
 impl State {
     /// Stored slim packuments with their ETags.
     pub fn packuments(&self) -> Result<BTreeMap<String, StoredPackument>, StateError> {
-        self.rows::<(String, Option<String>, String)>("SELECT name, etag, body FROM packuments")?
-            .into_iter()
-            .map(|(name, etag, body)| {
-                let p = self.decode(&format!("packument {name}"), &body)?;
-                Ok((name, (etag, p)))
-            })
-            .collect()
+        self.json_rows(
+            "SELECT name, body, etag FROM packuments",
+            "packument",
+            |r, p| Ok((r.get(2)?, Arc::new(p))),
+        )
     }
 
     pub fn store_packuments(
         &self,
-        fresh: &[(String, Option<String>, Packument)],
+        fresh: &[(String, Option<String>, Arc<Packument>)],
     ) -> Result<(), StateError> {
-        let encoded = fresh
-            .iter()
-            .map(|(n, e, p)| Ok((n, e, self.encode(p)?)))
-            .collect::<Result<Vec<_>, StateError>>()?;
         let now = ts(chrono::Utc::now());
-        self.with(|c| {
-            let tx = c.transaction()?;
-            for (name, etag, body) in &encoded {
-                tx.execute(
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(|e| self.sqlite(e))?;
+        {
+            let mut upsert = tx
+                .prepare(
                     "INSERT INTO packuments (name, etag, body, fetched) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(name) DO UPDATE SET etag = excluded.etag, body = excluded.body, fetched = excluded.fetched",
-                    params![name, etag, body, now],
-                )?;
+                )
+                .map_err(|e| self.sqlite(e))?;
+            // One document's text at a time: a first cycle over 10,000 packages stores them all.
+            for (name, etag, p) in fresh {
+                let body = self.encode(&**p)?;
+                upsert
+                    .execute(params![name, etag, body, now])
+                    .map_err(|e| self.sqlite(e))?;
             }
-            tx.commit()
-        })
+        }
+        tx.commit().map_err(|e| self.sqlite(e))
     }
 
     /// Drop stored packuments of packages no longer watched.

@@ -142,11 +142,25 @@ impl State {
             }
             let queued = outbox::queue(&tx, &notes, now)?;
             if let Some(keys) = seen_tokens {
-                for k in keys {
-                    tx.execute(
+                // The table holds exactly the keys of the last complete list: a revoked token's key
+                // is dropped (keys are never reused, so it cannot come back unannounced), which
+                // keeps the table from growing with every token ever made.
+                let stored: HashSet<String> = {
+                    let mut stmt = tx.prepare("SELECT key FROM seen_tokens")?;
+                    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                {
+                    let mut insert = tx.prepare(
                         "INSERT OR IGNORE INTO seen_tokens (key, first_seen) VALUES (?1, ?2)",
-                        params![k, ts(now)],
                     )?;
+                    for k in keys.difference(&stored) {
+                        insert.execute(params![k, ts(now)])?;
+                    }
+                    let mut delete = tx.prepare("DELETE FROM seen_tokens WHERE key = ?1")?;
+                    for k in stored.difference(keys) {
+                        delete.execute([k])?;
+                    }
                 }
                 tx.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('tokens_initialized', ?1)",

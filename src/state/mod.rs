@@ -173,10 +173,14 @@ impl State {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StateError> {
         let mut c = self.lock();
-        f(&mut c).map_err(|source| StateError::Sqlite {
+        f(&mut c).map_err(|e| self.sqlite(e))
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
             path: self.path.clone(),
             source,
-        })
+        }
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
@@ -229,19 +233,38 @@ impl State {
         })
     }
 
-    /// A `key → JSON body` table, decoded; `what` names a row in an error.
+    /// A `key → JSON body` table (the query's first two columns), decoded; `what` names a row in an
+    /// error. Each body is decoded as its row is read, straight from SQLite's buffer: a table of
+    /// thousands of documents is never held as text and decoded at once.
     fn json_map<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
         what: &str,
     ) -> Result<BTreeMap<String, T>, StateError> {
-        self.rows::<(String, String)>(sql)?
-            .into_iter()
-            .map(|(k, b)| {
-                let v = self.decode(&format!("{what} {k}"), &b)?;
-                Ok((k, v))
-            })
-            .collect()
+        self.json_rows(sql, what, |_, v| Ok(v))
+    }
+
+    /// Like [`Self::json_map`], with the row at hand to build each value from its decoded body.
+    fn json_rows<B: serde::de::DeserializeOwned, T>(
+        &self,
+        sql: &str,
+        what: &str,
+        mut build: impl FnMut(&Row<'_>, B) -> rusqlite::Result<T>,
+    ) -> Result<BTreeMap<String, T>, StateError> {
+        let c = self.lock();
+        let mut stmt = c.prepare(sql).map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.sqlite(e))?;
+        let mut out = BTreeMap::new();
+        while let Some(r) = rows.next().map_err(|e| self.sqlite(e))? {
+            let key: String = r.get(0).map_err(|e| self.sqlite(e))?;
+            let body = r
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(|e| self.sqlite(e))?;
+            let decoded = self.decode(&format!("{what} {key}"), body)?;
+            out.insert(key, build(r, decoded).map_err(|e| self.sqlite(e))?);
+        }
+        Ok(out)
     }
 }
 
@@ -286,6 +309,25 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
             .expect("t")
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn seen_tokens_hold_the_last_complete_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = State::open(&dir.path().join("state.db")).expect("open");
+        let set = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<HashSet<_>>();
+        let plan = Plan::default();
+        s.commit(&plan, Some(&set(&["a", "b", "c"])), now())
+            .expect("commit");
+        s.commit(&plan, Some(&set(&["b", "c", "d"])), now())
+            .expect("commit");
+        assert_eq!(s.seen_tokens().expect("seen"), Some(set(&["b", "c", "d"])));
+        // A cycle that did not read the list leaves the keys alone.
+        s.commit(&plan, None, now()).expect("commit");
+        assert_eq!(s.seen_tokens().expect("seen"), Some(set(&["b", "c", "d"])));
+        // An empty complete list is a list: nothing stays seen.
+        s.commit(&plan, Some(&set(&[])), now()).expect("commit");
+        assert_eq!(s.seen_tokens().expect("seen"), Some(set(&[])));
     }
 
     #[test]

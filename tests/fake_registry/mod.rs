@@ -127,6 +127,9 @@ pub enum Fault {
     /// page padded with a long string ([`oversized_body`]). With `declared` it is sent with
     /// `Content-Length`; without, chunked and without one, so that only reading it shows its size.
     Oversized { bytes: usize, declared: bool },
+    /// 200, `content-type: application/json` and `content-encoding: gzip`, these bytes as the body
+    /// (already compressed by the test; sent whatever the request's `accept-encoding` said).
+    Gzipped(Vec<u8>),
     /// Anything else: status, extra headers, raw body (`content-type: application/json` unless given).
     Custom {
         status: u16,
@@ -199,6 +202,10 @@ pub struct FakeState {
     /// Requests received since start (or [`FakeRegistry::reset_counters`]); unlike `requests` this is
     /// not reset by [`FakeRegistry::clear_requests`].
     pub requests_count: u64,
+    /// Requests being answered now, and the most there ever were at once, by kind: `attestations`
+    /// (provenance reads) or `other`.
+    pub in_flight: BTreeMap<&'static str, usize>,
+    pub max_in_flight: BTreeMap<&'static str, usize>,
 }
 
 /// One stored packument: serialised once, so serving a multi-megabyte document costs a reference count.
@@ -248,6 +255,8 @@ impl Default for FakeState {
             }),
             faults: VecDeque::new(),
             requests: Vec::new(),
+            in_flight: BTreeMap::new(),
+            max_in_flight: BTreeMap::new(),
             packuments: BTreeMap::new(),
             private_packuments: BTreeSet::new(),
             etag_seq: 0,
@@ -1175,6 +1184,12 @@ async fn record_and_fault(State(sh): State<Shared>, req: Request, next: Next) ->
             .map(|(_, f)| f);
         (fault, st.latency)
     };
+    let kind = if relative.starts_with("/-/npm/v1/attestations/") {
+        "attestations"
+    } else {
+        "other"
+    };
+    let _answering = Answering::new(&sh.state, kind);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -1209,6 +1224,31 @@ async fn record_and_fault(State(sh): State<Shared>, req: Request, next: Next) ->
     let served = resp.body().size_hint().exact().unwrap_or(0);
     sh.lock().bytes_served += served;
     resp
+}
+
+/// Counts a request in [`FakeState::in_flight`] until its answer is built (or the client gives up).
+struct Answering(Arc<Mutex<FakeState>>, &'static str);
+
+impl Answering {
+    fn new(state: &Arc<Mutex<FakeState>>, kind: &'static str) -> Self {
+        let mut st = lock(state);
+        let now = {
+            let n = st.in_flight.entry(kind).or_default();
+            *n += 1;
+            *n
+        };
+        let max = st.max_in_flight.entry(kind).or_default();
+        *max = (*max).max(now);
+        Answering(Arc::clone(state), kind)
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.0).in_flight.get_mut(self.1) {
+            *n -= 1;
+        }
+    }
 }
 
 fn fault_response(fault: Fault) -> Response {
@@ -1274,6 +1314,15 @@ fn fault_response(fault: Fault) -> Response {
             )
                 .into_response()
         }
+        Fault::Gzipped(bytes) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            bytes,
+        )
+            .into_response(),
         Fault::Custom {
             status,
             headers,
