@@ -137,6 +137,13 @@ impl State {
                     ],
                 )?;
             }
+            {
+                let mut touch =
+                    tx.prepare("UPDATE findings SET last_seen = ?1 WHERE fingerprint = ?2")?;
+                for fp in &plan.touched {
+                    touch.execute(params![ts(now), fp])?;
+                }
+            }
             for fp in &plan.resolved {
                 tx.execute("DELETE FROM findings WHERE fingerprint = ?1", [fp])?;
             }

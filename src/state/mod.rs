@@ -312,6 +312,39 @@ mod tests {
     }
 
     #[test]
+    fn a_touched_finding_moves_only_its_last_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = State::open(&dir.path().join("state.db")).expect("open");
+        let f = finding("aaaaaa", Severity::Warning);
+        let first = Plan {
+            upserts: vec![Active {
+                finding: f.clone(),
+                first_seen: now(),
+                last_seen: now(),
+                last_notified: Some(now()),
+            }],
+            ..Plan::default()
+        };
+        s.commit(&first, None, now()).expect("commit");
+        let later = now() + chrono::Duration::hours(1);
+        let again = Plan {
+            touched: vec![f.fingerprint()],
+            ..Plan::default()
+        };
+        s.commit(&again, None, later).expect("commit");
+        let active = s.active(None).expect("active");
+        assert_eq!(
+            active,
+            vec![Active {
+                finding: f,
+                first_seen: now(),
+                last_seen: later,
+                last_notified: Some(now()),
+            }]
+        );
+    }
+
+    #[test]
     fn seen_tokens_hold_the_last_complete_list() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = State::open(&dir.path().join("state.db")).expect("open");
@@ -345,6 +378,7 @@ mod tests {
                     last_seen: now(),
                     last_notified: Some(now()),
                 }],
+                touched: vec![],
                 resolved: vec![],
                 notifications: vec![Outgoing {
                     note: Notification {

@@ -55,6 +55,7 @@ impl Outbox {
     pub fn queue(&self, notes: Vec<Notification>, sinks: &[&str]) {
         let plan = Plan {
             upserts: vec![],
+            touched: vec![],
             resolved: vec![],
             notifications: notes
                 .into_iter()
