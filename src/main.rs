@@ -115,7 +115,10 @@ fn init_tracing(format: LogFormat, default_level: &str) {
 }
 
 fn print(outcome: Outcome) -> ExitCode {
-    print!("{}", outcome.stdout);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Err(e) = outcome.stdout.write_to(&mut out) {
+        return fail(format!("cannot write to standard output: {e}"));
+    }
     ExitCode::from(outcome.code as u8)
 }
 

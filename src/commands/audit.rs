@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{CommandError, Format, Outcome, Session, EXIT_FINDINGS, EXIT_OK};
+use super::{CommandError, Format, Outcome, Session, Stdout, EXIT_FINDINGS, EXIT_OK};
 use crate::checks::{self, Group, Snapshot, TrustStatus};
 use crate::collect;
 use crate::dod::{self, DodRow, Verdict};
@@ -20,17 +20,17 @@ use crate::runtime::Runtime;
 use crate::state::State;
 
 #[derive(Serialize)]
-struct AuditReport<'a> {
+struct AuditReport {
     /// Bumped when a field changes meaning.
     schema: u32,
-    registry: &'a str,
-    account: Option<&'a str>,
+    registry: String,
+    account: Option<String>,
     generated_at: DateTime<Utc>,
     /// `fail` when any box FAILs or any finding exists; UNVERIFIED boxes do not fail the audit.
     result: &'static str,
-    packages: Vec<&'a str>,
-    dod: &'a [DodRow],
-    findings: &'a [Finding],
+    packages: Vec<String>,
+    dod: Vec<DodRow>,
+    findings: Vec<Finding>,
 }
 
 /// Read trust configs: without an OTP only the first package is tried (the registry normally demands
@@ -151,18 +151,23 @@ pub async fn audit(
         Format::Json => {
             let report = AuditReport {
                 schema: 1,
-                registry: rt.registry.as_str(),
-                account: live.profile.name.as_deref(),
+                registry: rt.registry.to_string(),
+                account: live.profile.name.clone(),
                 generated_at: live.now,
                 result: if failed { "fail" } else { "pass" },
                 packages: packages
                     .as_ref()
-                    .map(|p| p.packuments.keys().map(String::as_str).collect())
+                    .map(|p| p.packuments.keys().cloned().collect())
                     .unwrap_or_default(),
-                dod: &rows,
-                findings: &findings,
+                dod: rows,
+                findings,
             };
-            serde_json::to_string_pretty(&report).map_err(CommandError::from)? + "\n"
+            // The packages' slim copies are no longer needed while the report is written.
+            drop(packages);
+            Stdout::Stream(Box::new(move |out: &mut dyn std::io::Write| {
+                serde_json::to_writer_pretty(&mut *out, &report)?;
+                out.write_all(b"\n")
+            }))
         }
         Format::Table => {
             let mut out = format!(
@@ -190,7 +195,7 @@ pub async fn audit(
                 let _ = writeln!(out, "      {}", f.summary);
                 let _ = writeln!(out, "      fix: {}", f.fix);
             }
-            out
+            Stdout::Text(out)
         }
     };
     Ok(Outcome {

@@ -86,6 +86,6 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime, secrets: PermissionPolicy) ->
         } else {
             EXIT_CANNOT_RUN
         },
-        stdout: out,
+        stdout: out.into(),
     }
 }

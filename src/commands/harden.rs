@@ -50,7 +50,7 @@ pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, C
         }
         return Ok(Outcome {
             code: EXIT_OK,
-            stdout: out,
+            stdout: out.into(),
         });
     }
     let state = State::open(&rt.state_path).map_err(CommandError::from)?;
@@ -107,5 +107,8 @@ pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, C
     } else {
         EXIT_FINDINGS
     };
-    Ok(Outcome { code, stdout: out })
+    Ok(Outcome {
+        code,
+        stdout: out.into(),
+    })
 }

@@ -25,11 +25,11 @@ pub async fn healthcheck(rt: &Runtime) -> Outcome {
     match result {
         Ok(status) if status.is_success() => Outcome {
             code: EXIT_OK,
-            stdout: format!("ok: {url} answered {}\n", status.as_u16()),
+            stdout: format!("ok: {url} answered {}\n", status.as_u16()).into(),
         },
         Ok(status) => Outcome {
             code: EXIT_FINDINGS,
-            stdout: format!("unhealthy: {url} answered {}\n", status.as_u16()),
+            stdout: format!("unhealthy: {url} answered {}\n", status.as_u16()).into(),
         },
         Err(e) => Outcome {
             code: EXIT_FINDINGS,
@@ -40,7 +40,8 @@ pub async fn healthcheck(rt: &Runtime) -> Outcome {
                 } else {
                     "no answer".to_string()
                 }
-            ),
+            )
+            .into(),
         },
     }
 }

@@ -40,10 +40,49 @@ pub enum Format {
 }
 
 /// What a command prints on standard output, and how it exits.
-#[derive(Debug)]
 pub struct Outcome {
     pub code: i32,
-    pub stdout: String,
+    pub stdout: Stdout,
+}
+
+/// Standard output: text, or a document written straight to it, so that a large one (an audit of
+/// 10,000 packages with a finding per version runs to 100 MB) is never held whole as a string.
+pub enum Stdout {
+    Text(String),
+    Stream(WriteDocument),
+}
+
+/// Writes a document to the given output.
+pub type WriteDocument = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
+
+impl Stdout {
+    /// Write it all to `out`, then flush.
+    pub fn write_to(self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        match self {
+            Stdout::Text(text) => out.write_all(text.as_bytes())?,
+            Stdout::Stream(write) => write(out)?,
+        }
+        out.flush()
+    }
+}
+
+impl From<String> for Stdout {
+    fn from(text: String) -> Self {
+        Stdout::Text(text)
+    }
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stdout = match &self.stdout {
+            Stdout::Text(t) => t.as_str(),
+            Stdout::Stream(_) => "<streamed>",
+        };
+        f.debug_struct("Outcome")
+            .field("code", &self.code)
+            .field("stdout", &stdout)
+            .finish()
+    }
 }
 
 /// A command that could not run; printed on standard error, exit code 2.

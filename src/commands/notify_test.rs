@@ -37,6 +37,6 @@ pub async fn notify_test(rt: &Runtime) -> Result<Outcome, CommandError> {
     }
     Ok(Outcome {
         code: if failed == 0 { EXIT_OK } else { EXIT_FINDINGS },
-        stdout: out,
+        stdout: out.into(),
     })
 }

@@ -104,6 +104,6 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
     };
     Ok(Outcome {
         code: EXIT_OK,
-        stdout,
+        stdout: stdout.into(),
     })
 }
