@@ -24,9 +24,9 @@
 //!   With `--churn K` it asks the registry's control server to replace K tokens before every cycle.
 //!
 //! ```sh
-//! cargo run --release --example load_soak -- registry --tokens 1000 --token-file /tmp/t
-//! cargo run --release --example load_soak -- soak --registry http://127.0.0.1:PORT/ --token-file /tmp/t \
-//!     --state /tmp/soak/state.db --cycles 10000 --every 1000
+//! cargo run --release --example load_soak -- registry --tokens 1000 --token-file token
+//! cargo run --release --example load_soak -- soak --registry http://127.0.0.1:PORT/ --token-file token \
+//!     --state soak/state.db --cycles 10000 --every 1000
 //! cargo run --release --example load_soak -- load --url http://127.0.0.1:9858/metrics --clients 4 --seconds 30
 //! ```
 
