@@ -20,6 +20,7 @@
 #   NPM=1               part c, the npm CLI loop (0 skips it)
 #   PACKAGE_SERIES=true the daemon's server.package_series (false: no per-package series in /metrics)
 #   CYCLE_TIMEOUT=180   seconds to wait for each daemon cycle
+#   BUILD=0             use the binaries already under target/release (default: build them)
 #   KEEP=1              keep the temporary directory (configs, logs, outputs)
 set -euo pipefail
 
@@ -88,21 +89,7 @@ if ((NPM)); then
 fi
 
 # --- processes and cleanup -------------------------------------------------------------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-audit.XXXXXX")"
-FAKE_PID=""
-DAEMON_PID=""
-cleanup() {
-    stop_pid "$DAEMON_PID"
-    stop_pid "$FAKE_PID"
-    if [[ "${KEEP:-}" == 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_work bench-audit
 
 now() { date +%s.%N; }
 # Arithmetic on decimals: calc '<awk expression>'.
@@ -111,13 +98,8 @@ fmt() { awk -v x="$1" -v f="$2" 'BEGIN { printf f, x }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
 # --- build -----------------------------------------------------------------------------------------
-log "building release binaries"
-cargo build --release --quiet --bin npm-watchdog --example fake_registry_server >&2
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-[[ "$TARGET" = /* ]] || TARGET="$ROOT/$TARGET"
-WD="$TARGET/release/npm-watchdog"
-FAKE="$TARGET/release/examples/fake_registry_server"
-[[ -x "$WD" && -x "$FAKE" ]] || die "built binaries not found under $TARGET/release"
+release_binaries fake_registry_server
+FAKE="$EXAMPLE_BIN"
 
 # --- the fake registry -----------------------------------------------------------------------------
 log "starting the fake registry with $N packages"
@@ -125,13 +107,8 @@ log "starting the fake registry with $N packages"
 "$FAKE" --packages "$N" --versions "$VERSIONS" --readme-bytes "$README_BYTES" \
     --latency-ms "$LATENCY_MS" --user "$USER_NAME" --token-file "$WORK/token" \
     >"$WORK/fake.out" 2>"$WORK/fake.err" &
-FAKE_PID=$!
-for _ in $(seq 600); do
-    [[ "$(wc -l <"$WORK/fake.out")" -ge 3 ]] && break
-    kill -0 "$FAKE_PID" 2>/dev/null || die "the fake registry exited: $(cat "$WORK/fake.err")"
-    sleep 0.1
-done
-[[ "$(wc -l <"$WORK/fake.out")" -ge 3 ]] || die "the fake registry did not start within 60 s"
+REG_PID=$!
+await_start "$WORK/fake.out" "$WORK/fake.err" 60
 REG="$(sed -n 1p "$WORK/fake.out")"
 STATS="$(sed -n 2p "$WORK/fake.out")"
 

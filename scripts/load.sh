@@ -45,43 +45,16 @@ done
 command -v curl >/dev/null 2>&1 || die "curl is missing"
 
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/load.XXXXXX")"
-REG_PID=""
-DAEMON_PID=""
-cleanup() {
-    stop_pid "$DAEMON_PID"
-    stop_pid "$REG_PID"
-    if [[ "${KEEP:-}" == 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_work load
 
-# --- build -----------------------------------------------------------------------------------------
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-[[ "$TARGET" = /* ]] || TARGET="$ROOT/$TARGET"
-if [[ "${BUILD:-1}" != 0 ]]; then
-    log "building release binaries"
-    cargo build --release --quiet --bin npm-watchdog --example load_soak >&2
-fi
-WD="$TARGET/release/npm-watchdog"
-HARNESS="$TARGET/release/examples/load_soak"
-[[ -x "$WD" && -x "$HARNESS" ]] || die "built binaries not found under $TARGET/release"
+release_binaries load_soak
+HARNESS="$EXAMPLE_BIN"
 
 # --- the fake registry -----------------------------------------------------------------------------
 : >"$WORK/reg.out"
 "$HARNESS" registry --tokens "$TOKENS" --token-file "$WORK/token" >"$WORK/reg.out" 2>"$WORK/reg.err" &
 REG_PID=$!
-for _ in $(seq 100); do
-    [[ "$(wc -l <"$WORK/reg.out")" -ge 3 ]] && break
-    kill -0 "$REG_PID" 2>/dev/null || die "the fake registry exited: $(cat "$WORK/reg.err")"
-    sleep 0.1
-done
-[[ "$(wc -l <"$WORK/reg.out")" -ge 3 ]] || die "the fake registry did not start"
+await_start "$WORK/reg.out" "$WORK/reg.err" 10
 REG="$(sed -n 1p "$WORK/reg.out")"
 
 # --- the daemon ------------------------------------------------------------------------------------

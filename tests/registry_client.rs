@@ -864,6 +864,11 @@ async fn fake_registry_answers_like_verdaccio_without_credentials() {
 /// The issue's answer: a 50 MB token list.
 const HUGE: usize = 50_000_000;
 
+/// How an undeclared answer past the default `registry.max_body` is reported.
+const CUT_AT_THE_CAP: &str =
+    "tokens: the answer is larger than registry.max_body (4 MiB) and was not read \
+     past it; raise registry.max_body if the registry's answers are really this large";
+
 /// A client with the given caps (the fake's fast retries otherwise).
 fn capped_client(url: &str, api: u64, packument: u64) -> RegistryClient {
     client(url)
@@ -964,11 +969,7 @@ async fn a_gzipped_answer_is_capped_by_what_it_inflates_to() {
     let (c, _) = client(&reg.url);
     let err = c.list_tokens(&cred()).await.expect_err("too large");
     assert_eq!(err.label(), "too_large");
-    assert_eq!(
-        text(&err),
-        "tokens: the answer is larger than registry.max_body (4 MiB) and was not read past it; \
-         raise registry.max_body if the registry's answers are really this large"
-    );
+    assert_eq!(text(&err), CUT_AT_THE_CAP);
 }
 
 #[tokio::test]
@@ -984,11 +985,7 @@ async fn an_undeclared_answer_over_max_body_is_read_only_to_the_cap() {
     let (c, _) = client(&reg.url);
     let err = c.list_tokens(&cred()).await.expect_err("too large");
     assert_eq!(err.label(), "too_large");
-    assert_eq!(
-        text(&err),
-        "tokens: the answer is larger than registry.max_body (4 MiB) and was not read past it; \
-         raise registry.max_body if the registry's answers are really this large"
-    );
+    assert_eq!(text(&err), CUT_AT_THE_CAP);
     assert_eq!(reg.requests().len(), 1);
     assert_not_read_whole(&reg, HUGE);
 }
