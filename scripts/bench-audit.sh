@@ -186,12 +186,23 @@ AUDIT_CPU_S="$(cpu_s "$WORK/audit-main.time")"
 AUDIT_PKGS="$(jq '.packages | length' "$WORK/audit-main.json")"
 ((AUDIT_PKGS == N)) || die "the audit reported $AUDIT_PKGS packages, expected $N"
 
+# One round trip as this machine serves it: the added latency, the timer's rounding and the serving.
+# Median of 9 `curl` requests to an authenticated route (each on a fresh connection, so slightly over).
+RTT_S="$(for _ in $(seq 9); do
+    curl -fsS -o /dev/null -w '%{time_total}\n' -H "authorization: Bearer $(cat "$WORK/token")" "${REG%/}/-/whoami"
+done | sort -n | sed -n 5p)"
+ROUNDS=$(((N + CONCURRENCY - 1) / CONCURRENCY))
+NOMINAL_S="$(calc "$ROUNDS * $LATENCY_MS / 1000")"
+MEASURED_FLOOR_S="$(calc "($ROUNDS + 1) * $RTT_S")"
+
 say "== a. npm-watchdog audit --format json (release build, measured)"
 say "wall time:      $(fmt "$AUDIT_S" '%.2f') s   (CPU user+sys $(fmt "$AUDIT_CPU_S" '%.2f') s, exit $AUDIT_RC)"
 say "requests:       $AUDIT_REQ   ($AUDIT_KINDS)"
 say "bytes served:   $AUDIT_BYTES   ($(mib "$AUDIT_BYTES"))"
 say "peak RSS:       $((AUDIT_RSS_KB / 1024)) MiB   ($AUDIT_RSS_KB kB, GNU time)"
 say "packages read:  $AUDIT_PKGS"
+say "floor:          nominal $(fmt "$NOMINAL_S" '%.2f') s (ceil(N / $CONCURRENCY) = $ROUNDS rounds x ${LATENCY_MS} ms): $(fmt "$(calc "$AUDIT_S / $NOMINAL_S")" '%.2f')x"
+say "                measured $(fmt "$MEASURED_FLOOR_S" '%.2f') s ($ROUNDS rounds + the package list, x one round trip of $(fmt "$(calc "$RTT_S * 1000")" '%.1f') ms): $(fmt "$(calc "$AUDIT_S / $MEASURED_FLOOR_S")" '%.2f')x"
 say ""
 
 if [[ -n "${SWEEP// /}" ]]; then
@@ -328,6 +339,7 @@ DAEMON_PID=""
 say "== b. npm-watchdog run: $CYCLES package cycles (measured; tokens schedule 1h so only package traffic counts)"
 say "cycle 1 (no stored copies): $(fmt "$C1_S" '%.2f') s, $C1_REQ requests (incl. the first token cycle), $(mib "$C1_BYTES") served"
 say "cycle 2 (conditional):      $(fmt "$C2_S" '%.2f') s, $C2_REQ requests ($C2_KINDS), $C2_BYTES bytes served"
+say "                            $(fmt "$(calc "$C2_S / $NOMINAL_S")" '%.2f')x the nominal floor, $(fmt "$(calc "$C2_S / $MEASURED_FLOOR_S")" '%.2f')x the measured one"
 say "packument requests after all cycles: ${P200:-0} x 200, ${P304:-0} x 304 (npm_watchdog_registry_requests_total)"
 say "daemon RSS after each cycle (KiB; VmRSS once the cycle is done, VmHWM the peak so far):"
 say "$ROWS"

@@ -229,7 +229,7 @@ pub async fn read_packages(
 /// Run each of `tasks` on the runtime, at most `limit` at a time, handing each outcome to `done` as
 /// it completes. A task spawned per item up front would hold its request's state until its turn:
 /// about 2 KB each, 20 MB for 10,000 packages.
-async fn bounded<T: Send + 'static>(
+pub(crate) async fn bounded<T: Send + 'static>(
     tasks: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
     limit: usize,
     mut done: impl FnMut(Result<T, tokio::task::JoinError>),

@@ -578,6 +578,56 @@ async fn audit_reads_trust_only_with_an_otp_and_never_reads_eotp_as_missing() {
         .any(|r| r.header("npm-otp") == Some("654321")));
 }
 
+/// Trust reads run side by side after the first; once the code expires, the reads not yet sent are
+/// not sent, and what was not read leaves D1 and D2 unverified instead of passing or failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_stops_reading_trust_once_the_otp_expires() {
+    let (reg, dir) = hardening_setup().await;
+    for name in ["@acme/a", "@acme/b", "@acme/c"] {
+        reg.set_trust(
+            name,
+            json!([{"id": "t", "type": "github", "permissions": ["createPackage"],
+                    "claims": {"repository": "acme/x", "workflow_ref": {"file": "release.yml"}, "environment": "npm"}}]),
+        );
+    }
+    reg.set_valid_otps(["654321"]);
+    // Accepted once: for the probe (@acme/a), then refused for @acme/b. With one read at a time,
+    // @acme/c is never asked.
+    reg.otp_uses_left(Some(1));
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .args(["audit", "--otp", "654321", "--format", "json"])
+        .env("NPM_CONFIG_USERCONFIG", dir.path().join("no-npmrc"))
+        .env("NPM_WATCHDOG_REGISTRY__CONCURRENCY", "1")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run npm-watchdog");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let trust_paths: Vec<String> = reg
+        .requests_to("/-/package/")
+        .iter()
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert_eq!(
+        trust_paths,
+        ["/-/package/@acme%2fa/trust", "/-/package/@acme%2fb/trust"]
+    );
+    let d1 = &v["dod"][0];
+    assert_eq!(d1["status"], "UNVERIFIED", "{d1}");
+    let evidence = d1["evidence"].to_string();
+    assert!(evidence.contains("@acme/a: github"), "{evidence}");
+    for name in ["@acme/b", "@acme/c"] {
+        assert!(
+            evidence.contains(&format!("{name}: unverified: needs --otp")),
+            "{evidence}"
+        );
+    }
+    assert_eq!(v["dod"][1]["status"], "UNVERIFIED", "{}", v["dod"][1]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn healthcheck_asks_the_running_daemon() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

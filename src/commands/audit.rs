@@ -6,16 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{CommandError, Format, Outcome, Session, Stdout, EXIT_FINDINGS, EXIT_OK};
-use crate::checks::{self, Group, Snapshot, TrustStatus};
+use crate::checks::{self, Group, PackageSet, Snapshot, TrustStatus};
 use crate::collect;
 use crate::dod::{self, DodRow, Verdict};
 use crate::finding::Finding;
-use crate::registry::RegistryError;
+use crate::registry::{OrgView, RegistryError, TrustConfig};
 use crate::runtime::Runtime;
 use crate::state::State;
 
@@ -33,31 +35,131 @@ struct AuditReport {
     findings: Vec<Finding>,
 }
 
-/// Read trust configs: without an OTP only the first package is tried (the registry normally demands
-/// one, and one EOTP says so for all); with one, every package, stopping at the first rejected OTP.
+/// Read trust configs, which the registry keeps behind 2FA. The first package is the probe, read
+/// while the packuments are (see [`read_watched`]): one EOTP without a code says so for all, and the
+/// rest are not asked. Then the others, at most `registry.concurrency` at a time; once a code is
+/// rejected (one-time codes expire), the reads not yet sent are not sent.
 async fn read_trust(
     session: &Session<'_>,
     names: impl Iterator<Item = &String>,
+    probe: Option<TrustStatus>,
     otp: Option<&str>,
 ) -> BTreeMap<String, TrustStatus> {
-    let mut out = BTreeMap::new();
-    let mut otp_refused = false;
-    for name in names {
-        if otp_refused {
-            out.insert(name.clone(), TrustStatus::NeedsOtp);
-            continue;
-        }
-        let status = match session.client.trust(name, &session.cred, otp).await {
-            Ok(cfgs) => TrustStatus::Read(cfgs),
-            Err(RegistryError::OtpRequired { .. }) => {
-                otp_refused = true;
-                TrustStatus::NeedsOtp
+    let names: Vec<String> = names.cloned().collect();
+    let (Some(first), Some(probe)) = (names.first(), probe) else {
+        return BTreeMap::new();
+    };
+    let refused = Arc::new(AtomicBool::new(matches!(probe, TrustStatus::NeedsOtp)));
+    // Every package starts as not read, so one whose read never finishes (a panicked task) keeps
+    // D1 and D2 from passing.
+    let mut out: BTreeMap<String, TrustStatus> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                TrustStatus::Failed("the read did not finish".into()),
+            )
+        })
+        .collect();
+    out.insert(first.clone(), probe);
+    let reads = names.into_iter().skip(1).map(|name| {
+        let client = session.client.clone();
+        let cred = session.cred.clone();
+        let otp = otp.map(str::to_string);
+        let refused = Arc::clone(&refused);
+        async move {
+            if refused.load(Ordering::Relaxed) {
+                return (name, TrustStatus::NeedsOtp);
             }
-            Err(e) => TrustStatus::Failed(e.to_string()),
-        };
-        out.insert(name.clone(), status);
-    }
+            let status = trust_status(client.trust(&name, &cred, otp.as_deref()).await);
+            if matches!(status, TrustStatus::NeedsOtp) {
+                refused.store(true, Ordering::Relaxed);
+            }
+            (name, status)
+        }
+    });
+    let concurrency = session.rt.config.registry.concurrency;
+    collect::bounded(reads, concurrency, |joined| {
+        if let Ok((name, status)) = joined {
+            out.insert(name, status);
+        }
+    })
+    .await;
     out
+}
+
+fn trust_status(read: Result<Vec<TrustConfig>, RegistryError>) -> TrustStatus {
+    match read {
+        Ok(cfgs) => TrustStatus::Read(cfgs),
+        Err(RegistryError::OtpRequired { .. }) => TrustStatus::NeedsOtp,
+        Err(e) => TrustStatus::Failed(e.to_string()),
+    }
+}
+
+/// What the package and org groups read for the audit.
+struct Watched {
+    packages: Option<PackageSet>,
+    orgs: Option<Vec<OrgView>>,
+    /// The first package's trust configuration, read beside the packuments.
+    trust_probe: Option<TrustStatus>,
+    errors: Vec<collect::ReadError>,
+}
+
+/// The watched packages (with the trust probe) and orgs, side by side: they do not depend on each
+/// other, so the audit waits for the longest of them rather than for their sum.
+async fn read_watched(session: &Session<'_>, otp: Option<&str>) -> Watched {
+    let cfg = &session.rt.config;
+    let packages = async {
+        if !Group::Packages.is_watched(&cfg.watch) {
+            return (None, None, Vec::new());
+        }
+        let found = collect::discover(&session.client, &cfg.watch, &session.cred).await;
+        let probe = async {
+            match found.packages.first() {
+                Some(name) => Some(trust_status(
+                    session.client.trust(name, &session.cred, otp).await,
+                )),
+                None => None,
+            }
+        };
+        let (nothing_stored, no_provenance) = (BTreeMap::new(), BTreeMap::new());
+        let (read, probe) = tokio::join!(
+            collect::read_packages(
+                &session.client,
+                &found.packages,
+                &session.cred,
+                &nothing_stored,
+                &no_provenance,
+                cfg.registry.concurrency,
+                cfg.policy.trusted_publishing_since,
+            ),
+            probe
+        );
+        let mut errors = found.errors;
+        errors.extend(read.errors);
+        (Some(read.set), probe, errors)
+    };
+    let orgs = async {
+        if !Group::Org.is_watched(&cfg.watch) {
+            return (None, Vec::new());
+        }
+        let read = collect::read_orgs(
+            &session.client,
+            &cfg.watch.orgs,
+            &session.cred,
+            &BTreeMap::new(),
+        )
+        .await;
+        (Some(read.views), read.errors)
+    };
+    let ((packages, trust_probe, mut errors), (orgs, org_errors)) = tokio::join!(packages, orgs);
+    errors.extend(org_errors);
+    Watched {
+        packages,
+        orgs,
+        trust_probe,
+        errors,
+    }
 }
 
 pub async fn audit(
@@ -66,40 +168,15 @@ pub async fn audit(
     otp: Option<&str>,
 ) -> Result<Outcome, CommandError> {
     let session = Session::open(rt)?;
-    let live = session.read_tokens().await?;
     let cfg = &rt.config;
-    let mut errors = Vec::new();
-    let packages = if Group::Packages.is_watched(&cfg.watch) {
-        let found = collect::discover(&session.client, &cfg.watch, &session.cred).await;
-        errors.extend(found.errors);
-        let read = collect::read_packages(
-            &session.client,
-            &found.packages,
-            &session.cred,
-            &BTreeMap::new(),
-            &BTreeMap::new(),
-            cfg.registry.concurrency,
-            cfg.policy.trusted_publishing_since,
-        )
-        .await;
-        errors.extend(read.errors);
-        Some(read.set)
-    } else {
-        None
-    };
-    let orgs = if Group::Org.is_watched(&cfg.watch) {
-        let read = collect::read_orgs(
-            &session.client,
-            &cfg.watch.orgs,
-            &session.cred,
-            &BTreeMap::new(),
-        )
-        .await;
-        errors.extend(read.errors);
-        Some(read.views)
-    } else {
-        None
-    };
+    let (live, watched) = tokio::join!(session.read_tokens(), read_watched(&session, otp));
+    let live = live?;
+    let Watched {
+        packages,
+        orgs,
+        trust_probe,
+        errors,
+    } = watched;
     if !errors.is_empty() {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(CommandError(format!(
@@ -109,7 +186,7 @@ pub async fn audit(
     }
     let trust = match &packages {
         Some(p) if !p.packuments.is_empty() => {
-            Some(read_trust(&session, p.packuments.keys(), otp).await)
+            Some(read_trust(&session, p.packuments.keys(), trust_probe, otp).await)
         }
         _ => None,
     };
