@@ -1,9 +1,9 @@
 //! The Definition-of-Done scorecard (D1-D9): a pure function from what an audit read, and the findings
 //! the checks made of it, to one verdict per box with its evidence.
 //!
-//! A box is PASS only when the registry shows it; what the registry cannot show (CI configuration for
-//! D3, the publishing-access setting for D7, trust configs without an OTP) is UNVERIFIED with the reason,
-//! never a silent PASS.
+//! A box is PASS only when what was read shows it; what cannot be read (CI secrets for D3 when no CI
+//! source is configured or one could not be read, the publishing-access setting for D7, trust configs
+//! without an OTP) is UNVERIFIED with the reason, never a silent PASS.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::checks::{self, PackageSet, TrustStatus};
+use crate::ci::CiInventory;
 use crate::config::PolicyConfig;
 use crate::finding::{Dod, Finding};
 use crate::registry::{OrgView, Token};
@@ -58,6 +59,8 @@ pub struct Input<'a> {
     pub trust: Option<&'a BTreeMap<String, TrustStatus>>,
     /// When `harden` last set "Require 2FA and disallow tokens", per package.
     pub hardened: &'a BTreeMap<String, DateTime<Utc>>,
+    /// `None` when no CI source is configured.
+    pub ci: Option<&'a CiInventory>,
 }
 
 /// The findings that are evidence against `dod`: those of the checks that say they feed it.
@@ -182,43 +185,70 @@ fn d2(i: &Input) -> DodRow {
 
 fn d3(i: &Input) -> DodRow {
     const T: &str = "publish jobs fetch an OIDC token at runtime; no NPM_TOKEN is referenced";
-    let cannot =
-        "the registry cannot show CI configuration; judged only from how versions were published"
-            .to_string();
-    let bad = against(i.findings, Dod::D3);
-    if !bad.is_empty() {
-        let mut ev = vec![
-            cannot,
-            "versions published with a token after the cutoff:".into(),
-        ];
-        ev.extend(lines(&bad));
+    let in_ci: Vec<&Finding> = i
+        .findings
+        .iter()
+        .filter(|f| f.check == checks::CI_NPM_SECRET)
+        .collect();
+    let published: Vec<&Finding> = against(i.findings, Dod::D3)
+        .into_iter()
+        .filter(|f| f.check != checks::CI_NPM_SECRET)
+        .collect();
+    if !in_ci.is_empty() || !published.is_empty() {
+        let mut ev = Vec::new();
+        if !in_ci.is_empty() {
+            ev.push("npm tokens kept in CI:".to_string());
+            ev.extend(lines(&in_ci));
+        }
+        if !published.is_empty() {
+            ev.push("versions published with a token after the cutoff:".into());
+            ev.extend(lines(&published));
+        }
         return row(Dod::D3, T, Verdict::Fail, ev);
     }
-    let Some(pkgs) = watched(i) else {
-        return row(
-            Dod::D3,
-            T,
-            Verdict::Unverified,
-            vec![cannot, NO_PACKAGES.into()],
+    let mut ev = Vec::new();
+    if let Some(pkgs) = watched(i) {
+        let trusted = pkgs
+            .packuments
+            .values()
+            .filter(|p| p.latest().is_some_and(|v| v.trusted_publisher.is_some()))
+            .count();
+        ev.push(format!(
+            "{trusted} of {} watched packages' latest versions were published through trusted publishing",
+            pkgs.packuments.len()
+        ));
+    }
+    let Some(ci) = i.ci else {
+        ev.insert(
+            0,
+            "no CI source is configured ([[ci.github]], [[ci.circleci]], [[ci.gitlab]]): the registry \
+             cannot show CI"
+                .into(),
         );
+        return row(Dod::D3, T, Verdict::Unverified, ev);
     };
-    let trusted = pkgs
-        .packuments
-        .values()
-        .filter(|p| p.latest().is_some_and(|v| v.trusted_publisher.is_some()))
-        .count();
-    row(
-        Dod::D3,
-        T,
-        Verdict::Unverified,
-        vec![
-            cannot,
-            format!(
-                "{trusted} of {} watched packages' latest versions were published through trusted publishing",
-                pkgs.packuments.len()
-            ),
-        ],
-    )
+    let mut read: Vec<String> = ci
+        .units_read
+        .iter()
+        .map(|(kind, units)| {
+            let secrets = ci.secrets.iter().filter(|s| &s.provider == kind).count();
+            format!("{kind}: {units} secret list(s) read, {secrets} secret(s), none an npm token")
+        })
+        .collect();
+    if !ci.complete() {
+        let mut unverified = vec!["some CI secret lists could not be read:".to_string()];
+        unverified.extend(ci.unread.iter().cloned());
+        unverified.append(&mut read);
+        unverified.append(&mut ev);
+        return row(Dod::D3, T, Verdict::Unverified, unverified);
+    }
+    read.push(
+        "judged by name (policy.ci_secret_names) and, on GitLab, by value: a token kept under an \
+         innocuous name on GitHub or CircleCI cannot be seen"
+            .into(),
+    );
+    read.append(&mut ev);
+    row(Dod::D3, T, Verdict::Pass, read)
 }
 
 fn d4(i: &Input) -> DodRow {
@@ -460,6 +490,7 @@ mod tests {
             orgs: None,
             trust: None,
             hardened: &hardened,
+            ci: None,
         });
         assert_eq!(
             rows.iter().map(|r| r.id).collect::<Vec<_>>(),
@@ -495,6 +526,7 @@ mod tests {
             orgs: None,
             trust: None,
             hardened: &hardened,
+            ci: None,
         });
         assert_eq!(status(&rows, "D5"), Verdict::Pass);
         assert_eq!(
@@ -517,6 +549,7 @@ mod tests {
             orgs: Some(&orgs),
             trust: Some(&trust),
             previous_maintainers: None,
+            ci: None,
         };
         let mut findings = token_findings();
         for g in [Group::Packages, Group::Org, Group::Trust] {
@@ -534,6 +567,7 @@ mod tests {
             orgs: Some(&orgs),
             trust: Some(&trust),
             hardened: &hardened,
+            ci: None,
         };
         let rows = scorecard(&input);
         let has = |check: &str| findings.iter().any(|f| f.check == check);
@@ -601,6 +635,7 @@ mod tests {
                 orgs: None,
                 trust: None,
                 hardened,
+                ci: None,
             })
         };
         let r = rows(&hardened);
@@ -619,5 +654,85 @@ mod tests {
         assert!(r[6].evidence.iter().any(|e| e.contains(&format!(
             "never enforced by `npm-watchdog harden` on: {first}"
         ))));
+    }
+
+    /// D3 from the CI inventory: UNVERIFIED without a CI source or with a list unread, FAIL with each
+    /// npm token found, PASS only on a complete read that found none.
+    #[test]
+    fn d3_is_judged_from_the_ci_secrets() {
+        use crate::checks::fixtures::{run_group_on, Inputs};
+        use crate::ci::CiInventory;
+        let policy = fixtures::policy();
+        let hardened = BTreeMap::new();
+        let d3 = |ci: Option<&CiInventory>, findings: &[Finding]| {
+            let rows = scorecard(&Input {
+                now: fixtures::now(),
+                policy: &policy,
+                tokens: &[],
+                own_key: None,
+                findings,
+                packages: None,
+                orgs: None,
+                trust: None,
+                hardened: &hardened,
+                ci,
+            });
+            rows.into_iter().find(|r| r.id == "D3").expect("D3")
+        };
+
+        let none = d3(None, &[]);
+        assert_eq!(none.status, Verdict::Unverified);
+        assert!(
+            none.evidence[0].starts_with("no CI source is configured"),
+            "{:?}",
+            none.evidence
+        );
+
+        let mut clean = CiInventory::default();
+        clean.units_read.insert("github".into(), 4);
+        clean.units_read.insert("gitlab".into(), 1);
+        let pass = d3(Some(&clean), &[]);
+        assert_eq!(pass.status, Verdict::Pass, "{:?}", pass.evidence);
+        assert_eq!(
+            pass.evidence[..2],
+            [
+                "github: 4 secret list(s) read, 0 secret(s), none an npm token",
+                "gitlab: 1 secret list(s) read, 0 secret(s), none an npm token"
+            ]
+        );
+        assert!(pass.evidence[2].contains("cannot be seen"));
+
+        let mut partial = clean.clone();
+        partial
+            .unread
+            .push("ci.github[0]: GitHub environments of repository acme/widget: environments: 403 forbidden".into());
+        let unverified = d3(Some(&partial), &[]);
+        assert_eq!(unverified.status, Verdict::Unverified);
+        assert_eq!(
+            unverified.evidence[..2],
+            [
+                "some CI secret lists could not be read:",
+                "ci.github[0]: GitHub environments of repository acme/widget: environments: 403 forbidden"
+            ]
+        );
+
+        // A token found is a FAIL even when another list could not be read.
+        let found = fixtures::ci();
+        let findings = run_group_on(
+            Group::Ci,
+            Inputs {
+                ci: Some(&found),
+                ..Inputs::default()
+            },
+            &policy,
+        )
+        .0;
+        let fail = d3(Some(&partial), &findings);
+        assert_eq!(fail.status, Verdict::Fail);
+        assert_eq!(fail.evidence[0], "npm tokens kept in CI:");
+        assert_eq!(fail.evidence.len(), 1 + findings.len());
+        assert!(fail.evidence[1].starts_with(
+            "CI secret NPM_TOKEN in GitHub Actions secrets of repository acme/widget: "
+        ));
     }
 }

@@ -18,6 +18,8 @@
 //! - [`registry`]: the only code that talks to npm; typed results and typed errors, one file per area.
 //! - [`checks`]: pure functions from a snapshot to findings, one file per check, listed in
 //!   `checks::all()`, each in a [`checks::Group`].
+//! - [`ci`]: the CI providers' secrets (GitHub Actions, CircleCI, GitLab CI: one file each, listed
+//!   once in `ci/mod.rs`), each with its own `[[ci.<kind>]]` section and token; names only, never values.
 //! - `collect`: reading packages and orgs for the package, org and trust checks (shared by the
 //!   daemon, `audit` and `harden`); it is handed stored copies and returns fresh ones.
 //! - [`state`]: SQLite: seen tokens, active findings, the outbox, per-group health, stored copies.
@@ -31,6 +33,7 @@
 
 pub mod alerts;
 pub mod checks;
+pub mod ci;
 mod collect;
 pub mod commands;
 pub mod config;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub check_duration: GaugeVec,
     pub check_errors: IntCounterVec,
     pub registry_requests: IntCounterVec,
+    pub ci_requests: IntCounterVec,
+    pub ci_secrets: IntGaugeVec,
     pub notifications: IntCounterVec,
     pub notification_queue: IntGaugeVec,
     package_latest_trusted: PackageSeries,
@@ -136,6 +138,22 @@ impl Metrics {
                 &["endpoint", "code"],
             )
             .expect("static metric"),
+            ci_requests: IntCounterVec::new(
+                opts(
+                    "ci_requests_total",
+                    "Requests made to the CI providers' APIs, by provider, endpoint and status code.",
+                ),
+                &["provider", "endpoint", "code"],
+            )
+            .expect("static metric"),
+            ci_secrets: IntGaugeVec::new(
+                opts(
+                    "ci_secrets",
+                    "Secrets the configured CI providers hold, by provider, as of the last ci run (lists that could not be read count as last read).",
+                ),
+                &["provider"],
+            )
+            .expect("static metric"),
             notifications: IntCounterVec::new(
                 opts(
                     "notifications_total",
@@ -202,6 +220,8 @@ impl Metrics {
             Box::new(m.check_duration.clone()),
             Box::new(m.check_errors.clone()),
             Box::new(m.registry_requests.clone()),
+            Box::new(m.ci_requests.clone()),
+            Box::new(m.ci_secrets.clone()),
             Box::new(m.notifications.clone()),
             Box::new(m.notification_queue.clone()),
             Box::new(m.package_latest_trusted.clone()),
@@ -294,6 +314,20 @@ impl Metrics {
         }
     }
 
+    /// `ci_secrets{provider}`: a series for every configured provider kind, 0 when it holds none.
+    pub fn set_ci_secrets(&self, kinds: &[&str], secrets: &[crate::ci::CiSecret]) {
+        let _swap = self.replacing();
+        self.ci_secrets.reset();
+        for kind in kinds {
+            self.ci_secrets.with_label_values(&[kind]).set(0);
+        }
+        for s in secrets {
+            self.ci_secrets
+                .with_label_values(&[s.provider.as_str()])
+                .inc();
+        }
+    }
+
     /// One series per watched package (packages no longer watched disappear); none when `per_package`
     /// is off (`server.package_series`).
     pub fn set_packages(&self, packages: &PackageSet, per_package: bool) {
@@ -359,6 +393,14 @@ impl Metrics {
         if ok {
             self.config_reload_success.set(at.timestamp() as f64);
         }
+    }
+}
+
+impl crate::ci::CiObserver for Metrics {
+    fn request(&self, provider: &str, endpoint: &str, outcome: &str) {
+        self.ci_requests
+            .with_label_values(&[provider, endpoint, outcome])
+            .inc();
     }
 }
 

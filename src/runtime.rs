@@ -202,7 +202,8 @@ impl Runtime {
     }
 
     /// The secret files that group or others may open: the file the credential comes from (token
-    /// file, systemd credential or npm user config) and every file a sink reads a secret from. A
+    /// file, systemd credential or npm user config) and every file a sink or CI source reads a
+    /// secret from. A
     /// file that cannot be read is left out: the credential or `config check` reports that.
     pub fn secret_files_too_open(&self) -> Vec<TooOpen> {
         let creds = self.env.credentials_directory.as_deref();
@@ -211,13 +212,23 @@ impl Runtime {
             let (key, path) = c.source.file();
             found.extend(secret::too_open(key, path, creds));
         }
-        for entry in self.config.alerts.entries() {
-            for (key, path) in entry.config.secret_files() {
-                let key = format!("{}.{key}", entry.key());
-                found.extend(secret::too_open(&key, path, creds));
-            }
+        for (key, path) in self.config_secret_files() {
+            found.extend(secret::too_open(&key, &path, creds));
         }
         found
+    }
+
+    /// Every secret file the configuration names besides the credential, by key: each sink's
+    /// (`alerts.email[0].password_file`) and each CI source's token (`ci.github[0].token_file`).
+    pub fn config_secret_files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for entry in self.config.alerts.entries() {
+            for (key, path) in entry.config.secret_files() {
+                out.push((format!("{}.{key}", entry.key()), path.to_path_buf()));
+            }
+        }
+        out.extend(self.config.ci.secret_files());
+        out
     }
 
     pub fn client(
@@ -234,6 +245,32 @@ impl Runtime {
             observer,
         )
         .map(|c| c.with_body_limits(self.config.registry.body_limits()))
+    }
+
+    /// The HTTP client for the CI providers' APIs, with the registry's timeout and no redirects (a
+    /// redirect could carry the token to another host).
+    pub fn ci_http(&self) -> Result<reqwest::Client, crate::ci::CiError> {
+        let timeout = self.config.registry.timeout.0;
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("npm-watchdog/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| crate::ci::CiError::Network {
+                endpoint: "client",
+                attempts: 0,
+                detail: e.to_string(),
+            })
+    }
+
+    /// What one CI read may cost: the registry's body cap and retries.
+    pub fn ci_limits(&self) -> crate::ci::http::Limits {
+        crate::ci::http::Limits {
+            max_body: self.config.registry.max_body.0,
+            retries: self.config.registry.retries,
+            ..crate::ci::http::Limits::default()
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! against the in-process fake registry. Each test checks the exit code and what is printed, and that
 //! the token never is.
 
+mod fake_ci;
 mod fake_registry;
 mod receiver;
 mod test_config;
@@ -626,6 +627,98 @@ async fn audit_stops_reading_trust_once_the_otp_expires() {
         );
     }
     assert_eq!(v["dod"][1]["status"], "UNVERIFIED", "{}", v["dod"][1]);
+}
+
+/// D3 from the CI sources: PASS on a complete read without npm tokens, UNVERIFIED naming the list
+/// that could not be read (never PASS on a partial read), FAIL with the secret as evidence.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_judges_d3_from_the_ci_secrets() {
+    let ci = fake_ci::FakeCi::start().await;
+    ci.add_github_repo("acme/widget", false);
+    ci.add_github_repo_secret(
+        "acme/widget",
+        "DEPLOY_KEY",
+        fake_ci::DEFAULT_TIME,
+        fake_ci::DEFAULT_TIME,
+    );
+    ci.add_github_repo("acme/cli", false);
+    let extra = format!(
+        "[[ci.github]]\ntoken_file = \"{}\"\napi_url = \"{}\"\nrepos = [\"acme/widget\", \"acme/cli\"]\n",
+        "GITHUB_TOKEN_FILE",
+        ci.github_url()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("github-token");
+    std::fs::write(&token_file, fake_ci::GITHUB_TOKEN).expect("write");
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let (_reg, dir) = setup(
+        vec![],
+        &extra.replace("GITHUB_TOKEN_FILE", &token_file.display().to_string()),
+    )
+    .await;
+    let d3 = |out: &Output| -> Value {
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["dod"][2].clone()
+    };
+
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    let row = d3(&out);
+    assert_eq!(row["id"], "D3");
+    assert_eq!(row["status"], "PASS", "{row}");
+    let evidence = row["evidence"].to_string();
+    assert!(
+        evidence.contains("github: 6 secret list(s) read, 1 secret(s), none an npm token"),
+        "{evidence}"
+    );
+
+    // One repository the token cannot read: unverified, saying which and why.
+    ci.deny_github("/repos/acme/cli/environments", 403);
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    let row = d3(&out);
+    assert_eq!(row["status"], "UNVERIFIED", "{row}");
+    assert_eq!(
+        row["evidence"][0],
+        "some CI secret lists could not be read:"
+    );
+    assert_eq!(
+        row["evidence"][1],
+        "ci.github[0]: GitHub environments of repository acme/cli: environments: 403 forbidden: Resource not accessible by personal access token (the token lacks the permission to read this)"
+    );
+
+    // An npm token in the readable repository fails D3 and the audit, whatever else is unread.
+    ci.add_github_repo_secret(
+        "acme/widget",
+        "NPM_TOKEN",
+        fake_ci::DEFAULT_TIME,
+        fake_ci::DEFAULT_TIME,
+    );
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let row = d3(&out);
+    assert_eq!(row["status"], "FAIL", "{row}");
+    assert_eq!(row["evidence"][0], "npm tokens kept in CI:");
+    assert!(
+        row["evidence"][1].as_str().unwrap_or("").starts_with(
+            "CI secret NPM_TOKEN in GitHub Actions secrets of repository acme/widget: "
+        ),
+        "{row}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| f["check"] == "ci-npm-secret" && f["severity"] == "critical"));
+    let all =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !all.contains(fake_ci::GITHUB_TOKEN),
+        "the GitHub token leaked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,7 @@
 //! restarts, registry outages, recovery, a sink that is down. Every notification is caught by a webhook
 //! receiver, so the assertions are about what a user would be sent.
 
+mod daemon_support;
 mod fake_registry;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::Router;
+use daemon_support::{metric, Logs};
 use fake_registry::{FakeRegistry, Fault};
 use npm_watchdog::alerts::webhook::WebhookSinkConfig;
 use npm_watchdog::checks::Group;
@@ -163,45 +165,6 @@ async fn cycle(wd: &Arc<Watchdog>) {
 async fn cycle_group(wd: &Arc<Watchdog>, group: Group) {
     wd.run_group(group).await;
     wd.outbox().dispatch().await;
-}
-
-fn metric(wd: &Watchdog, line_start: &str) -> Option<String> {
-    wd.metrics()
-        .render()
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
-}
-
-/// Everything the daemon logs (debug and up) while the guard lives, on this thread: the tests run
-/// on tokio's current-thread runtime, so the cycle's tasks log here too.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || logs.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
 }
 
 fn assert_no_secret(text: &str, path: &Path) {

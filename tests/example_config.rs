@@ -19,9 +19,13 @@ use npm_watchdog::alerts::email::EmailSinkConfig;
 use npm_watchdog::alerts::pagerduty::PagerDutySinkConfig;
 use npm_watchdog::alerts::slack::SlackSinkConfig;
 use npm_watchdog::alerts::webhook::WebhookSinkConfig;
+use npm_watchdog::ci::circleci::CircleciSourceConfig;
+use npm_watchdog::ci::github::GithubSourceConfig;
+use npm_watchdog::ci::gitlab::GitlabSourceConfig;
 use npm_watchdog::config::{
-    load_with_env, AlertsConfig, AllowToken, Config, HumanDuration, HumanSize, PolicyConfig,
-    RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
+    load_with_env, AlertsConfig, AllowCiSecret, AllowToken, CiConfig, Config, HumanDuration,
+    HumanSize, PolicyConfig, RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig,
+    WatchConfig,
 };
 use npm_watchdog::finding::Severity;
 use npm_watchdog::secret::SecretUrl;
@@ -41,6 +45,9 @@ const NOT_DEFAULT_IN_EXAMPLE: &[&str] = &[
     "alerts.pagerduty",
     "alerts.slack",
     "alerts.alertmanager",
+    "ci.github",
+    "ci.circleci",
+    "ci.gitlab",
 ];
 
 fn example_path() -> PathBuf {
@@ -141,6 +148,7 @@ fn fully_populated() -> Config {
             tokens: Schedule::Every(HumanDuration::secs(60)),
             packages: Schedule::Cron("0 */5 * * * *".into()),
             org: Schedule::Every(HumanDuration::secs(3600)),
+            ci: Schedule::Every(HumanDuration::secs(600)),
             max_run: HumanDuration::secs(120),
         },
         policy: PolicyConfig {
@@ -165,6 +173,13 @@ fn fully_populated() -> Config {
                     .parse()
                     .expect("expected source"),
             )]),
+            ci_secret_names: vec!["(?i)^PUBLISH_KEY$".into()],
+            allow_ci_secrets: vec![AllowCiSecret {
+                place: "gitlab:group:acme".into(),
+                name: "NPM_TOKEN".into(),
+                reason: "mirror job".into(),
+                expires: NaiveDate::from_ymd_opt(2026, 12, 31),
+            }],
         },
         alerts: AlertsConfig {
             repeat_interval: HumanDuration::secs(3600),
@@ -221,6 +236,26 @@ fn fully_populated() -> Config {
                 checks: vec!["token-created".into()],
                 exclude_checks: vec!["token-unused".into()],
                 repeat_interval: Some(HumanDuration::secs(3600)),
+            }],
+        },
+        ci: CiConfig {
+            github: vec![GithubSourceConfig {
+                token_file: PathBuf::from("/run/credentials/x/github-token"),
+                api_url: url("https://github.example.com/api/v3"),
+                repos: vec!["acme/widget".into()],
+                orgs: vec!["acme".into()],
+            }],
+            circleci: vec![CircleciSourceConfig {
+                token_file: PathBuf::from("/run/credentials/x/circleci-token"),
+                api_url: url("https://circleci.example.com/api/v2"),
+                org_slug: Some("gh/acme".into()),
+                projects: vec!["gh/acme/widget".into()],
+            }],
+            gitlab: vec![GitlabSourceConfig {
+                token_file: PathBuf::from("/run/credentials/x/gitlab-token"),
+                api_url: url("https://gitlab.example.com/api/v4"),
+                projects: vec!["acme/widget".into()],
+                groups: vec!["acme".into()],
             }],
         },
         server: ServerConfig {

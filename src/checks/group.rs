@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::config::{Schedule, ScheduleConfig, WatchConfig};
+use crate::config::{Config, Schedule, ScheduleConfig};
 
 /// A group of checks. Its name is the `check` label of `check_success`, `check_duration_seconds` and
 /// `check_errors_total`, the key of its schedule, and what `watchdog-blind` names.
@@ -14,6 +14,8 @@ pub enum Group {
     Packages,
     /// Rosters and teams of the watched orgs.
     Org,
+    /// The secrets CI providers hold (`[[ci.*]]`).
+    Ci,
     /// Trusted-publisher configurations: behind 2FA, so read only by `audit --otp`, never scheduled.
     Trust,
     /// The daemon's own health: judged after every scheduled group's run, never scheduled itself.
@@ -22,13 +24,14 @@ pub enum Group {
 
 impl Group {
     /// The groups the daemon runs on a schedule, in the order the first cycle runs them.
-    pub const SCHEDULED: [Group; 3] = [Group::Tokens, Group::Packages, Group::Org];
+    pub const SCHEDULED: [Group; 4] = [Group::Tokens, Group::Packages, Group::Org, Group::Ci];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Group::Tokens => "tokens",
             Group::Packages => "packages",
             Group::Org => "org",
+            Group::Ci => "ci",
             Group::Trust => "trust",
             Group::Health => "health",
         }
@@ -39,6 +42,7 @@ impl Group {
             Group::Tokens,
             Group::Packages,
             Group::Org,
+            Group::Ci,
             Group::Trust,
             Group::Health,
         ]
@@ -52,16 +56,19 @@ impl Group {
             Group::Tokens => Some(&s.tokens),
             Group::Packages => Some(&s.packages),
             Group::Org => Some(&s.org),
+            Group::Ci => Some(&s.ci),
             Group::Trust | Group::Health => None,
         }
     }
 
     /// Whether the configuration gives the group anything to read.
-    pub fn is_watched(self, w: &WatchConfig) -> bool {
+    pub fn is_watched(self, c: &Config) -> bool {
+        let w = &c.watch;
         match self {
             Group::Tokens | Group::Health => true,
             Group::Packages | Group::Trust => w.any_packages(),
             Group::Org => !w.orgs.is_empty(),
+            Group::Ci => !c.ci.is_empty(),
         }
     }
 }
@@ -75,6 +82,7 @@ impl fmt::Display for Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WatchConfig;
 
     #[test]
     fn names_parse_back_and_only_scheduled_groups_have_a_schedule() {
@@ -83,6 +91,7 @@ mod tests {
             Group::Tokens,
             Group::Packages,
             Group::Org,
+            Group::Ci,
             Group::Trust,
             Group::Health,
         ] {
@@ -93,24 +102,37 @@ mod tests {
                 "{g}"
             );
         }
-        assert_eq!(Group::parse("ci"), None);
+        assert_eq!(Group::parse("cI"), None);
     }
 
     #[test]
     fn what_is_watched() {
-        let none = WatchConfig {
+        let watching = |watch: WatchConfig| Config {
+            watch,
+            ..Config::default()
+        };
+        let none = watching(WatchConfig {
             own_account: false,
             ..WatchConfig::default()
-        };
+        });
         assert!(Group::Tokens.is_watched(&none));
         assert!(!Group::Packages.is_watched(&none));
         assert!(!Group::Org.is_watched(&none));
-        assert!(Group::Packages.is_watched(&WatchConfig::default()));
-        let orgs = WatchConfig {
+        assert!(!Group::Ci.is_watched(&none));
+        assert!(Group::Packages.is_watched(&Config::default()));
+        let orgs = watching(WatchConfig {
             own_account: false,
             orgs: vec!["acme".into()],
             ..WatchConfig::default()
-        };
+        });
         assert!(Group::Packages.is_watched(&orgs) && Group::Org.is_watched(&orgs));
+        let mut ci = none;
+        ci.ci.gitlab.push(crate::ci::gitlab::GitlabSourceConfig {
+            token_file: "/run/credentials/npm-watchdog/gitlab".into(),
+            api_url: crate::ci::gitlab::DEFAULT_API_URL.parse().expect("url"),
+            projects: vec!["acme/widget".into()],
+            groups: vec![],
+        });
+        assert!(Group::Ci.is_watched(&ci));
     }
 }

@@ -14,6 +14,7 @@ mod group;
 
 mod account_2fa;
 mod allowlist_expired;
+mod ci_npm_secret;
 mod maintainers_changed;
 mod org_owner_unexpected;
 mod publish_unexpected_source;
@@ -38,6 +39,7 @@ use url::Url;
 
 pub use group::Group;
 
+use crate::ci::CiInventory;
 use crate::config::{PolicyConfig, DEFAULT_REGISTRY};
 use crate::finding::{Dod, Finding, Severity};
 use crate::registry::{OrgView, Packument, Profile, ProvenanceSource, Token, TrustConfig};
@@ -57,6 +59,8 @@ pub enum Source {
     Orgs,
     /// Trusted-publisher configurations: readable only in an attended run with an OTP.
     Trust,
+    /// The secrets the configured CI providers hold.
+    Ci,
 }
 
 /// The watched packages as last read. A package whose fetch failed this cycle is represented by its
@@ -106,6 +110,8 @@ pub struct Snapshot<'a> {
     /// Maintainer names per package at the previous read (for `maintainers-changed`); `None` when
     /// there was no previous read.
     pub previous_maintainers: Option<&'a BTreeMap<String, Vec<String>>>,
+    /// The CI providers' secrets; lists that could not be read now are their last stored copies.
+    pub ci: Option<&'a CiInventory>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -123,6 +129,7 @@ impl<'a> Snapshot<'a> {
             orgs: None,
             trust: None,
             previous_maintainers: None,
+            ci: None,
         }
     }
 
@@ -134,6 +141,7 @@ impl<'a> Snapshot<'a> {
             Source::Packages => self.packages.is_some(),
             Source::Orgs => self.orgs.is_some(),
             Source::Trust => self.trust.is_some(),
+            Source::Ci => self.ci.is_some(),
         }
     }
 
@@ -190,10 +198,14 @@ pub fn all() -> &'static [CheckDef] {
         team_write_access::CHECK,
         trusted_publisher_missing::CHECK,
         trusted_publisher_unbound::CHECK,
+        ci_npm_secret::CHECK,
         watchdog_blind::CHECK,
     ];
     ALL
 }
+
+/// The check whose findings are npm tokens kept in CI (the scorecard tells them from publishes).
+pub const CI_NPM_SECRET: &str = ci_npm_secret::CHECK.id;
 
 /// The ids of the event checks (they fire once and are never kept as active).
 pub fn events() -> HashSet<&'static str> {
@@ -422,6 +434,18 @@ pub(crate) mod fixtures {
         pub orgs: Option<&'a [OrgView]>,
         pub trust: Option<&'a BTreeMap<String, TrustStatus>>,
         pub previous_maintainers: Option<&'a BTreeMap<String, Vec<String>>>,
+        pub ci: Option<&'a CiInventory>,
+    }
+
+    /// Secrets of every provider and place kind: npm tokens by name (`NPM_TOKEN` in a repository,
+    /// `NODE_AUTH_TOKEN` in an environment, an org secret listed twice, a lower-case CircleCI
+    /// context variable, a GitLab group variable) and by value (a GitLab variable scoped to
+    /// `production`), and innocuous names beside them.
+    pub fn ci() -> CiInventory {
+        CiInventory {
+            secrets: serde_json::from_str(include_str!("fixtures/ci.json")).expect("fixture ci"),
+            ..CiInventory::default()
+        }
     }
 
     fn snapshot<'a>(reg: &'a Url, inputs: Inputs<'a>) -> Snapshot<'a> {
@@ -430,6 +454,7 @@ pub(crate) mod fixtures {
             orgs: inputs.orgs,
             trust: inputs.trust,
             previous_maintainers: inputs.previous_maintainers,
+            ci: inputs.ci,
             ..Snapshot::new(now(), reg)
         }
     }
@@ -480,6 +505,7 @@ mod tests {
             orgs: Some(&orgs),
             trust: Some(&trust),
             previous_maintainers: None,
+            ci: None,
         };
         let tokens = fixtures::tokens();
         let reg = fixtures::registry();

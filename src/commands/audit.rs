@@ -1,8 +1,9 @@
 //! `npm-watchdog audit`: the Definition of Done (D1-D9) with its evidence, then every finding.
 //!
 //! It reads what the daemon reads (tokens, the watched packages, orgs) and, with `--otp`, the trust
-//! configurations, which the registry keeps behind 2FA. Nothing it could not read counts as a pass:
-//! a read that fails stops the audit (exit 2), and what cannot be read at all is UNVERIFIED.
+//! configurations, which the registry keeps behind 2FA, and the CI providers' secrets when `[[ci.*]]`
+//! names some. Nothing it could not read counts as a pass: a registry read that fails stops the audit
+//! (exit 2), and what cannot be read at all (a CI list included) is UNVERIFIED.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use super::{CommandError, Format, Outcome, Session, Stdout, EXIT_FINDINGS, EXIT_OK};
 use crate::checks::{self, Group, PackageSet, Snapshot, TrustStatus};
+use crate::ci::{self, CiInventory};
 use crate::collect;
 use crate::dod::{self, DodRow, Verdict};
 use crate::finding::Finding;
@@ -110,7 +112,7 @@ struct Watched {
 async fn read_watched(session: &Session<'_>, otp: Option<&str>) -> Watched {
     let cfg = &session.rt.config;
     let packages = async {
-        if !Group::Packages.is_watched(&cfg.watch) {
+        if !Group::Packages.is_watched(cfg) {
             return (None, None, Vec::new());
         }
         let found = collect::discover(&session.client, &cfg.watch, &session.cred).await;
@@ -140,7 +142,7 @@ async fn read_watched(session: &Session<'_>, otp: Option<&str>) -> Watched {
         (Some(read.set), probe, errors)
     };
     let orgs = async {
-        if !Group::Org.is_watched(&cfg.watch) {
+        if !Group::Org.is_watched(cfg) {
             return (None, Vec::new());
         }
         let read = collect::read_orgs(
@@ -162,6 +164,18 @@ async fn read_watched(session: &Session<'_>, otp: Option<&str>) -> Watched {
     }
 }
 
+/// The configured CI sources, when there are any. Unlike a registry read, a CI list that cannot be
+/// read does not stop the audit: D3 shows it as UNVERIFIED, naming the list and why, and what was
+/// read is still judged.
+async fn read_ci(rt: &Runtime) -> Result<Option<CiInventory>, CommandError> {
+    if !Group::Ci.is_watched(&rt.config) {
+        return Ok(None);
+    }
+    let http = rt.ci_http().map_err(|e| CommandError(e.to_string()))?;
+    let entries = ci::read_all(&rt.config.ci, &http, rt.ci_limits(), Arc::new(())).await;
+    Ok(Some(ci::assemble(entries, &BTreeMap::new()).inventory))
+}
+
 pub async fn audit(
     rt: &Runtime,
     format: Format,
@@ -169,8 +183,13 @@ pub async fn audit(
 ) -> Result<Outcome, CommandError> {
     let session = Session::open(rt)?;
     let cfg = &rt.config;
-    let (live, watched) = tokio::join!(session.read_tokens(), read_watched(&session, otp));
+    let (live, watched, ci) = tokio::join!(
+        session.read_tokens(),
+        read_watched(&session, otp),
+        read_ci(rt)
+    );
     let live = live?;
+    let ci = ci?;
     let Watched {
         packages,
         orgs,
@@ -200,10 +219,11 @@ pub async fn audit(
         packages: packages.as_ref(),
         orgs: orgs.as_deref(),
         trust: trust.as_ref(),
+        ci: ci.as_ref(),
         ..Snapshot::new(live.now, &rt.registry)
     };
     let mut findings = live.findings.clone();
-    for group in [Group::Packages, Group::Org, Group::Trust] {
+    for group in [Group::Packages, Group::Org, Group::Trust, Group::Ci] {
         findings.extend(checks::run_group(group, &snap, &cfg.policy).0);
     }
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(&b.check)));
@@ -222,6 +242,7 @@ pub async fn audit(
         orgs: orgs.as_deref(),
         trust: trust.as_ref(),
         hardened: &hardened,
+        ci: ci.as_ref(),
     });
     let failed = rows.iter().any(|r| r.status == Verdict::Fail) || !findings.is_empty();
     let stdout = match format {

@@ -42,16 +42,22 @@ pub fn config_check(loaded: &Loaded, rt: &Runtime, secrets: PermissionPolicy) ->
     );
     let cfg = &rt.config;
     let _ = writeln!(out, "# watching: {}", cfg.watch.describe());
-    for entry in cfg.alerts.entries() {
-        for (key, path) in entry.config.secret_files() {
-            let key = format!("{}.{key}", entry.key());
-            match std::fs::read(path) {
-                Ok(b) if b.iter().all(u8::is_ascii_whitespace) => {
-                    problems.push(format!("{key}: {} is empty", path.display()))
-                }
-                Ok(_) => {}
-                Err(e) => problems.push(format!("{key}: {}: {}", path.display(), e.kind())),
+    for entry in cfg.ci.entries() {
+        let _ = writeln!(
+            out,
+            "# ci: {} at {}: {}",
+            entry.key(),
+            entry.config.api_url(),
+            entry.config.describe()
+        );
+    }
+    for (key, path) in rt.config_secret_files() {
+        match std::fs::read(&path) {
+            Ok(b) if b.iter().all(u8::is_ascii_whitespace) => {
+                problems.push(format!("{key}: {} is empty", path.display()))
             }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{key}: {}: {}", path.display(), e.kind())),
         }
     }
     for too_open in rt.secret_files_too_open() {

@@ -7,7 +7,8 @@
 //! may carry one, is a [`SecretUrl`](crate::secret::SecretUrl) that never shows itself).
 //!
 //! The sections live beside this file (`sections`, `policy`); `[alerts]` is defined by the sink
-//! list in [`crate::alerts`], so that a sink's section lives in the sink's own file.
+//! list in [`crate::alerts`], so that a sink's section lives in the sink's own file; `[ci]` likewise
+//! by the provider list in [`crate::ci`].
 
 mod policy;
 mod sections;
@@ -19,8 +20,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use crate::alerts::AlertsConfig;
+pub use crate::ci::CiConfig;
 pub use crate::settings::{HumanDuration, Invalid};
-pub use policy::{AllowToken, ExpectedSource, PolicyConfig};
+pub use policy::{AllowCiSecret, AllowToken, ExpectedSource, PolicyConfig};
 pub use sections::{
     HumanSize, RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
 };
@@ -40,6 +42,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub policy: PolicyConfig,
     pub alerts: AlertsConfig,
+    pub ci: CiConfig,
     pub server: ServerConfig,
     pub state: StateConfig,
 }
@@ -49,8 +52,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.registry.validate().map_err(|e| e.under("registry"))?;
         self.policy.validate().map_err(|e| e.under("policy"))?;
-        // The alerts section names its keys in full (`alerts.email[0].to`).
-        self.alerts.validate()
+        // The alerts and ci sections name their keys in full (`alerts.email[0].to`).
+        self.alerts.validate()?;
+        self.ci.validate()
     }
 
     /// The effective configuration as TOML, safe to print: secret-bearing values serialize redacted.
@@ -313,7 +317,7 @@ path = "/var/lib/npm-watchdog/state.db"
             ),
             (
                 "[nonsense]\n",
-                "config file F: nonsense: unknown key (expected one of: registry, watch, schedule, policy, alerts, server, state)",
+                "config file F: nonsense: unknown key (expected one of: registry, watch, schedule, policy, alerts, ci, server, state)",
             ),
             (
                 "[registry]\ntimeout = \"ten seconds\"\n",
@@ -448,6 +452,42 @@ path = "/var/lib/npm-watchdog/state.db"
                 "config file F: server.listen: invalid socket address syntax",
             ),
             ("[registry\n", "config file F: TOML parse error"),
+            (
+                "[[ci.github]]\ntoken_file = \"/t\"\nrepos = [\"acme\"]\n",
+                "config file F: ci.github[0].repos[0]: `acme` is not owner/name",
+            ),
+            (
+                "[[ci.github]]\ntoken_file = \"/t\"\n",
+                "config file F: ci.github[0].repos: name at least one repository or org (orgs)",
+            ),
+            (
+                "[[ci.github]]\nrepos = [\"acme/widget\"]\n",
+                "config file F: ci.github[0].token_file: missing required key",
+            ),
+            (
+                "[[ci.circleci]]\ntoken_file = \"/t\"\norg_slug = \"acme\"\n",
+                "config file F: ci.circleci[0].org_slug: `acme` is not an org slug such as gh/acme",
+            ),
+            (
+                "[[ci.gitlab]]\ntoken_file = \"/t\"\nproject = [\"acme/widget\"]\n",
+                "config file F: ci.gitlab[0].project: unknown key (expected one of: token_file, api_url, projects, groups)",
+            ),
+            (
+                "[[ci.gitlab]]\ntoken_file = \"/t\"\napi_url = \"gitlab.example\"\nprojects = [\"1\"]\n",
+                "config file F: ci.gitlab[0].api_url: relative URL without a base",
+            ),
+            (
+                "[policy]\nci_secret_names = [\"NPM_(TOKEN\"]\n",
+                "config file F: policy.ci_secret_names[0]: `NPM_(TOKEN` is not a regular expression: error: unclosed group",
+            ),
+            (
+                "[[policy.allow_ci_secrets]]\nplace = \"acme/widget\"\nname = \"NPM_TOKEN\"\nreason = \"r\"\n",
+                "config file F: policy.allow_ci_secrets[0].place: `acme/widget` is not a place as findings name it",
+            ),
+            (
+                "[[policy.allow_ci_secrets]]\nplace = \"gitlab:group:acme\"\nname = \"NPM_TOKEN\"\nreason = \" \"\n",
+                "config file F: policy.allow_ci_secrets[0].reason: must say why",
+            ),
         ];
         let mut failures = Vec::new();
         for (text, want) in table {

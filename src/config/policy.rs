@@ -1,5 +1,6 @@
 //! `[policy]`: what the checks judge against: ages and lifetimes, the trusted-publishing cutoff, who
-//! may hold write or ownership, retired accounts, the token allowlist and expected publishers.
+//! may hold write or ownership, retired accounts, the token allowlist and expected publishers, and
+//! which CI secrets count as npm tokens.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,7 +23,17 @@ pub struct PolicyConfig {
     pub blind_after: u32,
     pub allow_tokens: Vec<AllowToken>,
     pub expected_publishers: BTreeMap<String, ExpectedSource>,
+    /// Regular expressions (Rust `regex` syntax) a CI secret's name is matched against; a match is
+    /// an npm token kept in CI (`ci-npm-secret`). Write `(?i)` for case-insensitive.
+    pub ci_secret_names: Vec<String>,
+    pub allow_ci_secrets: Vec<AllowCiSecret>,
 }
+
+/// The default `policy.ci_secret_names`: `NODE_AUTH_TOKEN` (what `actions/setup-node` writes into
+/// the npmrc), and any name that says both "npm" and "token" (`NPM_TOKEN`, `NPM_AUTH_TOKEN`,
+/// `NPM_CONFIG__AUTHTOKEN`, `PUBLISH_NPM_TOKEN`, …).
+pub const DEFAULT_CI_SECRET_NAMES: [&str; 2] =
+    [r"(?i)^NODE_AUTH_TOKEN$", r"(?i)npm.*token|token.*npm"];
 
 impl Default for PolicyConfig {
     fn default() -> Self {
@@ -38,6 +49,8 @@ impl Default for PolicyConfig {
             blind_after: 3,
             allow_tokens: Vec::new(),
             expected_publishers: BTreeMap::new(),
+            ci_secret_names: DEFAULT_CI_SECRET_NAMES.map(String::from).to_vec(),
+            allow_ci_secrets: Vec::new(),
         }
     }
 }
@@ -58,8 +71,91 @@ impl PolicyConfig {
             a.validate()
                 .map_err(|e| e.under(&format!("allow_tokens[{i}]")))?;
         }
+        for (i, p) in self.ci_secret_names.iter().enumerate() {
+            regex::Regex::new(p).map_err(|e| {
+                Invalid::new(
+                    format!("ci_secret_names[{i}]"),
+                    format!(
+                        "`{p}` is not a regular expression: {}",
+                        regex_reason(&e.to_string())
+                    ),
+                )
+            })?;
+        }
+        for (i, a) in self.allow_ci_secrets.iter().enumerate() {
+            a.validate()
+                .map_err(|e| e.under(&format!("allow_ci_secrets[{i}]")))?;
+        }
         Ok(())
     }
+
+    /// The compiled `ci_secret_names` (validated at load, so none fails here; one that did would be
+    /// left out, never match everything).
+    pub fn ci_secret_patterns(&self) -> Vec<regex::Regex> {
+        self.ci_secret_names
+            .iter()
+            .filter_map(|p| regex::Regex::new(p).ok())
+            .collect()
+    }
+
+    /// The unexpired allowlist entry for a CI secret at `place` named `name`, if any.
+    pub fn ci_allowlisted(&self, place: &str, name: &str, now: DateTime<Utc>) -> bool {
+        self.allow_ci_secrets
+            .iter()
+            .any(|a| !a.is_expired(now) && a.place.eq_ignore_ascii_case(place) && a.name == name)
+    }
+}
+
+/// The regex crate's message ends with its reason (`error: unclosed group`) under a drawing of the
+/// pattern: keep the reason.
+fn regex_reason(text: &str) -> &str {
+    text.lines().last().unwrap_or(text).trim()
+}
+
+/// A CI secret that is known and accepted, by its place (as the finding names it:
+/// `github:acme/widget:actions`) and name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowCiSecret {
+    pub place: String,
+    pub name: String,
+    pub reason: String,
+    /// Honoured through the end of this day (UTC); after that the secret is reported again.
+    #[serde(default)]
+    pub expires: Option<NaiveDate>,
+}
+
+impl AllowCiSecret {
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        expiry(self.expires).is_some_and(|t| now >= t)
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        let providers = ["github:", "circleci:", "gitlab:"];
+        if !providers.iter().any(|p| self.place.starts_with(p)) {
+            return Err(Invalid::new(
+                "place",
+                format!(
+                    "`{}` is not a place as findings name it (github:owner/repo:actions, circleci:project:gh/acme/widget, gitlab:project:acme/widget, …)",
+                    self.place
+                ),
+            ));
+        }
+        if self.name.trim().is_empty() {
+            return Err(Invalid::new("name", "must name the secret"));
+        }
+        if self.reason.trim().is_empty() {
+            return Err(Invalid::new("reason", "must say why"));
+        }
+        Ok(())
+    }
+}
+
+/// The first instant an entry that lasts through `day` (UTC) no longer applies.
+fn expiry(day: Option<NaiveDate>) -> Option<DateTime<Utc>> {
+    day.and_then(|d| d.succ_opt())
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
 }
 
 /// A token that is known and accepted, matched by the start of its `key` (the revoke handle).
@@ -81,10 +177,7 @@ pub struct AllowToken {
 impl AllowToken {
     /// The first instant at which the entry no longer applies.
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.expires
-            .and_then(|d| d.succ_opt())
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|t| t.and_utc())
+        expiry(self.expires)
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {

@@ -214,6 +214,8 @@ pub struct ScheduleConfig {
     pub tokens: Schedule,
     pub packages: Schedule,
     pub org: Schedule,
+    /// The CI providers' secrets (`[[ci.*]]`); the group runs only when one is configured.
+    pub ci: Schedule,
     /// The longest one run of a group may take, all requests and retries included; a run past it is
     /// stopped and counts as failed. Bounds a registry that answers forever (a `next` link that never
     /// ends, a drip-fed body) so the group is not held for hours.
@@ -226,6 +228,7 @@ impl Default for ScheduleConfig {
             tokens: Schedule::Every(HumanDuration::secs(30)),
             packages: Schedule::Every(HumanDuration::secs(300)),
             org: Schedule::Every(HumanDuration::secs(900)),
+            ci: Schedule::Every(HumanDuration::secs(900)),
             max_run: HumanDuration::secs(600),
         }
     }

@@ -7,12 +7,14 @@
 //! read counts in `check_errors_total{check, reason}`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 
 use super::{Live, Watchdog};
 use crate::alerts::{lifecycle, Notification, Status};
 use crate::checks::{self, Group, PackageSet, Snapshot};
+use crate::ci::{self, CiInventory};
 use crate::collect::{self, ReadError};
 use crate::credential::Credential;
 use crate::registry::{OrgView, Profile, Token};
@@ -31,6 +33,7 @@ struct Gathered {
     packages: Option<PackageSet>,
     orgs: Option<Vec<OrgView>>,
     previous_maintainers: Option<BTreeMap<String, Vec<String>>>,
+    ci: Option<CiInventory>,
     errors: Vec<ReadError>,
 }
 
@@ -38,6 +41,11 @@ impl Watchdog {
     /// Read what `group`'s checks look at.
     async fn gather(&self, live: &Live, group: Group) -> Result<Gathered, StateError> {
         let mut g = Gathered::default();
+        if group == Group::Ci {
+            // The CI providers have their own tokens: the npm credential is not needed.
+            self.gather_ci(live, &mut g).await?;
+            return Ok(g);
+        }
         let cred = match live.rt.credential() {
             Ok(c) => c,
             Err(e) => {
@@ -78,9 +86,32 @@ impl Watchdog {
                 g.orgs = Some(read.views);
                 g.packages = Some(self.stored_packages()?);
             }
-            Group::Trust | Group::Health => {}
+            Group::Ci | Group::Trust | Group::Health => {}
         }
         Ok(g)
+    }
+
+    /// Read every CI entry; a list that could not be read is represented by its last stored copy
+    /// (see [`ci::assemble`]), and each failure is a `ReadError` of the group.
+    async fn gather_ci(&self, live: &Live, g: &mut Gathered) -> Result<(), StateError> {
+        let rt = &live.rt;
+        let observer: Arc<dyn ci::CiObserver> = Arc::new(self.metrics.clone());
+        let entries = ci::read_all(&rt.config.ci, &live.ci_http, rt.ci_limits(), observer).await;
+        let stored = self.state.ci_units()?;
+        let assembled = ci::assemble(entries, &stored);
+        self.state
+            .replace_ci_units(&assembled.fresh, &assembled.held)?;
+        g.errors
+            .extend(assembled.errors.iter().map(|(what, e)| ReadError {
+                what: what.clone(),
+                reason: e.label(),
+                detail: e.to_string(),
+            }));
+        let kinds: Vec<&str> = rt.config.ci.entries().iter().map(|e| e.kind).collect();
+        self.metrics
+            .set_ci_secrets(&kinds, &assembled.inventory.secrets);
+        g.ci = Some(assembled.inventory);
+        Ok(())
     }
 
     async fn gather_packages(
@@ -226,6 +257,7 @@ impl Watchdog {
             packages: g.packages.as_ref(),
             orgs: g.orgs.as_deref(),
             previous_maintainers: g.previous_maintainers.as_ref(),
+            ci: g.ci.as_ref(),
             ..Snapshot::new(now, &rt.registry)
         };
         let policy = &rt.config.policy;

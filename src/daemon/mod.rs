@@ -59,6 +59,8 @@ pub enum DaemonError {
     Scheduler(String),
     #[error(transparent)]
     SecretsTooOpen(#[from] crate::secret::SecretsTooOpen),
+    #[error("CI client: {0}")]
+    Ci(#[from] crate::ci::CiError),
 }
 
 /// The configuration in force and the client built from it. Replaced whole by a reload; a cycle
@@ -66,6 +68,8 @@ pub enum DaemonError {
 pub struct Live {
     pub rt: Runtime,
     pub client: RegistryClient,
+    /// For the CI providers' APIs (`[[ci.*]]`).
+    pub ci_http: reqwest::Client,
 }
 
 pub struct Watchdog {
@@ -96,13 +100,18 @@ pub struct Watchdog {
 impl Watchdog {
     pub fn new(rt: Runtime, state: State, metrics: Metrics) -> Result<Self, DaemonError> {
         let client = rt.client(metrics.clone())?;
+        let ci_http = rt.ci_http()?;
         let sinks = rt.build_sinks()?;
         let state = Arc::new(state);
         let bound = (rt.config.server.listen, rt.state_path.clone());
         Ok(Self {
             bound,
             outbox: Arc::new(Dispatcher::new(Arc::clone(&state), metrics.clone(), sinks)),
-            live: RwLock::new(Arc::new(Live { rt, client })),
+            live: RwLock::new(Arc::new(Live {
+                rt,
+                client,
+                ci_http,
+            })),
             state,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
@@ -128,7 +137,7 @@ impl Watchdog {
         let live = self.live();
         Group::SCHEDULED
             .into_iter()
-            .filter(|g| g.is_watched(&live.rt.config.watch))
+            .filter(|g| g.is_watched(&live.rt.config))
             .collect()
     }
 
@@ -430,6 +439,15 @@ fn log_start(wd: &Watchdog, bound: SocketAddr) {
         "npm-watchdog starting"
     );
     tracing::info!(watching = %rt.config.watch.describe(), "what is watched");
+    for entry in rt.config.ci.entries() {
+        tracing::info!(
+            source = %entry.key(),
+            api = %entry.config.api_url(),
+            reads = %entry.config.describe(),
+            schedule = %rt.config.schedule.ci,
+            "CI secrets watched"
+        );
+    }
     crate::secret::log_too_open(&rt.secret_files_too_open());
     match rt.credential() {
         Ok(c) => tracing::info!(credential = %c.source, "using credential"),

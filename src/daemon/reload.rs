@@ -1,6 +1,6 @@
 //! Configuration reload (SIGHUP, `systemctl reload`): the file and the environment are read again the
 //! way they were at start. A valid configuration takes effect from each group's next cycle: schedules,
-//! watch lists, policy, the allowlist, the registry client and the sinks. State, the outbox and active
+//! watch lists, policy, the allowlist, the registry client, the CI sources and the sinks. State, the outbox and active
 //! findings stay. An invalid one is logged with exactly the error `config check` prints and the
 //! running configuration stays. `server.listen` and `state.path` are bound at start: a change to
 //! either is logged as needing a restart and otherwise ignored.
@@ -23,6 +23,7 @@ impl Watchdog {
     pub fn apply(&self, rt: Runtime) -> Result<Vec<String>, String> {
         let sinks = rt.build_sinks().map_err(|e| format!("alerts: {e}"))?;
         let client = rt.client(self.metrics.clone()).map_err(|e| e.to_string())?;
+        let ci_http = rt.ci_http().map_err(|e| e.to_string())?;
         let (listen, state_path) = &self.bound;
         let mut restart = Vec::new();
         if rt.config.server.listen != *listen {
@@ -39,11 +40,15 @@ impl Watchdog {
                 state_path.display()
             ));
         }
-        if !crate::checks::Group::Packages.is_watched(&rt.config.watch) {
+        if !crate::checks::Group::Packages.is_watched(&rt.config) {
             // No package cycle will come to use (or replace) the held copies.
             *self.packuments.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { rt, client });
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            rt,
+            client,
+            ci_http,
+        });
         self.outbox.set_sinks(sinks);
         Ok(restart)
     }

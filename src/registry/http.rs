@@ -86,10 +86,10 @@ impl BodyLimits {
 
 /// How much of an error answer is kept: enough for the registry's `{error}` message and the
 /// one-time-password hint; the rest is not read.
-const ERROR_BODY_KEEP: usize = 64 << 10;
+pub(crate) const ERROR_BODY_KEEP: usize = 64 << 10;
 
 /// Why a body was not read whole.
-enum BodyError {
+pub(crate) enum BodyError {
     /// Past the cap; `declared` is the `Content-Length`, when one was sent.
     TooLarge { declared: Option<u64> },
     /// The connection failed mid-way.
@@ -98,7 +98,10 @@ enum BodyError {
 
 /// The whole body, or [`BodyError::TooLarge`] as soon as it is known to pass `limit`: at once from
 /// `Content-Length`, else once the chunks read add up past it. At most `limit` bytes are held.
-async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, BodyError> {
     let declared = resp.content_length();
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge { declared });
@@ -118,7 +121,10 @@ async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>,
 
 /// The first `keep` bytes of a body; the rest is left unread (the connection is then closed rather
 /// than reused, which is cheaper than draining an answer of unknown size).
-async fn read_prefix(mut resp: reqwest::Response, keep: usize) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_prefix(
+    mut resp: reqwest::Response,
+    keep: usize,
+) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
     while body.len() < keep {
         match resp.chunk().await.map_err(BodyError::Cut)? {
@@ -134,7 +140,7 @@ async fn read_prefix(mut resp: reqwest::Response, keep: usize) -> Result<Vec<u8>
 
 impl RetryPolicy {
     /// Full jitter on an exponential step, but never less than what the server asked for.
-    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let step = self
             .base_delay
             .saturating_mul(1u32 << attempt.min(16))
@@ -361,7 +367,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// The registry's own words for an error, from `{error}` or `{message}`, kept short. The body is the
 /// registry's; it never holds our token, but it is cut and stripped of control characters anyway.
-fn body_detail(bytes: &[u8]) -> String {
+pub(crate) fn body_detail(bytes: &[u8]) -> String {
     let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
     let text = parsed
         .as_ref()
@@ -430,7 +436,7 @@ fn classify(
 }
 
 /// reqwest's message without the URL (which is harmless, but long) and with its causes.
-fn describe_reqwest(e: &reqwest::Error) -> String {
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     if e.is_timeout() {

@@ -16,7 +16,7 @@
 //! client does not know about metrics.
 
 mod error;
-mod http;
+pub(crate) mod http;
 mod org;
 mod packument;
 mod tokens;

@@ -1,6 +1,7 @@
 //! Stored copies of what the registry showed, so that a read that fails keeps the last good copy and
 //! an unchanged document costs a 304: slim packuments with their ETags, provenance per version, org
-//! views, and when `harden` set each package's publishing access.
+//! views, the CI providers' secret lists (names and dates only), and when `harden` set each
+//! package's publishing access.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 
 use super::{from_ts, ts, State, StateError};
+use crate::ci::CiSecret;
 use crate::collect::StoredPackument;
 use crate::registry::{OrgView, Packument, ProvenanceSource};
 
@@ -99,6 +101,42 @@ impl State {
                 params![view.org, body, now],
             )
             .map(|_| ())
+        })
+    }
+
+    /// The last complete list of each CI unit (`github:acme/widget:actions`).
+    pub fn ci_units(&self) -> Result<BTreeMap<String, Vec<CiSecret>>, StateError> {
+        self.json_map("SELECT unit, body FROM ci_units", "CI secret list")
+    }
+
+    /// Store the units read now and keep only those and `held` (stand-ins for units that could not
+    /// be read now), in one transaction: a unit no longer configured, or an environment deleted,
+    /// is dropped.
+    pub fn replace_ci_units(
+        &self,
+        fresh: &[(String, Vec<CiSecret>)],
+        held: &BTreeSet<String>,
+    ) -> Result<(), StateError> {
+        let bodies = fresh
+            .iter()
+            .map(|(unit, secrets)| Ok((unit.as_str(), self.encode(secrets)?)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        let now = ts(chrono::Utc::now());
+        let stored = self.rows::<(String,)>("SELECT unit FROM ci_units")?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (unit,) in &stored {
+                if !held.contains(unit) && !fresh.iter().any(|(u, _)| u == unit) {
+                    tx.execute("DELETE FROM ci_units WHERE unit = ?1", [unit])?;
+                }
+            }
+            for (unit, body) in &bodies {
+                tx.execute(
+                    "INSERT OR REPLACE INTO ci_units (unit, body, fetched) VALUES (?1, ?2, ?3)",
+                    params![unit, body, now],
+                )?;
+            }
+            tx.commit()
         })
     }
 

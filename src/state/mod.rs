@@ -131,6 +131,7 @@ impl State {
                  CREATE TABLE IF NOT EXISTS provenance (key TEXT PRIMARY KEY, body TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS orgs (org TEXT PRIMARY KEY, body TEXT NOT NULL, fetched INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS hardened (package TEXT PRIMARY KEY, at INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS ci_units (unit TEXT PRIMARY KEY, body TEXT NOT NULL, fetched INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS check_runs (
                      grp TEXT PRIMARY KEY,
                      last_run INTEGER NOT NULL,
