@@ -52,12 +52,14 @@ COPY --from=build --chown=65532:65532 /out/state /var/lib/npm-watchdog
 # Inside a container the loopback address cannot be reached from outside, so the metrics server listens
 # on every address of the container; publish the port to the host's loopback (-p 127.0.0.1:9858:9858)
 # or to a network only Prometheus reaches.
+# MALLOC_ARENA_MAX: see systemd/npm-watchdog.service (one allocator peak instead of one per thread).
 # DL3064 flags the word TOKEN in a variable name; the value is the path of the secret file, never the token.
 # hadolint ignore=DL3064
 ENV NPM_WATCHDOG_SERVER__LISTEN=0.0.0.0:9858 \
     NPM_WATCHDOG_REGISTRY__TOKEN_FILE=/run/secrets/npm-token \
     NPM_WATCHDOG_STATE__PATH=/var/lib/npm-watchdog/state.db \
-    SQLITE_TMPDIR=/var/lib/npm-watchdog
+    SQLITE_TMPDIR=/var/lib/npm-watchdog \
+    MALLOC_ARENA_MAX=2
 
 USER 65532:65532
 VOLUME ["/var/lib/npm-watchdog"]

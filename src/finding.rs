@@ -4,6 +4,7 @@
 //! This module depends on nothing else in the crate, so checks, alerts, state and the scorecard can all
 //! use these types without depending on each other.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -98,8 +99,10 @@ pub struct Finding {
     pub severity: Severity,
     /// What was found.
     pub summary: String,
-    /// Why it matters.
-    pub why: String,
+    /// Why it matters. Most checks say it in fixed words, shared rather than copied into each of
+    /// what can be tens of thousands of findings (one per version published without a trusted
+    /// publisher); read back from the state it is owned.
+    pub why: Cow<'static, str>,
     /// The exact fix.
     pub fix: String,
     /// The Definition-of-Done box this finding breaks, if any.

@@ -11,7 +11,7 @@
 //! not hold back the next one. A row whose sink is no longer configured (a reload removed it) is
 //! counted as `dropped` and never sent elsewhere.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -34,6 +34,10 @@ pub struct Dispatcher {
     targets: RwLock<Vec<Target>>,
     wake: Notify,
 }
+
+/// Outbox rows read at a time per sink: a backlog of 90,000 notifications is worked through in
+/// slices instead of being decoded whole.
+const DRAIN_SLICE: usize = 256;
 
 impl Dispatcher {
     pub fn new(state: Arc<State>, metrics: Metrics, targets: Vec<Target>) -> Self {
@@ -76,10 +80,15 @@ impl Dispatcher {
         self.sinks().iter().map(|s| s.name().to_string()).collect()
     }
 
+    /// Whether any sink mirrors what is firing (see [`Sink::mirrors`]).
+    pub fn any_mirrors(&self) -> bool {
+        self.sinks().iter().any(|s| s.mirrors())
+    }
+
     /// Tell the sinks that mirror what is firing (Alertmanager) which findings are active now, each
     /// sink only what its route wants.
     pub fn firing(&self, active: &[Notification]) {
-        for t in self.targets() {
+        for t in self.targets().into_iter().filter(|t| t.sink.mirrors()) {
             let wanted = active
                 .iter()
                 .filter(|n| t.route.wants(&n.finding))
@@ -155,17 +164,13 @@ impl Dispatcher {
 
     /// [`dispatch`](Self::dispatch) as if it were `now`, so a test can step past retry backoff.
     pub async fn dispatch_at(self: &Arc<Self>, now: DateTime<Utc>) {
-        let pending = match self.state.pending() {
+        let queued = match self.state.pending_sinks() {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
                 return;
             }
         };
-        let mut by_sink: BTreeMap<String, Vec<OutboxItem>> = BTreeMap::new();
-        for item in pending {
-            by_sink.entry(item.sink.clone()).or_default().push(item);
-        }
         let sinks = self.sinks();
         let mut tasks = tokio::task::JoinSet::new();
         for sink in &sinks {
@@ -176,15 +181,10 @@ impl Dispatcher {
                 }
             });
         }
-        for (name, items) in by_sink {
+        for name in queued {
             let me = Arc::clone(self);
             let sink = sinks.iter().find(|s| s.name() == name).cloned();
-            tasks.spawn(async move {
-                match sink {
-                    Some(sink) => me.deliver(sink.as_ref(), items, now).await,
-                    None => me.drop_all(&name, items, now),
-                }
-            });
+            tasks.spawn(async move { me.drain(&name, sink.as_deref(), now).await });
         }
         while tasks.join_next().await.is_some() {}
         self.update_queue_metric();
@@ -198,6 +198,37 @@ impl Dispatcher {
     }
 
     /// The sink is no longer configured: its queue is dropped, loudly, and nothing goes elsewhere.
+    /// Work through the queue of the sink `name` in order, a slice at a time, until it is empty or
+    /// the sink must wait (a failed send, a retry not yet due). A sink no longer configured has its
+    /// rows dropped.
+    async fn drain(&self, name: &str, sink: Option<&dyn Sink>, now: DateTime<Utc>) {
+        let mut after = 0;
+        loop {
+            let items = match self.state.pending_for(name, after, DRAIN_SLICE) {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!(error = %e, sink = name, "cannot read the outbox");
+                    return;
+                }
+            };
+            let Some(last) = items.last().map(|i| i.id) else {
+                return;
+            };
+            let whole = items.len() == DRAIN_SLICE;
+            let went_on = match sink {
+                Some(sink) => self.deliver(sink, items, now).await,
+                None => {
+                    self.drop_all(name, items, now);
+                    true
+                }
+            };
+            if !(went_on && whole) {
+                return;
+            }
+            after = last;
+        }
+    }
+
     fn drop_all(&self, name: &str, items: Vec<OutboxItem>, now: DateTime<Utc>) {
         tracing::warn!(
             sink = name,
@@ -215,11 +246,13 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(&self, sink: &dyn Sink, items: Vec<OutboxItem>, now: DateTime<Utc>) {
+    /// Send `items` in order. Returns whether it got through all of them; `false` when the sink
+    /// must wait (the first that failed or is not yet due holds back what follows, so order is kept).
+    async fn deliver(&self, sink: &dyn Sink, items: Vec<OutboxItem>, now: DateTime<Utc>) -> bool {
         let name = sink.name();
         for item in items {
             if item.next_attempt > now {
-                break;
+                return false;
             }
             match self.state.claim(item.id, now) {
                 Ok(true) => {}
@@ -227,7 +260,7 @@ impl Dispatcher {
                 Err(e) => {
                     // Without a claim a crash could not tell this send from one never tried: wait.
                     tracing::error!(error = %e, "cannot claim an outbox row; delivery waits");
-                    break;
+                    return false;
                 }
             }
             match sink.send(&item.notification).await {
@@ -251,10 +284,11 @@ impl Dispatcher {
                     if let Err(e) = self.state.mark_failed(item.id, &e.to_string(), now + wait) {
                         tracing::error!(error = %e, "cannot update the outbox");
                     }
-                    break;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// The receiver refused the message for good: keep the reason with the row, count it and say so

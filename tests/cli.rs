@@ -1160,6 +1160,55 @@ async fn config_check_warns_about_secret_files_others_can_read_and_strict_refuse
     }
 }
 
+/// `config check` lists each CI source and treats its token file as it does every secret file: missing
+/// or empty is a problem, too open a warning; the token itself is never printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_lists_ci_sources_and_checks_their_token_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let github = dir.path().join("github-token");
+    std::fs::write(&github, "gh-token-never-printed\n").expect("token");
+    let missing = dir.path().join("no-such-gitlab-token");
+    let (_reg, dir) = setup(
+        vec![],
+        &format!(
+            "[[ci.github]]\ntoken_file = \"{}\"\nrepos = [\"acme/widget\"]\norgs = [\"acme\"]\n\n\
+             [[ci.gitlab]]\ntoken_file = \"{}\"\napi_url = \"https://gitlab.example.com/api/v4\"\ngroups = [\"acme\"]\n",
+            github.display(),
+            missing.display()
+        ),
+    )
+    .await;
+    chmod(&github, 0o644);
+    let out = run(dir.path(), &["config", "check"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(
+            "# ci: ci.github[0] at https://api.github.com/: repositories acme/widget; orgs acme\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("# ci: ci.gitlab[0] at https://gitlab.example.com/api/v4: groups acme\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "# WARNING: ci.github[0].token_file: {} is readable by group and others (mode 0644); chmod go-rwx it\n",
+            github.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "# PROBLEM: ci.gitlab[0].token_file: {}: entity not found\n",
+            missing.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("gh-token-never-printed"), "{text}");
+}
+
 /// `run --strict` with a token file others can read exits 2 naming it, before it opens or locks the
 /// state; without `--strict` the daemon starts and logs one warning naming the key, path and mode.
 #[tokio::test(flavor = "multi_thread")]

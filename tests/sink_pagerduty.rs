@@ -97,7 +97,7 @@ fn note(
             subject: subject.into(),
             severity,
             summary: format!("{subject} needs attention."),
-            why: format!("Why {check} matters."),
+            why: format!("Why {check} matters.").into(),
             fix: format!("How to fix {check}."),
             dod,
         },

@@ -223,6 +223,10 @@ impl Sink for AlertmanagerSink {
         Some(self.resend.0)
     }
 
+    fn mirrors(&self) -> bool {
+        true
+    }
+
     fn firing(&self, active: Vec<Notification>) {
         let mut book = self.book();
         book.firing = active

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::AlertsConfig;
 use super::{Notification, Route, Status};
-use crate::finding::Finding;
+use crate::finding::{Finding, Severity};
 
 /// A finding that is active, with its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,67 @@ pub struct Active {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub last_notified: Option<DateTime<Utc>>,
+}
+
+/// An active finding as [`plan`] compares it: its identity, severity and history, and a digest of its
+/// text; the text itself only where the plan may send it ([`needs_text`]: a finding that is gone, or
+/// that changed severity). Holding every active finding's text for the comparison would cost what
+/// did not change: 150 MB at 90,000 findings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    pub fingerprint: String,
+    pub severity: Severity,
+    /// [`text_digest`] of the finding's stored JSON.
+    pub digest: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub last_notified: Option<DateTime<Utc>>,
+    pub finding: Option<Finding>,
+}
+
+impl From<Active> for Previous {
+    fn from(a: Active) -> Self {
+        Previous {
+            fingerprint: a.finding.fingerprint(),
+            severity: a.finding.severity,
+            digest: finding_digest(&a.finding),
+            first_seen: a.first_seen,
+            last_seen: a.last_seen,
+            last_notified: a.last_notified,
+            finding: Some(a.finding),
+        }
+    }
+}
+
+/// A digest of a finding's stored JSON text. Both sides of a comparison are digested in the same
+/// process, so the hasher's stability across builds does not matter; a collision (one in 2^64)
+/// would only delay rewriting a changed text until its next change.
+pub fn text_digest(json: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
+}
+
+/// [`text_digest`] of a finding as the state stores it.
+pub fn finding_digest(f: &Finding) -> u64 {
+    // A finding always serializes; if it could not, an empty text differs from any stored one, so
+    // the finding is written again rather than taken as unchanged.
+    text_digest(&serde_json::to_string(f).unwrap_or_default())
+}
+
+/// The fingerprints among `previous` whose text [`plan`] may send: those `current` no longer has
+/// (RESOLVED) and those whose severity changed (RESOLVED to the sinks that no longer take it).
+pub fn needs_text(previous: &[Previous], current: &[Finding]) -> HashSet<String> {
+    let now: HashMap<String, Severity> = current
+        .iter()
+        .map(|f| (f.fingerprint(), f.severity))
+        .collect();
+    previous
+        .iter()
+        .filter(|p| now.get(&p.fingerprint) != Some(&p.severity))
+        .map(|p| p.fingerprint.clone())
+        .collect()
 }
 
 /// One notification and the sinks (by name) it is queued for.
@@ -66,8 +127,8 @@ impl Plan {
 
 /// Compare `previous` (active findings of the checks that ran) with `current` (what they found now).
 /// `events` are the ids of event checks; `routes` names each sink and what it wants.
-pub fn plan(
-    previous: Vec<Active>,
+pub fn plan<P: Into<Previous>>(
+    previous: impl IntoIterator<Item = P>,
     current: Vec<Finding>,
     events: &HashSet<&str>,
     now: DateTime<Utc>,
@@ -75,9 +136,12 @@ pub fn plan(
     routes: &[(String, Route)],
 ) -> Plan {
     let mut out = Plan::default();
-    let mut prev: HashMap<String, Active> = previous
+    let mut prev: HashMap<String, Previous> = previous
         .into_iter()
-        .map(|a| (a.finding.fingerprint(), a))
+        .map(|p| {
+            let p: Previous = p.into();
+            (p.fingerprint.clone(), p)
+        })
         .collect();
     let mut seen_now = HashSet::new();
     for finding in current {
@@ -109,14 +173,15 @@ pub fn plan(
                 });
             }
             Some(old) => {
-                let changed = old.finding.severity != finding.severity;
+                let changed = old.severity != finding.severity;
                 let before = out.notifications.len();
                 if changed {
                     // A sink that was told about the old severity but does not take the new one
                     // (a pager for critical only, after a downgrade) is told it is over for it,
                     // or its incident would stay open forever.
                     if cfg.send_resolved {
-                        let over = resolved(&old.finding, old.first_seen, now);
+                        let text = old_text(&old, Some(&finding));
+                        let over = resolved(&text, old.first_seen, now);
                         out.push(over, routes, |r| !r.wants(&finding));
                     }
                     out.push(firing(&finding, old.first_seen, now, false), routes, |_| {
@@ -133,7 +198,7 @@ pub fn plan(
                 } else {
                     old.last_notified
                 };
-                if last_notified == old.last_notified && finding == old.finding {
+                if last_notified == old.last_notified && finding_digest(&finding) == old.digest {
                     out.touched.push(fp);
                     continue;
                 }
@@ -146,17 +211,45 @@ pub fn plan(
             }
         }
     }
-    let mut gone: Vec<Active> = prev.into_values().collect();
-    gone.sort_by_key(|a| a.finding.fingerprint());
+    let mut gone: Vec<Previous> = prev.into_values().collect();
+    gone.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     for old in gone {
-        out.resolved.push(old.finding.fingerprint());
         if cfg.send_resolved {
-            out.push(resolved(&old.finding, old.first_seen, now), routes, |_| {
-                true
-            });
+            let text = old_text(&old, None);
+            out.push(resolved(&text, old.first_seen, now), routes, |_| true);
         }
+        out.resolved.push(old.fingerprint);
     }
     out
+}
+
+/// The text of an earlier finding, for its RESOLVED. The caller loads it for every fingerprint
+/// [`needs_text`] names; should it be missing all the same, the notification still goes out, with
+/// the current text at the old severity, or else only what the fingerprint says.
+fn old_text(old: &Previous, current: Option<&Finding>) -> Finding {
+    if let Some(f) = &old.finding {
+        return f.clone();
+    }
+    if let Some(f) = current {
+        return Finding {
+            severity: old.severity,
+            ..f.clone()
+        };
+    }
+    let (check, key) = old
+        .fingerprint
+        .split_once(':')
+        .unwrap_or((old.fingerprint.as_str(), ""));
+    Finding {
+        check: check.to_string(),
+        subject_key: key.to_string(),
+        subject: key.to_string(),
+        severity: old.severity,
+        summary: "The finding is gone; its earlier text could not be read back.".into(),
+        why: "".into(),
+        fix: String::new(),
+        dod: None,
+    }
 }
 
 fn resolved(f: &Finding, first_seen: DateTime<Utc>, now: DateTime<Utc>) -> Notification {
@@ -200,7 +293,7 @@ mod tests {
             subject: format!("token {key}"),
             severity: sev,
             summary: String::new(),
-            why: String::new(),
+            why: "".into(),
             fix: String::new(),
             dod: None,
         }
@@ -253,7 +346,14 @@ mod tests {
         let cfg = AlertsConfig::default(); // repeat 4h, send_resolved
         let ev = HashSet::new();
         let a = f("token-bypass-2fa", "aaa", Severity::Warning);
-        let p1 = plan(vec![], vec![a.clone()], &ev, t(0), &cfg, &all());
+        let p1 = plan(
+            Vec::<Active>::new(),
+            vec![a.clone()],
+            &ev,
+            t(0),
+            &cfg,
+            &all(),
+        );
         assert_eq!(
             statuses(&p1),
             vec![("token-bypass-2fa:aaa".into(), Status::Firing, false)]
@@ -305,7 +405,7 @@ mod tests {
     fn events_fire_once_and_are_not_kept() {
         let ev: HashSet<&str> = ["token-created"].into();
         let p = plan(
-            vec![],
+            Vec::<Active>::new(),
             vec![f("token-created", "bbb", Severity::Critical)],
             &ev,
             t(0),
@@ -324,7 +424,7 @@ mod tests {
             ..AlertsConfig::default()
         };
         let prev = plan(
-            vec![],
+            Vec::<Active>::new(),
             vec![f("token-present", "c", Severity::Warning)],
             &HashSet::new(),
             t(0),
@@ -370,7 +470,14 @@ mod tests {
             p.notifications.iter().map(|o| o.sinks.clone()).collect()
         };
         let crit = f("token-bypass-2fa", "aaa", Severity::Critical);
-        let p1 = plan(vec![], vec![crit.clone()], &ev, t(0), &cfg, &routes);
+        let p1 = plan(
+            Vec::<Active>::new(),
+            vec![crit.clone()],
+            &ev,
+            t(0),
+            &cfg,
+            &routes,
+        );
         assert_eq!(sinks(&p1), vec![vec!["mail".to_string(), "pager".into()]]);
         // 1h: the pager's hourly reminder only.
         let p2 = plan(
@@ -420,13 +527,85 @@ mod tests {
         assert_eq!(sinks(&p3c), vec![vec!["mail".to_string()]]);
         // A warning elsewhere: not for the pager (severity), but for chat.
         let warn = f("token-present", "bbb", Severity::Warning);
-        let p4 = plan(vec![], vec![warn], &ev, t(0), &cfg, &routes);
+        let p4 = plan(Vec::<Active>::new(), vec![warn], &ev, t(0), &cfg, &routes);
         assert_eq!(sinks(&p4), vec![vec!["mail".to_string(), "chat".into()]]);
         // Nobody wants it: no notification, but the finding is still recorded.
         let info = f("token-present", "ccc", Severity::Info);
         let only_pager = &routes[1..2];
-        let p5 = plan(vec![], vec![info], &ev, t(0), &cfg, only_pager);
+        let p5 = plan(
+            Vec::<Active>::new(),
+            vec![info],
+            &ev,
+            t(0),
+            &cfg,
+            only_pager,
+        );
         assert!(p5.notifications.is_empty());
         assert_eq!(p5.upserts.len(), 1);
+    }
+
+    /// Compared without its text, a finding whose text changed is written again, one that did not is
+    /// only touched, and one gone is resolved with whatever text is at hand.
+    #[test]
+    fn previous_findings_are_compared_by_digest() {
+        let cfg = AlertsConfig::default();
+        let a = f("token-present", "aaa", Severity::Warning);
+        let stored = |f: &Finding| Previous {
+            finding: None,
+            ..Previous::from(Active {
+                finding: f.clone(),
+                first_seen: t(0),
+                last_seen: t(0),
+                last_notified: Some(t(0)),
+            })
+        };
+        let same = plan(
+            vec![stored(&a)],
+            vec![a.clone()],
+            &HashSet::new(),
+            t(1),
+            &cfg,
+            &all(),
+        );
+        assert_eq!(same.touched, ["token-present:aaa"]);
+        assert!(same.upserts.is_empty() && same.notifications.is_empty());
+
+        let mut reworded = a.clone();
+        reworded.summary = "now says more".into();
+        let p = plan(
+            vec![stored(&a)],
+            vec![reworded.clone()],
+            &HashSet::new(),
+            t(1),
+            &cfg,
+            &all(),
+        );
+        assert!(p.touched.is_empty());
+        assert_eq!(p.upserts.len(), 1);
+        assert_eq!(p.upserts[0].finding, reworded);
+        assert_eq!(p.upserts[0].first_seen, t(0));
+
+        // Gone, and its text was not loaded: RESOLVED still goes out, named by its fingerprint.
+        let p = plan(
+            vec![stored(&a)],
+            Vec::new(),
+            &HashSet::new(),
+            t(1),
+            &cfg,
+            &all(),
+        );
+        assert_eq!(p.resolved, ["token-present:aaa"]);
+        assert_eq!(
+            statuses(&p),
+            [("token-present:aaa".into(), Status::Resolved, false)]
+        );
+        assert_eq!(p.notifications[0].note.finding.subject_key, "aaa");
+
+        let escalated = f("token-present", "aaa", Severity::Critical);
+        assert_eq!(
+            needs_text(&[stored(&a)], &[escalated]),
+            HashSet::from(["token-present:aaa".to_string()])
+        );
+        assert!(needs_text(&[stored(&a)], &[a]).is_empty());
     }
 }

@@ -211,8 +211,14 @@ pub trait Sink: Send + Sync {
     /// Unique among the configured sinks; used in metrics and the outbox.
     fn name(&self) -> &str;
     async fn send(&self, n: &Notification) -> Result<(), SinkError>;
-    /// For sinks that mirror what is firing instead of relaying changes (Alertmanager): after every
-    /// cycle, every active finding this sink routes, as a FIRING notification. Others ignore it.
+    /// Whether this sink mirrors what is firing instead of relaying changes (Alertmanager): only
+    /// then is [`Self::firing`] called, so without such a sink no cycle reads every active finding
+    /// back from the state (at 90,000 findings that is hundreds of megabytes).
+    fn mirrors(&self) -> bool {
+        false
+    }
+    /// For sinks that [mirror](Self::mirrors): after every cycle, every active finding this sink
+    /// routes, as a FIRING notification.
     fn firing(&self, _active: Vec<Notification>) {}
     /// Called on every delivery pass, so a mirroring sink can re-send its state when due. A failure
     /// is counted as a failed delivery and is the sink's to log (once per outage); the outbox's own

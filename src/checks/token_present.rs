@@ -46,7 +46,7 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                 subject: t.label(),
                 severity: Severity::Warning,
                 summary,
-                why,
+                why: why.into(),
                 fix,
                 dod: CHECK.dod_box(),
             }

@@ -57,7 +57,7 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
                     "The trusted publisher of {name}{id_note}, {}, is not bound to {missing}.",
                     cfg.describe()
                 ),
-                why: why(&cfg.kind),
+                why: why(&cfg.kind).into(),
                 fix: fix(name, cfg),
                 dod: CHECK.dod_box(),
             });

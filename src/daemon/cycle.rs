@@ -265,7 +265,9 @@ impl Watchdog {
         let (health_findings, health_ran) = checks::run_group(Group::Health, &snap, policy);
         findings.extend(health_findings);
         ran.extend(health_ran);
-        let previous = self.state.active(Some(&ran))?;
+        let mut previous = self.state.active_digests(&ran)?;
+        let wanted = lifecycle::needs_text(&previous, &findings);
+        self.state.load_texts(&mut previous, &wanted)?;
         let plan = lifecycle::plan(
             previous,
             findings,
@@ -322,6 +324,9 @@ impl Watchdog {
             c.extend(ran.iter().copied());
             c.clone()
         };
+        if !self.outbox.any_mirrors() {
+            return Ok(());
+        }
         let firing: Vec<Notification> = self
             .state
             .active(None)?

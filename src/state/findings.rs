@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::{from_ts, outbox, ts, State, StateError};
-use crate::alerts::lifecycle::{Active, Plan};
+use crate::alerts::lifecycle::{text_digest, Active, Plan, Previous};
 use crate::checks::GroupHealth;
 use crate::finding::{Finding, Severity};
 
@@ -89,6 +89,70 @@ impl State {
         Ok(out)
     }
 
+    /// Active findings of the given checks as the lifecycle compares them: without their text, only
+    /// its digest ([`Previous`]). Rows are read one at a time, so no body is held past its digest.
+    pub fn active_digests(&self, checks: &[&str]) -> Result<Vec<Previous>, StateError> {
+        let c = self.lock();
+        let read = || -> rusqlite::Result<Vec<Previous>> {
+            let mut stmt = c.prepare(
+                "SELECT fingerprint, check_id, severity, body, first_seen, last_seen, last_notified
+                 FROM findings ORDER BY first_seen, fingerprint",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let check: String = r.get(1)?;
+                if !checks.contains(&check.as_str()) {
+                    continue;
+                }
+                let severity: String = r.get(2)?;
+                let fingerprint: String = r.get(0)?;
+                let Some(severity) = Severity::parse(&severity) else {
+                    return Err(rusqlite::Error::InvalidColumnType(
+                        2,
+                        format!("severity `{severity}` of finding {fingerprint}"),
+                        rusqlite::types::Type::Text,
+                    ));
+                };
+                let body = r.get_ref(3)?.as_str()?;
+                out.push(Previous {
+                    fingerprint,
+                    severity,
+                    digest: text_digest(body),
+                    first_seen: from_ts(r.get(4)?),
+                    last_seen: from_ts(r.get(5)?),
+                    last_notified: r.get::<_, Option<i64>>(6)?.map(from_ts),
+                    finding: None,
+                });
+            }
+            Ok(out)
+        };
+        read().map_err(|e| self.sqlite(e))
+    }
+
+    /// Decode the stored text of the `wanted` ones among `previous` (see
+    /// [`needs_text`](crate::alerts::lifecycle::needs_text)).
+    pub fn load_texts(
+        &self,
+        previous: &mut [Previous],
+        wanted: &HashSet<String>,
+    ) -> Result<(), StateError> {
+        for p in previous
+            .iter_mut()
+            .filter(|p| wanted.contains(&p.fingerprint))
+        {
+            let body: Option<String> = self.with(|c| {
+                c.prepare_cached("SELECT body FROM findings WHERE fingerprint = ?1")?
+                    .query_row([&p.fingerprint], |r| r.get(0))
+                    .optional()
+            })?;
+            if let Some(body) = body {
+                p.finding = Some(self.decode(&format!("finding {}", p.fingerprint), &body)?);
+            }
+        }
+        Ok(())
+    }
+
     /// Active findings counted by check and severity, for the `findings` metric.
     pub fn finding_counts(&self) -> Result<Vec<(String, Severity, i64)>, StateError> {
         let rows = self.rows::<(String, String, i64)>(
@@ -108,19 +172,12 @@ impl State {
         seen_tokens: Option<&HashSet<String>>,
         now: DateTime<Utc>,
     ) -> Result<usize, StateError> {
-        let encoded = plan
-            .upserts
-            .iter()
-            .map(|a| Ok((a, self.encode(&a.finding)?)))
-            .collect::<Result<Vec<_>, StateError>>()?;
-        let notes = plan
-            .notifications
-            .iter()
-            .map(|o| Ok((o, self.encode(&o.note)?)))
-            .collect::<Result<Vec<_>, StateError>>()?;
+        // Each body is encoded as it is written, not all first: a first cycle with tens of thousands
+        // of findings would otherwise hold every body, twice over with the notifications.
         self.with(|c| {
             let tx = c.transaction()?;
-            for (a, body) in &encoded {
+            for a in &plan.upserts {
+                let body = super::json_text(&a.finding)?;
                 tx.execute(
                     "INSERT INTO findings (fingerprint, check_id, severity, body, first_seen, last_seen, last_notified)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -147,7 +204,7 @@ impl State {
             for fp in &plan.resolved {
                 tx.execute("DELETE FROM findings WHERE fingerprint = ?1", [fp])?;
             }
-            let queued = outbox::queue(&tx, &notes, now)?;
+            let queued = outbox::queue(&tx, &plan.notifications, now)?;
             if let Some(keys) = seen_tokens {
                 // The table holds exactly the keys of the last complete list: a revoked token's key
                 // is dropped (keys are never reused, so it cannot come back unannounced), which

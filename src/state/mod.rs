@@ -49,6 +49,12 @@ pub struct State {
     path: PathBuf,
 }
 
+/// JSON text of a body, for use inside a transaction: a failure (which the types stored here cannot
+/// produce) aborts it like any SQLite error.
+fn json_text<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
 fn ts(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -342,6 +348,65 @@ mod tests {
                 last_seen: later,
                 last_notified: Some(now()),
             }]
+        );
+    }
+
+    /// What the lifecycle compares is read without the text: the digest of a stored finding is the
+    /// digest of the finding itself, so an unchanged one is seen as unchanged, and the text of the
+    /// ones asked for is decoded on demand.
+    #[test]
+    fn digests_of_stored_findings_match_and_texts_load_on_demand() {
+        use crate::alerts::lifecycle::{finding_digest, plan};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = State::open(&dir.path().join("state.db")).expect("open");
+        let kept = finding("aaaaaa", Severity::Warning);
+        let gone = finding("bbbbbb", Severity::Critical);
+        let first = Plan {
+            upserts: [&kept, &gone]
+                .into_iter()
+                .map(|f| Active {
+                    finding: f.clone(),
+                    first_seen: now(),
+                    last_seen: now(),
+                    last_notified: Some(now()),
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        s.commit(&first, None, now()).expect("commit");
+
+        let mut previous = s.active_digests(&["token-present"]).expect("digests");
+        assert_eq!(previous.len(), 2);
+        assert!(previous.iter().all(|p| p.finding.is_none()));
+        assert_eq!(previous[0].digest, finding_digest(&kept));
+        assert!(s
+            .active_digests(&["token-created"])
+            .expect("digests")
+            .is_empty());
+
+        let current = vec![kept.clone()];
+        let wanted = crate::alerts::lifecycle::needs_text(&previous, &current);
+        assert_eq!(wanted, HashSet::from([gone.fingerprint()]));
+        s.load_texts(&mut previous, &wanted).expect("texts");
+        assert_eq!(previous[0].finding, None);
+        assert_eq!(previous[1].finding.as_ref(), Some(&gone));
+
+        let later = now() + chrono::Duration::hours(1);
+        let p = plan(
+            previous,
+            current,
+            &HashSet::new(),
+            later,
+            &crate::alerts::AlertsConfig::default(),
+            &[("log".to_string(), crate::alerts::Route::default())],
+        );
+        assert_eq!(p.touched, [kept.fingerprint()]);
+        assert!(p.upserts.is_empty());
+        assert_eq!(p.resolved, [gone.fingerprint()]);
+        assert_eq!(p.notifications.len(), 1);
+        assert_eq!(
+            p.notifications[0].note.finding, gone,
+            "RESOLVED carries the stored text"
         );
     }
 

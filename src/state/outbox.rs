@@ -27,11 +27,12 @@ pub struct OutboxItem {
 /// added.
 pub(super) fn queue(
     tx: &Transaction<'_>,
-    notes: &[(&Outgoing, String)],
+    notes: &[Outgoing],
     now: DateTime<Utc>,
 ) -> rusqlite::Result<usize> {
     let mut queued = 0;
-    for (o, body) in notes {
+    for o in notes {
+        let body = super::json_text(&o.note)?;
         for sink in &o.sinks {
             tx.execute(
                 "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt) VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -46,10 +47,58 @@ pub(super) fn queue(
 impl State {
     /// Every undelivered, unclaimed outbox row, oldest first.
     pub fn pending(&self) -> Result<Vec<OutboxItem>, StateError> {
-        self.rows::<(i64, String, String, u32, i64)>(
+        self.pending_rows(
             "SELECT id, sink, body, attempts, next_attempt FROM outbox
              WHERE delivered IS NULL AND claimed IS NULL ORDER BY id",
-        )?
+            params![],
+        )
+    }
+
+    /// The sinks that have undelivered, unclaimed rows.
+    pub fn pending_sinks(&self) -> Result<Vec<String>, StateError> {
+        Ok(self
+            .rows::<(String,)>(
+                "SELECT DISTINCT sink FROM outbox WHERE delivered IS NULL AND claimed IS NULL ORDER BY sink",
+            )?
+            .into_iter()
+            .map(|(s,)| s)
+            .collect())
+    }
+
+    /// Up to `limit` undelivered, unclaimed rows of `sink` after row `after`, oldest first: the
+    /// dispatcher reads a queue in such slices, so a backlog of any length costs one slice of memory.
+    pub fn pending_for(
+        &self,
+        sink: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StateError> {
+        self.pending_rows(
+            "SELECT id, sink, body, attempts, next_attempt FROM outbox
+             WHERE sink = ?1 AND id > ?2 AND delivered IS NULL AND claimed IS NULL
+             ORDER BY id LIMIT ?3",
+            params![sink, after, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+    }
+
+    fn pending_rows(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<OutboxItem>, StateError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(args, |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?
         .into_iter()
         .map(|(id, sink, body, attempts, next)| {
             let notification = self.decode(&format!("outbox row {id}"), &body)?;

@@ -1,0 +1,102 @@
+//! A backlog longer than the slice the dispatcher reads at a time (a first cycle over a large scope
+//! queues tens of thousands of notifications): one pass delivers all of it in order, a failure
+//! holds back what follows until its retry is due, and a removed sink's whole backlog is dropped.
+
+mod outbox_harness;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use npm_watchdog::alerts::{Notification, Sink, SinkError, Status};
+use npm_watchdog::finding::{Finding, Severity};
+use outbox_harness::Outbox;
+
+/// Well past the dispatcher's slice of 256 rows.
+const BACKLOG: usize = 1000;
+
+/// Records the subject of each notification it accepts; refuses (to be retried) the send numbered
+/// `fail_at` (1-based) once.
+struct Recording {
+    seen: Mutex<Vec<String>>,
+    fail_at: Mutex<Option<usize>>,
+    calls: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+
+    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
+        let mut calls = self.calls.lock().expect("calls");
+        *calls += 1;
+        let mut fail_at = self.fail_at.lock().expect("fail_at");
+        if *fail_at == Some(*calls) {
+            *fail_at = None;
+            return Err(SinkError::new("receiver busy"));
+        }
+        self.seen
+            .lock()
+            .expect("seen")
+            .push(n.finding.subject.clone());
+        Ok(())
+    }
+}
+
+fn note(i: usize) -> Notification {
+    let now = Utc::now();
+    Notification {
+        status: Status::Firing,
+        reminder: false,
+        event: false,
+        test: false,
+        finding: Finding {
+            check: "publish-untrusted".into(),
+            subject_key: format!("pkg-{i:05}@1.0.0"),
+            subject: format!("version pkg-{i:05}@1.0.0"),
+            severity: Severity::Critical,
+            summary: "published without a trusted publisher".into(),
+            why: "w".into(),
+            fix: "f".into(),
+            dod: None,
+        },
+        first_seen: now,
+        at: now,
+    }
+}
+
+fn subjects(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("version pkg-{i:05}@1.0.0")).collect()
+}
+
+#[tokio::test]
+async fn a_backlog_longer_than_a_slice_is_delivered_in_order_and_held_at_a_failure() {
+    let sink = Arc::new(Recording {
+        seen: Mutex::new(Vec::new()),
+        fail_at: Mutex::new(Some(600)),
+        calls: Mutex::new(0),
+    });
+    let outbox = Outbox::new(
+        vec![Arc::clone(&sink) as Arc<dyn Sink>],
+        tempfile::tempdir().expect("tempdir"),
+    );
+    outbox.queue((0..BACKLOG).map(note).collect(), &["recording"]);
+    // A sink the configuration no longer has: its whole backlog is dropped, not sent elsewhere.
+    outbox.queue((0..BACKLOG).map(note).collect(), &["removed"]);
+
+    outbox.pass(Duration::ZERO).await;
+    // The 600th send failed: the 599 before it went out in order, nothing after it yet.
+    assert_eq!(*sink.seen.lock().expect("seen"), subjects(0..599));
+    assert_eq!(outbox.waiting("recording"), (BACKLOG - 599) as i64);
+    assert_eq!(outbox.count("recording", "failed"), 1);
+    assert_eq!(outbox.waiting("removed"), 0);
+    assert_eq!(outbox.count("removed", "dropped"), BACKLOG as u64);
+
+    // Once its retry is due, the rest follows in one pass, the failed one first.
+    outbox.pass(Duration::from_secs(3600)).await;
+    assert_eq!(*sink.seen.lock().expect("seen"), subjects(0..BACKLOG));
+    assert_eq!(outbox.waiting("recording"), 0);
+    assert_eq!(outbox.count("recording", "sent"), BACKLOG as u64);
+}
