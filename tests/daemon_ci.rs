@@ -6,6 +6,7 @@
 mod daemon_support;
 mod fake_ci;
 mod receiver;
+mod test_config;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -260,4 +261,81 @@ async fn an_npm_token_in_ci_fires_resolves_and_is_held_while_unreadable() {
             assert!(!text.contains(secret), "{secret} leaked into {what}");
         }
     }
+}
+
+/// The scheduler runs the `ci` group on `schedule.ci`: with `npm-watchdog run` and `ci = "1s"`, a
+/// token added to CI is alerted without anything stepping the daemon, and `/metrics` shows the group.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_daemon_schedules_the_ci_group() {
+    let s = Setup::new().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let config = test_config::TestConfig::new(
+        "http://127.0.0.1:9/",
+        &s.dir.path().join("npm-token"),
+        &s.dir.path().join("state.db"),
+    )
+    .listen(port)
+    .not_own_account()
+    .with(&format!(
+        "[schedule]\ntokens = \"1h\"\nci = \"1s\"\n\n\
+         [[ci.github]]\ntoken_file = \"{}\"\napi_url = \"{}\"\nrepos = [\"acme/widget\"]\n\n\
+         [[alerts.webhook]]\nurl = \"{}\"\n",
+        s.dir.path().join("github").display(),
+        s.ci.github_url(),
+        s.hook_url
+    ))
+    .write(&s.dir.path().join("config.toml"));
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_npm-watchdog"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("NPM_CONFIG_USERCONFIG", s.dir.path().join("no-npmrc"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the daemon");
+
+    // The first ci run finds nothing; then a token is added and the next runs must report it.
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut added = false;
+    let fired = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ci-npm-secret alert within 60 s; received: {:?}",
+            s.hook.bodies()
+        );
+        if let Some(v) = s
+            .hook
+            .bodies()
+            .into_iter()
+            .find(|v| v["check"] == "ci-npm-secret")
+        {
+            break v;
+        }
+        if !added {
+            let text = match reqwest::get(&metrics_url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                // Not listening yet.
+                Err(_) => String::new(),
+            };
+            if text.contains("npm_watchdog_check_success{check=\"ci\"} 1") {
+                s.ci.add_github_repo_secret("acme/widget", "NPM_TOKEN", T, T);
+                added = true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(added, "the alert came before the token was added: {fired}");
+    assert_eq!(fired["status"], "firing");
+    assert_eq!(
+        fired["subject"],
+        "CI secret NPM_TOKEN in GitHub Actions secrets of repository acme/widget"
+    );
+    daemon.kill().await.expect("stop the daemon");
 }
