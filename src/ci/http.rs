@@ -62,7 +62,8 @@ impl Default for Limits {
 /// Why a CI list could not be read. The label is the `reason` of `check_errors_total{check="ci"}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CiError {
-    #[error("the token could not be read: {0}")]
+    /// The entry's token file could not be read (the message names the key and the file).
+    #[error("{0}")]
     Credential(String),
     #[error("{endpoint}: 401 unauthorized{detail} (the token was refused: expired, revoked or mistyped)")]
     Unauthorized {

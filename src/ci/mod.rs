@@ -279,7 +279,7 @@ pub async fn read_all(
                 Err(error) => {
                     let mut r = SourceRead::default();
                     for scope in e.config.scopes() {
-                        r.fail(scope, format!("{} token_file", e.key()), error.clone());
+                        r.fail(scope, "its API token", error.clone());
                     }
                     r
                 }
@@ -323,8 +323,13 @@ pub fn assemble(entries: Vec<EntryRead>, stored: &BTreeMap<String, Vec<CiSecret>
         }
         for err in e.read.errors {
             let what = format!("{}: {}", e.key, err.what);
-            out.inventory.unread.push(format!("{what}: {}", err.error));
-            out.errors.push((what, err.error));
+            let line = format!("{what}: {}", err.error);
+            // One cause can fail several scopes (an unreadable token fails every place of its
+            // entry): said and counted once.
+            if !out.inventory.unread.contains(&line) {
+                out.inventory.unread.push(line);
+                out.errors.push((what, err.error));
+            }
             scopes.push(err.scope);
         }
     }
@@ -510,6 +515,52 @@ mod tests {
             got.inventory.unread,
             ["ci.github[0]: GitHub environments of repository acme/a: environments: 403 forbidden (the token lacks the permission to read this)"]
         );
+    }
+
+    /// A token file that cannot be read fails every scope of its entry, naming the file; nothing is
+    /// requested and nothing is taken as "no secrets".
+    #[tokio::test]
+    async fn an_unreadable_token_file_fails_every_scope_of_its_entry() {
+        let mut config = CiConfig::default();
+        config.github.push(github::GithubSourceConfig {
+            token_file: "/nonexistent/github-token".into(),
+            api_url: "http://127.0.0.1:9/".parse().expect("url"),
+            repos: vec!["acme/widget".into()],
+            orgs: vec!["acme".into()],
+        });
+        let entries = read_all(
+            &config,
+            &reqwest::Client::new(),
+            http::Limits::default(),
+            Arc::new(()),
+        )
+        .await;
+        let got = assemble(entries, &BTreeMap::new());
+        assert!(got.fresh.is_empty());
+        assert_eq!(
+            got.inventory.unread,
+            ["ci.github[0]: its API token: cannot read token_file /nonexistent/github-token: No such file or directory (os error 2)"]
+        );
+        // Both places of the entry stand on what was stored for them.
+        let stored = BTreeMap::from([
+            (
+                "github:acme/widget:actions".to_string(),
+                vec![secret("github:acme/widget:actions", "NPM_TOKEN")],
+            ),
+            (
+                "github:org:acme:actions".to_string(),
+                vec![secret("github:org:acme:actions", "X")],
+            ),
+        ]);
+        let entries = read_all(
+            &config,
+            &reqwest::Client::new(),
+            http::Limits::default(),
+            Arc::new(()),
+        )
+        .await;
+        assert_eq!(assemble(entries, &stored).held.len(), 2);
+        assert!(got.errors.iter().all(|(_, e)| e.label() == "credential"));
     }
 
     #[test]
