@@ -17,8 +17,8 @@
 //! - events (a token was created) are posted once and time out after 4 × `resend_interval`.
 //!
 //! Labels are the alert's identity: `alertname="NpmWatchdogFinding"`, `check`, `severity`,
-//! `fingerprint` and the subject's own label (`token`, `package`, `team`, `user`) holding its subject
-//! key. Nothing that differs between two replicas watching the same account (host, pid, start time)
+//! `fingerprint` and the subject's own label (`token`, `package`, `team`, `user`, `secret`) holding
+//! its subject key. Nothing that differs between two replicas watching the same account (host, pid, start time)
 //! is a label, so Alertmanager merges what they both send into one alert. Annotations carry
 //! `summary`, `description` (why and fix), `dod`, `subject` and `source`.
 

@@ -239,7 +239,7 @@ pub trait Sink: Send + Sync {
 pub struct CheckFacts {
     /// The check's group (`tokens`, `packages`, …).
     pub group: &'static str,
-    /// The kind of its subject (`token`, `package`, `team`, `user`), if it names one.
+    /// The kind of its subject (`token`, `package`, `team`, `user`, `secret`), if it names one.
     pub subject: Option<&'static str>,
 }
 

@@ -14,6 +14,7 @@ mod group;
 
 mod account_2fa;
 mod allowlist_expired;
+mod ci_allowlist_expired;
 mod ci_npm_secret;
 mod maintainers_changed;
 mod org_owner_unexpected;
@@ -167,7 +168,7 @@ pub struct CheckDef {
     /// Events fire once and never resolve (a token was created); conditions stay active until gone.
     pub event: bool,
     /// The label that names a finding's subject for sinks that label alerts (Alertmanager's `token`,
-    /// `package`, `team`, `user`); its value is the finding's subject key. `None`: no such label.
+    /// `package`, `team`, `user`, `secret`); its value is the finding's subject key. `None`: none.
     pub subject: Option<&'static str>,
     pub evaluate: fn(&Snapshot, &PolicyConfig) -> Vec<Finding>,
 }
@@ -199,6 +200,7 @@ pub fn all() -> &'static [CheckDef] {
         trusted_publisher_missing::CHECK,
         trusted_publisher_unbound::CHECK,
         ci_npm_secret::CHECK,
+        ci_allowlist_expired::CHECK,
         watchdog_blind::CHECK,
     ];
     ALL
