@@ -15,6 +15,7 @@
 //! unit's last complete list and, for a scope that failed, uses the stored units under it, so a
 //! provider error can neither resolve a finding nor make one up.
 
+mod error;
 pub mod http;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +27,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use http::{Api, CiError, CiObserver};
+pub use error::CiError;
+pub use http::{Api, CiObserver};
 
 use crate::settings::Invalid;
 
@@ -126,6 +128,21 @@ impl CiConfig {
     /// Each entry's own rules, named in full (`ci.github[0].repos[1]`).
     pub fn validate(&self) -> Result<(), Invalid> {
         for e in self.entries() {
+            let url = e.config.api_url();
+            // The token goes in a header from `token_file`; a URL is printed by `config check` and
+            // logged at start, so it must not carry a credential of its own.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(Invalid::new(
+                    format!("{}.api_url", e.key()),
+                    "must not carry a user or password: the token comes from token_file",
+                ));
+            }
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(Invalid::new(
+                    format!("{}.api_url", e.key()),
+                    format!("must be an http:// or https:// URL, not {}:", url.scheme()),
+                ));
+            }
             e.config.validate().map_err(|i| i.under(&e.key()))?;
         }
         Ok(())

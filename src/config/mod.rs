@@ -477,6 +477,14 @@ path = "/var/lib/npm-watchdog/state.db"
                 "config file F: ci.gitlab[0].api_url: relative URL without a base",
             ),
             (
+                "[[ci.github]]\ntoken_file = \"/t\"\napi_url = \"https://bot:hunter2@github.example.com/api/v3\"\nrepos = [\"a/b\"]\n",
+                "config file F: ci.github[0].api_url: must not carry a user or password: the token comes from token_file",
+            ),
+            (
+                "[[ci.gitlab]]\ntoken_file = \"/t\"\napi_url = \"ftp://gitlab.example.com/\"\nprojects = [\"1\"]\n",
+                "config file F: ci.gitlab[0].api_url: must be an http:// or https:// URL, not ftp:",
+            ),
+            (
                 "[policy]\nci_secret_names = [\"NPM_(TOKEN\"]\n",
                 "config file F: policy.ci_secret_names[0]: `NPM_(TOKEN` is not a regular expression: error: unclosed group",
             ),
