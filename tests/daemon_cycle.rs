@@ -660,6 +660,74 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
     );
 }
 
+/// A cycle whose commit fails keeps nothing: not its findings, and not the stored copies it read
+/// either. Were the new packument kept while the findings it causes were lost, the next cycle would
+/// compare the registry with a copy that already holds the change, and never report it.
+#[tokio::test]
+async fn a_cycle_whose_commit_fails_keeps_nothing_and_the_next_one_reports_the_change() {
+    use fake_registry::packument_doc;
+    let s = Setup::new().await;
+    let v1 = (
+        "1.0.0",
+        "2026-02-01T00:00:00.000Z",
+        Some("github"),
+        "GitHub Actions",
+    );
+    s.registry.add_packument(
+        "@acme/widget",
+        packument_doc("@acme/widget", &[v1], &["alice"]),
+    );
+    let wd = s.watchdog_with(|c| c.watch.packages = vec!["@acme/widget".into()]);
+    cycle_group(&wd, Group::Packages).await;
+    assert!(s.hook.take().is_empty());
+
+    // The database refuses the cycle's commit, as a full disk or a read-only file would. The
+    // trigger aborts the transaction that queues a notification; everything else in it is undone.
+    let db = rusqlite::Connection::open(s.state_path()).expect("open state");
+    db.execute_batch(
+        "CREATE TRIGGER refuse_commit BEFORE INSERT ON outbox
+         BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+    )
+    .expect("trigger");
+    s.registry.add_packument(
+        "@acme/widget",
+        packument_doc("@acme/widget", &[v1], &["alice", "mallory"]),
+    );
+    cycle_group(&wd, Group::Packages).await;
+    assert_eq!(
+        metric(&wd, "npm_watchdog_state_write_errors_total").as_deref(),
+        Some("1")
+    );
+    assert!(
+        !s.hook
+            .take()
+            .iter()
+            .any(|n| n.contains("maintainers-changed")),
+        "nothing of the failed cycle is sent"
+    );
+
+    // Writable again: the change is still a change, and it is reported once.
+    db.execute_batch("DROP TRIGGER refuse_commit;")
+        .expect("drop trigger");
+    cycle_group(&wd, Group::Packages).await;
+    let sent = s.hook.take();
+    assert_eq!(
+        sent.iter()
+            .filter(|n| n.contains("maintainers-changed"))
+            .collect::<Vec<_>>(),
+        vec!["FIRING maintainers-changed maintainers of @acme/widget"],
+        "{sent:?}"
+    );
+
+    // The same holds after a restart: what the state kept is what the next process compares with.
+    cycle_group(&wd, Group::Packages).await;
+    assert!(s.hook.take().is_empty());
+    drop(wd);
+    let wd = s.watchdog_with(|c| c.watch.packages = vec!["@acme/widget".into()]);
+    cycle_group(&wd, Group::Packages).await;
+    assert!(s.hook.take().is_empty());
+}
+
 #[tokio::test]
 async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
     let s = Setup::new().await;

@@ -1,6 +1,8 @@
-//! One cycle of a check group: read its sources, record the group's health, run its checks and the
-//! health checks, plan the alert lifecycle, and commit it all in one transaction; then update the
-//! metrics from what was committed.
+//! One cycle of a check group: read its sources, judge (its checks and the health checks, with the
+//! group's health as this run leaves it), plan the alert lifecycle, commit it all in one transaction
+//! (the copies read, the health, the findings, the outbox), then publish: metrics, the in-memory
+//! copies, the mirror to Alertmanager. Nothing is written before the commit, so a cycle whose commit
+//! fails leaves the state as it was and the next cycle sees the same changes again.
 //!
 //! A source that could not be read is `None` in the snapshot (its checks do not run, so their
 //! findings can neither resolve nor fire), or for packages and orgs its last stored copy. Each failed
@@ -15,10 +17,10 @@ use super::{Live, Watchdog};
 use crate::alerts::{lifecycle, Notification, Status};
 use crate::checks::{self, Group, PackageSet, Snapshot};
 use crate::ci::{self, CiInventory};
-use crate::collect::{self, ReadError};
+use crate::collect::{self, ReadError, StoredPackument};
 use crate::credential::Credential;
 use crate::registry::{OrgView, Profile, Token};
-use crate::state::StateError;
+use crate::state::{self, CiLists, Copies, CycleRecord, StateError};
 
 /// Delivered outbox rows are kept this long for inspection, then pruned.
 const KEEP_DELIVERED: chrono::Duration = chrono::Duration::days(30);
@@ -35,6 +37,10 @@ struct Gathered {
     previous_maintainers: Option<BTreeMap<String, Vec<String>>>,
     ci: Option<CiInventory>,
     errors: Vec<ReadError>,
+    /// What was read fresh, to be stored in the cycle's commit.
+    copies: Copies,
+    /// The packuments as they will be stored once the commit succeeds (kept in memory then).
+    packuments: Option<BTreeMap<String, StoredPackument>>,
 }
 
 impl Watchdog {
@@ -79,9 +85,7 @@ impl Watchdog {
                 let read =
                     collect::read_orgs(&live.client, &live.rt.config.watch.orgs, &cred, &stored)
                         .await;
-                for v in &read.fresh {
-                    self.state.store_org(v)?;
-                }
+                g.copies.orgs = read.fresh;
                 g.errors.extend(read.errors);
                 g.orgs = Some(read.views);
                 g.packages = Some(self.stored_packages()?);
@@ -99,8 +103,6 @@ impl Watchdog {
         let entries = ci::read_all(&rt.config.ci, &live.ci_http, rt.ci_limits(), observer).await;
         let stored = self.state.ci_units()?;
         let assembled = ci::assemble(entries, &stored);
-        self.state
-            .replace_ci_units(&assembled.fresh, &assembled.held)?;
         g.errors
             .extend(assembled.errors.iter().map(|(what, e)| ReadError {
                 what: what.clone(),
@@ -111,6 +113,10 @@ impl Watchdog {
         self.metrics
             .set_ci_secrets(&kinds, &assembled.inventory.secrets);
         g.ci = Some(assembled.inventory);
+        g.copies.ci_units = Some(CiLists {
+            fresh: assembled.fresh,
+            held: assembled.held,
+        });
         Ok(())
     }
 
@@ -134,7 +140,7 @@ impl Watchdog {
         };
         let mut names = found.packages;
         if found.errors.is_empty() {
-            self.state.retain_packuments(&names)?;
+            g.copies.watched = Some(names.clone());
         } else {
             // A listing failed: keep watching what was known rather than dropping it.
             names.extend(stored.keys().cloned());
@@ -157,10 +163,9 @@ impl Watchdog {
             bytes = read.bytes,
             "packuments read"
         );
-        self.state.store_packuments(&read.fresh)?;
-        self.state.store_provenance(&read.learned_provenance)?;
-        // Only once they are in the state: after a failed write the next cycle starts from the state.
-        *self.packuments.lock().unwrap_or_else(|p| p.into_inner()) = Some(read.stored);
+        g.copies.packuments = read.fresh;
+        g.copies.provenance = read.learned_provenance;
+        g.packuments = Some(read.stored);
         g.errors.extend(read.errors);
         g.previous_maintainers = Some(read.previous_maintainers);
         g.packages = Some(read.set);
@@ -202,7 +207,7 @@ impl Watchdog {
         let rt = &live.rt;
         let now = Utc::now();
         let max_run = rt.config.schedule.max_run;
-        let g = match tokio::time::timeout(max_run.0, self.gather(&live, group)).await {
+        let mut g = match tokio::time::timeout(max_run.0, self.gather(&live, group)).await {
             Ok(g) => g?,
             // A registry that answers forever (an endless `next` chain, a drip-fed body) must not
             // hold the group: the reads are dropped (between awaits, so nothing half-written) and
@@ -228,25 +233,26 @@ impl Watchdog {
                 .collect::<Vec<_>>()
                 .join("; ")
         });
-        let was_failing = self
-            .state
-            .group_health()?
+        let stored_health = self.state.group_health()?;
+        let was_failing = stored_health
             .iter()
             .any(|h| h.group == group.as_str() && h.consecutive_failures > 0);
-        let health = self
-            .state
-            .record_run(group.as_str(), error.as_deref(), now)?;
+        // The health as this run leaves it, judged now and recorded in the commit.
+        let all_health = state::health_after(stored_health, group.as_str(), error.as_deref());
+        let failures = all_health
+            .iter()
+            .find(|h| h.group == group.as_str())
+            .map_or(0, |h| h.consecutive_failures);
         match &error {
             Some(e) => tracing::warn!(
                 %group,
-                failures = health.consecutive_failures,
+                failures,
                 error = %e,
                 "check group could not read everything; keeping earlier findings for what it could not read"
             ),
             None if was_failing => tracing::info!(%group, "check group recovered"),
             None => tracing::debug!(%group, "check group ran"),
         }
-        let all_health = self.state.group_health()?;
         let seen = self.state.seen_tokens()?;
         let snap = Snapshot {
             tokens: g.tokens.as_deref(),
@@ -292,9 +298,22 @@ impl Watchdog {
             .tokens
             .as_deref()
             .map(|t| t.iter().map(|t| t.key.clone()).collect());
-        self.state.commit(&plan, keys.as_ref(), now)?;
+        self.state.commit_cycle(&CycleRecord {
+            group: group.as_str(),
+            error: error.as_deref(),
+            copies: std::mem::take(&mut g.copies),
+            plan: &plan,
+            seen_tokens: keys.as_ref(),
+            prune_before: now - KEEP_DELIVERED,
+            now,
+        })?;
+
+        // Published only after the commit: a cycle whose commit failed leaves no trace, and the
+        // next one starts from the state.
+        if let Some(stored) = g.packuments.take() {
+            *self.packuments.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
+        }
         self.mirror_firing(&ran)?;
-        self.state.prune_delivered(now - KEEP_DELIVERED)?;
 
         if let Some(t) = &g.tokens {
             self.metrics.set_tokens(t);

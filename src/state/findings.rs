@@ -1,13 +1,12 @@
 //! Findings and health: which findings are active (with their history), which token keys have been
-//! seen, how each check group's runs went, and the one transaction that records a whole cycle.
+//! seen, and how each check group's runs went. The cycle's one transaction is in `commit.rs`.
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::OptionalExtension;
 
-use super::{from_ts, outbox, ts, State, StateError};
-use crate::alerts::lifecycle::{text_digest, Active, Plan, Previous};
+use super::{from_ts, State, StateError};
+use crate::alerts::lifecycle::{text_digest, Active, Previous};
 use crate::checks::GroupHealth;
 use crate::finding::{Finding, Severity};
 
@@ -19,39 +18,6 @@ impl State {
         }
         let keys = self.rows::<(String,)>("SELECT key FROM seen_tokens")?;
         Ok(Some(keys.into_iter().map(|(k,)| k).collect()))
-    }
-
-    /// Record a group run and return its health afterwards.
-    pub fn record_run(
-        &self,
-        group: &str,
-        error: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<GroupHealth, StateError> {
-        self.with(|c| {
-            match error {
-                None => c.execute(
-                    "INSERT INTO check_runs (grp, last_run, last_success, consecutive_failures, last_error)
-                     VALUES (?1, ?2, ?2, 0, NULL)
-                     ON CONFLICT(grp) DO UPDATE SET last_run = ?2, last_success = ?2,
-                         consecutive_failures = 0, last_error = NULL",
-                    params![group, ts(now)],
-                )?,
-                Some(e) => c.execute(
-                    "INSERT INTO check_runs (grp, last_run, last_success, consecutive_failures, last_error)
-                     VALUES (?1, ?2, NULL, 1, ?3)
-                     ON CONFLICT(grp) DO UPDATE SET last_run = ?2,
-                         consecutive_failures = consecutive_failures + 1, last_error = ?3",
-                    params![group, ts(now), e],
-                )?,
-            };
-            Ok(())
-        })?;
-        Ok(self
-            .group_health()?
-            .into_iter()
-            .find(|h| h.group == group)
-            .unwrap_or_default())
     }
 
     pub fn group_health(&self) -> Result<Vec<GroupHealth>, StateError> {
@@ -162,77 +128,5 @@ impl State {
             .into_iter()
             .filter_map(|(c, s, n)| Severity::parse(&s).map(|s| (c, s, n)))
             .collect())
-    }
-
-    /// Write one cycle's outcome in one transaction: findings, outbox rows for the sinks each
-    /// notification was planned for, and the token keys now seen (`None`: the token list was not read this cycle).
-    pub fn commit(
-        &self,
-        plan: &Plan,
-        seen_tokens: Option<&HashSet<String>>,
-        now: DateTime<Utc>,
-    ) -> Result<usize, StateError> {
-        // Each body is encoded as it is written, not all first: a first cycle with tens of thousands
-        // of findings would otherwise hold every body, twice over with the notifications.
-        self.with(|c| {
-            let tx = c.transaction()?;
-            for a in &plan.upserts {
-                let body = super::json_text(&a.finding)?;
-                tx.execute(
-                    "INSERT INTO findings (fingerprint, check_id, severity, body, first_seen, last_seen, last_notified)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(fingerprint) DO UPDATE SET severity = excluded.severity, body = excluded.body,
-                         last_seen = excluded.last_seen, last_notified = excluded.last_notified",
-                    params![
-                        a.finding.fingerprint(),
-                        a.finding.check,
-                        a.finding.severity.as_str(),
-                        body,
-                        ts(a.first_seen),
-                        ts(a.last_seen),
-                        a.last_notified.map(ts)
-                    ],
-                )?;
-            }
-            {
-                let mut touch =
-                    tx.prepare("UPDATE findings SET last_seen = ?1 WHERE fingerprint = ?2")?;
-                for fp in &plan.touched {
-                    touch.execute(params![ts(now), fp])?;
-                }
-            }
-            for fp in &plan.resolved {
-                tx.execute("DELETE FROM findings WHERE fingerprint = ?1", [fp])?;
-            }
-            let queued = outbox::queue(&tx, &plan.notifications, now)?;
-            if let Some(keys) = seen_tokens {
-                // The table holds exactly the keys of the last complete list: a revoked token's key
-                // is dropped (keys are never reused, so it cannot come back unannounced), which
-                // keeps the table from growing with every token ever made.
-                let stored: HashSet<String> = {
-                    let mut stmt = tx.prepare("SELECT key FROM seen_tokens")?;
-                    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                {
-                    let mut insert = tx.prepare(
-                        "INSERT OR IGNORE INTO seen_tokens (key, first_seen) VALUES (?1, ?2)",
-                    )?;
-                    for k in keys.difference(&stored) {
-                        insert.execute(params![k, ts(now)])?;
-                    }
-                    let mut delete = tx.prepare("DELETE FROM seen_tokens WHERE key = ?1")?;
-                    for k in stored.difference(keys) {
-                        delete.execute([k])?;
-                    }
-                }
-                tx.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('tokens_initialized', ?1)",
-                    [now.to_rfc3339()],
-                )?;
-            }
-            tx.commit()?;
-            Ok(queued)
-        })
     }
 }

@@ -1,16 +1,19 @@
 //! Durable state in SQLite: seen token keys, active findings, the notification outbox, per-group health,
 //! stored copies of what the registry showed, and small facts (when `harden` last ran).
 //!
-//! One cycle's outcome (new findings, resolved ones, the notifications they cause and the token keys now
-//! seen) is written in a single transaction ([`State::commit`]), so a crash either keeps the whole cycle
+//! One cycle's outcome (the copies it read, the group's health, new findings, resolved ones, the
+//! notifications they cause and the token keys now seen) is written in a single transaction
+//! ([`State::commit_cycle`]), so a crash either keeps the whole cycle
 //! or none of it: a notification is never lost and never queued twice for one state change. The
 //! connection sits behind a mutex; every statement is small, so holding it briefly from async code is
 //! fine.
 //!
-//! This file opens the database and holds the schema; `findings` (findings, health, the cycle's
-//! commit), `outbox` (queued notifications) and `cache` (stored registry copies) add the queries.
+//! This file opens the database and holds the schema; `commit` (the cycle's transaction),
+//! `findings` (findings, health), `outbox` (queued notifications) and `cache` (stored registry
+//! copies) add the queries.
 
 mod cache;
+mod commit;
 mod findings;
 mod outbox;
 
@@ -21,6 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+pub use commit::{health_after, CiLists, Copies, CycleRecord};
 pub use outbox::OutboxItem;
 
 /// 2: `outbox.claimed` (claim before send).
@@ -216,13 +220,6 @@ impl State {
         serde_json::from_str(body).map_err(|e| StateError::Corrupt {
             path: self.path.clone(),
             detail: format!("{what}: {e}"),
-        })
-    }
-
-    fn encode<T: serde::Serialize>(&self, value: &T) -> Result<String, StateError> {
-        serde_json::to_string(value).map_err(|e| StateError::Corrupt {
-            path: self.path.clone(),
-            detail: e.to_string(),
         })
     }
 

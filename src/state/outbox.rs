@@ -172,14 +172,4 @@ impl State {
     pub fn queue_depth(&self) -> Result<Vec<(String, i64)>, StateError> {
         self.rows("SELECT sink, COUNT(*) FROM outbox WHERE delivered IS NULL GROUP BY sink")
     }
-
-    /// Forget delivered outbox rows older than `before`, so the file does not grow forever.
-    pub fn prune_delivered(&self, before: DateTime<Utc>) -> Result<usize, StateError> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM outbox WHERE delivered IS NOT NULL AND delivered < ?1",
-                [ts(before)],
-            )
-        })
-    }
 }
