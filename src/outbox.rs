@@ -80,21 +80,24 @@ impl Dispatcher {
         self.sinks().iter().map(|s| s.name().to_string()).collect()
     }
 
-    /// Whether any sink mirrors what is firing (see [`Sink::mirrors`]).
+    /// Whether any sink mirrors what is firing (see [`Mirror`]).
     pub fn any_mirrors(&self) -> bool {
-        self.sinks().iter().any(|s| s.mirrors())
+        self.sinks().iter().any(|s| s.mirror().is_some())
     }
 
     /// Tell the sinks that mirror what is firing (Alertmanager) which findings are active now, each
     /// sink only what its route wants.
     pub fn firing(&self, active: &[Notification]) {
-        for t in self.targets().into_iter().filter(|t| t.sink.mirrors()) {
+        for t in self.targets() {
+            let Some(mirror) = t.sink.mirror() else {
+                continue;
+            };
             let wanted = active
                 .iter()
                 .filter(|n| t.route.wants(&n.finding))
                 .cloned()
                 .collect();
-            t.sink.firing(wanted);
+            mirror.firing(wanted);
         }
     }
 
@@ -176,7 +179,8 @@ impl Dispatcher {
         for sink in &sinks {
             let (me, sink) = (Arc::clone(self), Arc::clone(sink));
             tasks.spawn(async move {
-                if sink.refresh(now).await.is_err() {
+                let Some(mirror) = sink.mirror() else { return };
+                if mirror.refresh(now).await.is_err() {
                     me.count(sink.name(), "failed");
                 }
             });
@@ -338,7 +342,7 @@ impl Dispatcher {
             let idle = self
                 .sinks()
                 .iter()
-                .filter_map(|s| s.refresh_every())
+                .filter_map(|s| s.mirror().map(|m| m.refresh_every()))
                 .fold(IDLE_PASS, Duration::min);
             tokio::select! {
                 _ = self.wake.notified() => {}

@@ -47,12 +47,9 @@ impl Sink for Recording {
 
 fn note(i: usize) -> Notification {
     let now = Utc::now();
-    Notification {
-        status: Status::Firing,
-        reminder: false,
-        event: false,
-        test: false,
-        finding: Finding {
+    Notification::change(
+        Status::Firing,
+        Finding {
             check: "publish-untrusted".into(),
             subject_key: format!("pkg-{i:05}@1.0.0"),
             subject: format!("version pkg-{i:05}@1.0.0"),
@@ -62,9 +59,9 @@ fn note(i: usize) -> Notification {
             fix: "f".into(),
             dod: None,
         },
-        first_seen: now,
-        at: now,
-    }
+        now,
+        now,
+    )
 }
 
 fn subjects(range: std::ops::Range<usize>) -> Vec<String> {

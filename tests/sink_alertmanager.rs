@@ -45,12 +45,9 @@ fn sinks(urls: &[String]) -> Vec<Arc<dyn Sink>> {
 }
 
 fn bypass(status: Status, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Notification {
-    Notification {
+    Notification::change(
         status,
-        reminder: false,
-        event: false,
-        test: false,
-        finding: Finding {
+        Finding {
             check: "token-bypass-2fa".into(),
             subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
             subject: "token 82e393 (bulk-hardening)".into(),
@@ -62,7 +59,7 @@ fn bypass(status: Status, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Notif
         },
         first_seen,
         at,
-    }
+    )
 }
 
 fn ms(t: DateTime<Utc>) -> String {

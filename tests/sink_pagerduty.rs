@@ -86,12 +86,9 @@ fn note(
     severity: Severity,
     dod: Option<Dod>,
 ) -> Notification {
-    Notification {
+    Notification::change(
         status,
-        reminder: false,
-        event: false,
-        test: false,
-        finding: Finding {
+        Finding {
             check: check.into(),
             subject_key: key.into(),
             subject: subject.into(),
@@ -101,9 +98,9 @@ fn note(
             fix: format!("How to fix {check}."),
             dod,
         },
-        first_seen: t("2026-11-24T09:30:00Z"),
-        at: t("2026-11-26T12:00:00Z"),
-    }
+        t("2026-11-24T09:30:00Z"),
+        t("2026-11-26T12:00:00Z"),
+    )
 }
 
 fn token_note(status: Status) -> Notification {

@@ -30,12 +30,9 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 fn firing(key: &str) -> Notification {
-    Notification {
-        status: Status::Firing,
-        reminder: false,
-        event: false,
-        test: false,
-        finding: Finding {
+    Notification::change(
+        Status::Firing,
+        Finding {
             check: "token-bypass-2fa".into(),
             subject_key: key.into(),
             subject: "token 82e393 (bulk-hardening)".into(),
@@ -45,9 +42,9 @@ fn firing(key: &str) -> Notification {
             fix: "Revoke it: `npm token revoke 82e393`.".into(),
             dod: Some(Dod::D9),
         },
-        first_seen: at("2026-11-24T09:30:00Z"),
-        at: at("2026-11-26T12:00:00Z"),
-    }
+        at("2026-11-24T09:30:00Z"),
+        at("2026-11-26T12:00:00Z"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

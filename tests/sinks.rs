@@ -32,12 +32,9 @@ fn firing() -> Notification {
     let at = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
         .expect("time")
         .with_timezone(&Utc);
-    Notification {
-        status: Status::Firing,
-        reminder: false,
-        event: false,
-        test: false,
-        finding: Finding {
+    Notification::change(
+        Status::Firing,
+        Finding {
             check: "token-bypass-2fa".into(),
             subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
             subject: "token 82e393 (bulk-hardening)".into(),
@@ -48,9 +45,9 @@ fn firing() -> Notification {
             fix: FIX.into(),
             dod: Some(Dod::D9),
         },
-        first_seen: first,
+        first,
         at,
-    }
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

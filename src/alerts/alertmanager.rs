@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::http::Poster;
-use super::{Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
+use super::{Mirror, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::secret::SecretUrl;
 use crate::settings::{HumanDuration, Invalid};
 
@@ -219,12 +219,15 @@ impl Sink for AlertmanagerSink {
         Ok(())
     }
 
-    fn refresh_every(&self) -> Option<Duration> {
-        Some(self.resend.0)
+    fn mirror(&self) -> Option<&dyn Mirror> {
+        Some(self)
     }
+}
 
-    fn mirrors(&self) -> bool {
-        true
+#[async_trait::async_trait]
+impl Mirror for AlertmanagerSink {
+    fn refresh_every(&self) -> Duration {
+        self.resend.0
     }
 
     fn firing(&self, active: Vec<Notification>) {

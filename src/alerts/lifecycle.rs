@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::AlertsConfig;
-use super::{Notification, Route, Status};
+use super::{Notification, Route};
 use crate::finding::{Finding, Severity};
 
 /// A finding that is active, with its history.
@@ -150,21 +150,16 @@ pub fn plan<P: Into<Previous>>(
             continue; // one subject reported twice by one check: keep the first
         }
         if events.contains(finding.check.as_str()) {
-            let note = Notification {
-                status: Status::Firing,
-                reminder: false,
-                event: true,
-                test: false,
-                finding,
-                first_seen: now,
-                at: now,
-            };
-            out.push(note, routes, |_| true);
+            out.push(Notification::event(finding, now), routes, |_| true);
             continue;
         }
         match prev.remove(&fp) {
             None => {
-                out.push(firing(&finding, now, now, false), routes, |_| true);
+                out.push(
+                    Notification::firing(finding.clone(), now, now),
+                    routes,
+                    |_| true,
+                );
                 out.upserts.push(Active {
                     finding,
                     first_seen: now,
@@ -181,17 +176,17 @@ pub fn plan<P: Into<Previous>>(
                     // or its incident would stay open forever.
                     if cfg.send_resolved {
                         let text = old_text(&old, Some(&finding));
-                        let over = resolved(&text, old.first_seen, now);
+                        let over = Notification::resolved(text, old.first_seen, now);
                         out.push(over, routes, |r| !r.wants(&finding));
                     }
-                    out.push(firing(&finding, old.first_seen, now, false), routes, |_| {
-                        true
-                    });
+                    let again = Notification::firing(finding.clone(), old.first_seen, now);
+                    out.push(again, routes, |_| true);
                 } else {
                     let due = |r: &Route| {
                         r.reminder_due(cfg.repeat_interval, old.first_seen, old.last_seen, now)
                     };
-                    out.push(firing(&finding, old.first_seen, now, true), routes, due);
+                    let reminder = Notification::reminder(finding.clone(), old.first_seen, now);
+                    out.push(reminder, routes, due);
                 }
                 let last_notified = if out.notifications.len() > before {
                     Some(now)
@@ -216,7 +211,8 @@ pub fn plan<P: Into<Previous>>(
     for old in gone {
         if cfg.send_resolved {
             let text = old_text(&old, None);
-            out.push(resolved(&text, old.first_seen, now), routes, |_| true);
+            let over = Notification::resolved(text, old.first_seen, now);
+            out.push(over, routes, |_| true);
         }
         out.resolved.push(old.fingerprint);
     }
@@ -252,38 +248,10 @@ fn old_text(old: &Previous, current: Option<&Finding>) -> Finding {
     }
 }
 
-fn resolved(f: &Finding, first_seen: DateTime<Utc>, now: DateTime<Utc>) -> Notification {
-    Notification {
-        status: Status::Resolved,
-        reminder: false,
-        event: false,
-        test: false,
-        finding: f.clone(),
-        first_seen,
-        at: now,
-    }
-}
-
-fn firing(
-    f: &Finding,
-    first_seen: DateTime<Utc>,
-    now: DateTime<Utc>,
-    reminder: bool,
-) -> Notification {
-    Notification {
-        status: Status::Firing,
-        reminder,
-        event: false,
-        test: false,
-        finding: f.clone(),
-        first_seen,
-        at: now,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::Status;
     use crate::finding::Severity;
 
     fn f(check: &str, key: &str, sev: Severity) -> Finding {

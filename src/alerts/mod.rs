@@ -128,30 +128,72 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub fn fingerprint(&self) -> String {
-        self.finding.fingerprint()
+    /// A state change with its status given: [`Self::firing`] or [`Self::resolved`].
+    pub fn change(
+        status: Status,
+        finding: Finding,
+        first_seen: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Notification {
+            status,
+            reminder: false,
+            event: false,
+            test: false,
+            finding,
+            first_seen,
+            at,
+        }
+    }
+
+    /// A finding starts firing (or fires again at a new severity), at `at`.
+    pub fn firing(finding: Finding, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Self {
+        Self::change(Status::Firing, finding, first_seen, at)
+    }
+
+    /// A finding still firing, repeated after `repeat_interval`.
+    pub fn reminder(finding: Finding, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Self {
+        Notification {
+            reminder: true,
+            ..Self::firing(finding, first_seen, at)
+        }
+    }
+
+    /// A finding is gone (or no longer at the severity a sink was told).
+    pub fn resolved(finding: Finding, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Self {
+        Self::change(Status::Resolved, finding, first_seen, at)
+    }
+
+    /// A one-shot finding (`token-created`): fires once, never resolves.
+    pub fn event(finding: Finding, at: DateTime<Utc>) -> Self {
+        Notification {
+            event: true,
+            ..Self::firing(finding, at, at)
+        }
     }
 
     /// A harmless notification for `notify-test`.
     pub fn test(now: DateTime<Utc>) -> Self {
         Notification {
-            status: Status::Firing,
-            reminder: false,
-            event: true,
             test: true,
-            finding: Finding {
-                check: "notify-test".into(),
-                subject_key: "notify-test".into(),
-                subject: "test notification".into(),
-                severity: Severity::Info,
-                summary: "This is a test notification from `npm-watchdog notify-test`.".into(),
-                why: "It proves that this sink can deliver the watchdog's alerts.".into(),
-                fix: "Nothing to fix.".into(),
-                dod: None,
-            },
-            first_seen: now,
-            at: now,
+            ..Self::event(
+                Finding {
+                    check: "notify-test".into(),
+                    subject_key: "notify-test".into(),
+                    subject: "test notification".into(),
+                    severity: Severity::Info,
+                    summary: "This is a test notification from `npm-watchdog notify-test`.".into(),
+                    why: "It proves that this sink can deliver the watchdog's alerts.".into(),
+                    fix: "Nothing to fix.".into(),
+                    dod: None,
+                },
+                now,
+            )
         }
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.finding.fingerprint()
     }
 }
 
@@ -205,31 +247,34 @@ impl SinkError {
     }
 }
 
-/// Something that delivers notifications: email, webhook, a pager, the log.
+/// Something that delivers notifications: email, webhook, a pager, the log. It delivers and
+/// nothing else; a sink that also keeps a receiver's view of what is firing says so through
+/// [`Self::mirror`].
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
     /// Unique among the configured sinks; used in metrics and the outbox.
     fn name(&self) -> &str;
     async fn send(&self, n: &Notification) -> Result<(), SinkError>;
-    /// Whether this sink mirrors what is firing instead of relaying changes (Alertmanager): only
-    /// then is [`Self::firing`] called, so without such a sink no cycle reads every active finding
-    /// back from the state (at 90,000 findings that is hundreds of megabytes).
-    fn mirrors(&self) -> bool {
-        false
-    }
-    /// For sinks that [mirror](Self::mirrors): after every cycle, every active finding this sink
-    /// routes, as a FIRING notification.
-    fn firing(&self, _active: Vec<Notification>) {}
-    /// Called on every delivery pass, so a mirroring sink can re-send its state when due. A failure
-    /// is counted as a failed delivery and is the sink's to log (once per outage); the outbox's own
-    /// rows carry the delivery guarantees, so nothing is retried here before the next period.
-    async fn refresh(&self, _now: DateTime<Utc>) -> Result<(), SinkError> {
-        Ok(())
-    }
-    /// How often [`Self::refresh`] has work: the delivery loop passes at least this often.
-    fn refresh_every(&self) -> Option<Duration> {
+    /// The sink's [`Mirror`], when it has one (Alertmanager). Only then does a cycle read every
+    /// active finding back from the state (at 90,000 findings that is hundreds of megabytes).
+    fn mirror(&self) -> Option<&dyn Mirror> {
         None
     }
+}
+
+/// A receiver that keeps state, not events (Alertmanager): it must be told again and again what
+/// is firing, or its alerts time out. The outbox's rows carry the delivery guarantees; this only
+/// keeps the receiver's view current between them.
+#[async_trait::async_trait]
+pub trait Mirror: Send + Sync {
+    /// After every cycle: every active finding this sink routes, as a FIRING notification.
+    fn firing(&self, active: Vec<Notification>);
+    /// Called on every delivery pass; re-sends the mirrored state when due. A failure is counted
+    /// as a failed delivery and is the mirror's to log (once per outage); nothing is retried here
+    /// before the next period.
+    async fn refresh(&self, now: DateTime<Utc>) -> Result<(), SinkError>;
+    /// How often [`Self::refresh`] has work: the delivery loop passes at least this often.
+    fn refresh_every(&self) -> Duration;
 }
 
 /// What a sink may say about a check beyond its id. Handed over by the layer that knows the checks
@@ -382,23 +427,20 @@ pub(crate) mod fixtures {
         let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
             .expect("fixture time")
             .with_timezone(&Utc);
-        Notification {
-            status,
-            reminder,
-            event: false,
-            test: false,
-            finding: Finding {
-                check: "token-bypass-2fa".into(),
-                subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
-                subject: "token 82e393 (bulk-hardening)".into(),
-                severity: Severity::Critical,
-                summary: "A bypass-2FA token is 2d old.".into(),
-                why: "It publishes without 2FA.".into(),
-                fix: "Revoke it: `npm token revoke 82e393`.".into(),
-                dod: Some(Dod::D9),
-            },
-            first_seen: t,
-            at: t,
+        let finding = Finding {
+            check: "token-bypass-2fa".into(),
+            subject_key: "82e3930f1c5a6a7f0d2b9c44e1f3a5b6".into(),
+            subject: "token 82e393 (bulk-hardening)".into(),
+            severity: Severity::Critical,
+            summary: "A bypass-2FA token is 2d old.".into(),
+            why: "It publishes without 2FA.".into(),
+            fix: "Revoke it: `npm token revoke 82e393`.".into(),
+            dod: Some(Dod::D9),
+        };
+        match (status, reminder) {
+            (Status::Firing, false) => Notification::firing(finding, t, t),
+            (Status::Firing, true) => Notification::reminder(finding, t, t),
+            (Status::Resolved, _) => Notification::resolved(finding, t, t),
         }
     }
 }

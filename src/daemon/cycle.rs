@@ -351,15 +351,7 @@ impl Watchdog {
             .active(None)?
             .into_iter()
             .filter(|a| confirmed.contains(a.finding.check.as_str()))
-            .map(|a| Notification {
-                status: Status::Firing,
-                reminder: false,
-                event: false,
-                test: false,
-                first_seen: a.first_seen,
-                at: a.last_seen,
-                finding: a.finding,
-            })
+            .map(|a| Notification::firing(a.finding, a.first_seen, a.last_seen))
             .collect();
         self.outbox.firing(&firing);
         Ok(())

@@ -123,29 +123,22 @@ impl Watchdog {
         error: &str,
     ) -> Notification {
         let path = self.bound.1.display();
-        Notification {
-            status,
-            reminder: false,
-            event: false,
-            test: false,
-            finding: Finding {
-                check: "watchdog-blind".into(),
-                subject_key: "state".into(),
-                subject: format!("state database {path}"),
-                severity: Severity::Critical,
-                summary: format!("npm-watchdog cannot write its state database {path}: {error}"),
-                why: "Every finding and every notification is recorded there before it is sent. \
+        let finding = Finding {
+            check: "watchdog-blind".into(),
+            subject_key: "state".into(),
+            subject: format!("state database {path}"),
+            severity: Severity::Critical,
+            summary: format!("npm-watchdog cannot write its state database {path}: {error}"),
+            why: "Every finding and every notification is recorded there before it is sent. \
                       While it cannot be written, new tokens, publishes and team changes are \
                       still read but neither recorded nor alerted; they will be once it can."
-                    .into(),
-                fix: "Read the error: free disk space, restore write permission on the file and \
+                .into(),
+            fix: "Read the error: free disk space, restore write permission on the file and \
                       its folder, or stop the other process holding a lock on it. The daemon \
                       recovers by itself at the next cycle; `/readyz` answers 200 again then."
-                    .into(),
-                dod: None,
-            },
-            first_seen: since,
-            at,
-        }
+                .into(),
+            dod: None,
+        };
+        Notification::change(status, finding, since, at)
     }
 }

@@ -278,7 +278,7 @@ mod tests {
     use std::collections::HashSet;
 
     use crate::alerts::lifecycle::{Active, Outgoing, Plan};
-    use crate::alerts::{Notification, Status};
+    use crate::alerts::Notification;
     use crate::finding::{Finding, Severity};
 
     fn finding(key: &str, sev: Severity) -> Finding {
@@ -444,15 +444,7 @@ mod tests {
                 touched: vec![],
                 resolved: vec![],
                 notifications: vec![Outgoing {
-                    note: Notification {
-                        status: Status::Firing,
-                        reminder: false,
-                        event: false,
-                        test: false,
-                        finding: f,
-                        first_seen: now(),
-                        at: now(),
-                    },
+                    note: Notification::firing(f, now(), now()),
                     sinks: vec!["email".to_string()],
                 }],
             };
