@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::checks::PackageSet;
 use crate::config::WatchConfig;
 use crate::credential::Credential;
+use crate::fetch::Reason;
 use crate::registry::{
     Fetched, OrgView, Packument, ProvenanceSource, RegistryClient, RegistryError, TeamView,
 };
@@ -28,8 +29,8 @@ use crate::registry::{
 pub struct ReadError {
     /// `packument @acme/widget`, `org acme`; empty when the message says it all.
     pub what: String,
-    /// A [`RegistryError::label`], or `credential`.
-    pub reason: &'static str,
+    /// Why: the `reason` label of `check_errors_total`.
+    pub reason: Reason,
     pub detail: String,
 }
 
@@ -37,7 +38,7 @@ impl ReadError {
     pub fn registry(what: impl Into<String>, e: &RegistryError) -> Self {
         Self {
             what: what.into(),
-            reason: e.label(),
+            reason: e.reason(),
             detail: e.to_string(),
         }
     }
@@ -175,7 +176,7 @@ pub async fn read_packages(
         let Ok((name, result)) = joined else {
             out.errors.push(ReadError {
                 what: "packuments".into(),
-                reason: "task_failed",
+                reason: Reason::TaskFailed,
                 detail: "a packument task failed".into(),
             });
             return;
@@ -190,7 +191,7 @@ pub async fn read_packages(
                 }
                 None => out.errors.push(ReadError {
                     what: format!("packument {name}"),
-                    reason: "unexpected_status",
+                    reason: Reason::UnexpectedStatus,
                     detail: "304 without a stored copy".into(),
                 }),
             },
@@ -294,7 +295,7 @@ async fn read_provenance(
             .push(ReadError::registry(format!("provenance of {key}"), &e)),
         Err(_) => out.errors.push(ReadError {
             what: "provenance".into(),
-            reason: "task_failed",
+            reason: Reason::TaskFailed,
             detail: "a provenance task failed".into(),
         }),
     })

@@ -15,6 +15,8 @@
 //! - [`credential`]: finding and re-reading the daemon's own npm token (never logged).
 //! - [`runtime`]: what the config leaves open (registry, state path), and how it was found, so a
 //!   reload reads it again the same way.
+//! - [`fetch`]: the one retrying GET under the registry and CI clients, and [`fetch::Reason`], the one
+//!   list of why a read failed (the `reason` metric label).
 //! - [`registry`]: the only code that talks to npm; typed results and typed errors, one file per area.
 //! - [`checks`]: pure functions from a snapshot to findings, one file per check, listed in
 //!   `checks::all()`, each in a [`checks::Group`].
@@ -40,6 +42,7 @@ pub mod config;
 pub mod credential;
 pub mod daemon;
 mod dod;
+pub mod fetch;
 pub mod finding;
 pub mod lock;
 pub mod metrics;

@@ -18,6 +18,7 @@ use prometheus::{
 };
 
 use crate::checks::{Group, PackageSet};
+use crate::fetch::Reason;
 use crate::finding::Severity;
 use crate::registry::{Observer, Token};
 
@@ -381,9 +382,9 @@ impl Metrics {
     }
 
     /// One source the group could not read.
-    pub fn group_error(&self, group: Group, reason: &str) {
+    pub fn group_error(&self, group: Group, reason: Reason) {
         self.check_errors
-            .with_label_values(&[group.as_str(), reason])
+            .with_label_values(&[group.as_str(), reason.as_str()])
             .inc();
     }
 

@@ -157,7 +157,7 @@ impl Poster {
             }
         };
         let status = response.status();
-        let retry_after = crate::registry::retry_after(response.headers());
+        let retry_after = crate::fetch::retry_after(response.headers());
         let mut head = Vec::new();
         while head.len() < BODY_READ {
             match response.chunk().await {

@@ -1,8 +1,11 @@
-//! Why a CI list could not be read: one variant per kind of failure, each with a fixed label for
-//! `check_errors_total{check="ci",reason}`. Messages carry the provider's own `message` at most,
-//! never a body (GitLab's answers hold variable values) and never the token.
+//! Why a CI list could not be read: one variant per kind of failure, each with one of the crate's
+//! read failure reasons ([`Reason`]), the label of `check_errors_total{check="ci",reason}`. Messages
+//! carry the provider's own `message` at most, never a body (GitLab's answers hold variable values)
+//! and never the token.
 
-/// Why a CI list could not be read. The label is the `reason` of `check_errors_total{check="ci"}`.
+use crate::fetch::Reason;
+
+/// Why a CI list could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CiError {
     /// The entry's token file could not be read (the message names the key and the file).
@@ -65,20 +68,26 @@ pub enum CiError {
 }
 
 impl CiError {
-    pub fn label(&self) -> &'static str {
+    /// Why the read failed, as the metrics count it (`check_errors_total{check="ci",reason}`).
+    pub fn reason(&self) -> Reason {
         match self {
-            CiError::Credential(_) => "credential",
-            CiError::Unauthorized { .. } => "unauthorized",
-            CiError::Forbidden { .. } => "forbidden",
-            CiError::NotFound { .. } => "not_found",
-            CiError::RateLimited { .. } => "rate_limited",
-            CiError::Server { .. } => "server_error",
-            CiError::Status { .. } => "unexpected_status",
-            CiError::Network { .. } => "network",
-            CiError::TooLarge { .. } => "too_large",
-            CiError::Malformed { .. } => "malformed",
-            CiError::Pagination { .. } => "pagination",
+            CiError::Credential(_) => Reason::Credential,
+            CiError::Unauthorized { .. } => Reason::Unauthorized,
+            CiError::Forbidden { .. } => Reason::Forbidden,
+            CiError::NotFound { .. } => Reason::NotFound,
+            CiError::RateLimited { .. } => Reason::RateLimited,
+            CiError::Server { .. } => Reason::ServerError,
+            CiError::Status { .. } => Reason::UnexpectedStatus,
+            CiError::Network { .. } => Reason::Unreachable,
+            CiError::TooLarge { .. } => Reason::TooLarge,
+            CiError::Malformed { .. } => Reason::Malformed,
+            CiError::Pagination { .. } => Reason::Pagination,
         }
+    }
+
+    /// [`Self::reason`] as its label.
+    pub fn label(&self) -> &'static str {
+        self.reason().as_str()
     }
 
     pub fn malformed(endpoint: &'static str, detail: impl Into<String>) -> Self {

@@ -1,7 +1,8 @@
 //! The HTTP client under every CI provider: the token from the entry's `token_file` in the header
-//! the provider wants, GETs retried with backoff, rate limits waited out (GitHub's 403 or 429 with
-//! `x-ratelimit-remaining: 0` until `x-ratelimit-reset`, `Retry-After` anywhere) up to
-//! [`Limits::max_wait`], bodies capped like the registry's, `Link` pagination that never leaves the
+//! the provider wants, GETs through the crate's one retrying GET ([`crate::fetch::get`]) with rate
+//! limits waited out (GitHub's 403 or 429 with `x-ratelimit-remaining: 0` until
+//! `x-ratelimit-reset`, `Retry-After` anywhere) up to [`Limits::max_wait`], bodies capped like the
+//! registry's, `Link` pagination that never leaves the
 //! API's origin, and every non-2xx answer sorted into a [`CiError`] whose label is the
 //! `check_errors_total` reason.
 //!
@@ -18,11 +19,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::{Auth, CiError, CiSourceConfig};
-use crate::registry::http::{
-    body_detail, describe_reqwest, read_capped, read_prefix, retry_after, BodyError,
-    ERROR_BODY_KEEP,
-};
-use crate::registry::RetryPolicy;
+use crate::fetch::{self, body_detail, retry_after, Failed, RetryPolicy};
 
 /// Counts each request to a CI provider (`npm_watchdog_ci_requests_total`).
 pub trait CiObserver: Send + Sync {
@@ -233,124 +230,88 @@ impl Api {
         endpoint: &'static str,
         url: &Url,
     ) -> Result<(HeaderMap, bytes::Bytes), CiError> {
-        let policy = RetryPolicy {
+        let retry = RetryPolicy {
             retries: self.limits.retries,
             ..RetryPolicy::default()
         };
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let retries_left = attempt <= self.limits.retries;
-            let sent = self
-                .http
-                .get(url.clone())
-                .headers(self.headers.clone())
-                .send()
-                .await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    self.observe(endpoint, if e.is_timeout() { "timeout" } else { "error" });
-                    if retries_left {
-                        self.pause(endpoint, policy.delay(attempt - 1, None), "unreachable")
-                            .await;
-                        continue;
-                    }
-                    return Err(CiError::Network {
-                        endpoint,
-                        attempts: attempt,
-                        detail: describe_reqwest(&e),
-                    });
-                }
-            };
-            let status = resp.status();
-            self.observe(endpoint, status.as_str());
-            if status.is_success() {
-                let headers = resp.headers().clone();
-                match read_capped(resp, self.limits.max_body).await {
-                    Ok(body) => return Ok((headers, body.into())),
-                    Err(BodyError::TooLarge { .. }) => {
-                        return Err(CiError::TooLarge {
-                            endpoint,
-                            limit: self.limits.max_body,
-                        })
-                    }
-                    Err(BodyError::Cut(_)) if retries_left => {
-                        self.pause(endpoint, policy.delay(attempt - 1, None), "answer cut off")
-                            .await;
-                        continue;
-                    }
-                    Err(BodyError::Cut(e)) => {
-                        return Err(CiError::Network {
-                            endpoint,
-                            attempts: attempt,
-                            detail: describe_reqwest(&e),
-                        })
-                    }
-                }
+        let observe = |outcome: &str| self.observe(endpoint, outcome);
+        let answer = fetch::get(fetch::Request {
+            http: &self.http,
+            url: url.clone(),
+            headers: self.headers.clone(),
+            cap: self.limits.max_body,
+            retry: &retry,
+            source: self.kind,
+            endpoint,
+            observe: &observe,
+            rate_limit: Some(rate_limit_wait),
+            max_wait: self.limits.max_wait,
+        })
+        .await;
+        let (status, body, attempts) = match answer {
+            Ok(reply) => return Ok((reply.headers, reply.body)),
+            Err(Failed::Network { attempts, detail }) => {
+                return Err(CiError::Network {
+                    endpoint,
+                    attempts,
+                    detail,
+                })
             }
-            let headers = resp.headers().clone();
-            if let Some(wait) = rate_limit_wait(status, &headers) {
-                if wait > self.limits.max_wait || !retries_left {
-                    return Err(CiError::RateLimited {
-                        endpoint,
-                        status: status.as_u16(),
-                        attempts: attempt,
-                        until: format!(
-                            "; the limit resets in {}",
-                            humantime::format_duration(Duration::from_secs(wait.as_secs()))
-                        ),
-                    });
-                }
-                // Past the reset by a moment, so the first request after it is not refused again.
-                self.pause(endpoint, wait + Duration::from_secs(1), "rate limited")
-                    .await;
-                continue;
+            Err(Failed::TooLarge { .. }) => {
+                return Err(CiError::TooLarge {
+                    endpoint,
+                    limit: self.limits.max_body,
+                })
             }
-            let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
-            if retryable && retries_left {
-                let d = policy.delay(attempt - 1, retry_after(&headers));
-                self.pause(endpoint, d, "provider busy").await;
-                continue;
-            }
-            let detail = body_detail(&read_prefix(resp, ERROR_BODY_KEEP).await.unwrap_or_default());
-            return Err(match status.as_u16() {
-                401 => CiError::Unauthorized { endpoint, detail },
-                403 => CiError::Forbidden { endpoint, detail },
-                404 => CiError::NotFound { endpoint, detail },
-                408 | 429 => CiError::RateLimited {
+            Err(Failed::RateLimited {
+                status,
+                attempts,
+                wait,
+            }) => {
+                return Err(CiError::RateLimited {
                     endpoint,
                     status: status.as_u16(),
-                    attempts: attempt,
-                    until: String::new(),
-                },
-                s if s >= 500 => CiError::Server {
-                    endpoint,
-                    status: s,
-                    attempts: attempt,
-                    detail,
-                },
-                s => CiError::Status {
-                    endpoint,
-                    status: s,
-                    detail,
-                },
-            });
-        }
+                    attempts,
+                    until: format!(
+                        "; the limit resets in {}",
+                        humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                    ),
+                })
+            }
+            Err(Failed::Refused {
+                status,
+                body,
+                attempts,
+                ..
+            }) => (status, body, attempts),
+        };
+        let detail = body_detail(&body);
+        Err(match status.as_u16() {
+            401 => CiError::Unauthorized { endpoint, detail },
+            403 => CiError::Forbidden { endpoint, detail },
+            404 => CiError::NotFound { endpoint, detail },
+            408 | 420 | 429 => CiError::RateLimited {
+                endpoint,
+                status: status.as_u16(),
+                attempts,
+                until: String::new(),
+            },
+            s if s >= 500 => CiError::Server {
+                endpoint,
+                status: s,
+                attempts,
+                detail,
+            },
+            s => CiError::Status {
+                endpoint,
+                status: s,
+                detail,
+            },
+        })
     }
 
     fn observe(&self, endpoint: &str, outcome: &str) {
         self.observer.request(self.kind, endpoint, outcome);
-    }
-
-    async fn pause(&self, endpoint: &'static str, d: Duration, why: &'static str) {
-        tracing::debug!(
-            provider = self.kind,
-            endpoint,
-            delay_ms = d.as_millis() as u64,
-            "{why}, retrying"
-        );
-        tokio::time::sleep(d).await;
     }
 }
 

@@ -19,6 +19,7 @@ use crate::checks::{self, Group, PackageSet, Snapshot};
 use crate::ci::{self, CiInventory};
 use crate::collect::{self, ReadError, StoredPackument};
 use crate::credential::Credential;
+use crate::fetch::Reason;
 use crate::registry::{OrgView, Profile, Token};
 use crate::state::{self, CiLists, Copies, CycleRecord, StateError};
 
@@ -57,7 +58,7 @@ impl Watchdog {
             Err(e) => {
                 g.errors.push(ReadError {
                     what: "credential".into(),
-                    reason: "credential",
+                    reason: Reason::Credential,
                     detail: e.to_string(),
                 });
                 if group == Group::Org {
@@ -106,7 +107,7 @@ impl Watchdog {
         g.errors
             .extend(assembled.errors.iter().map(|(what, e)| ReadError {
                 what: what.clone(),
-                reason: e.label(),
+                reason: e.reason(),
                 detail: e.to_string(),
             }));
         let kinds: Vec<&str> = rt.config.ci.entries().iter().map(|e| e.kind).collect();
@@ -215,7 +216,7 @@ impl Watchdog {
             Err(_) => Gathered {
                 errors: vec![ReadError {
                     what: String::new(),
-                    reason: "run_timeout",
+                    reason: Reason::RunTimeout,
                     detail: format!(
                         "reading took longer than schedule.max_run ({max_run}) and was stopped"
                     ),

@@ -22,6 +22,7 @@ use super::Watchdog;
 use crate::alerts::lifecycle::{Outgoing, Plan};
 use crate::alerts::{Notification, Status};
 use crate::checks::Group;
+use crate::fetch::Reason;
 use crate::finding::{Finding, Severity};
 use crate::state::StateError;
 
@@ -65,7 +66,7 @@ impl Watchdog {
             "cannot record the cycle: the state database cannot be written; not ready until it can"
         );
         self.metrics.state_write_errors.inc();
-        self.metrics.group_error(group, "state");
+        self.metrics.group_error(group, Reason::State);
         self.metrics.group_ran(group, false, Utc::now());
         self.ready.store(false, Ordering::SeqCst);
         let (since, told) = {

@@ -1,5 +1,7 @@
-//! What can go wrong talking to the registry, as one typed error whose [`label`](RegistryError::label)
-//! is a fixed string safe for metric labels.
+//! What can go wrong talking to the registry, as one typed error whose [`reason`](RegistryError::reason)
+//! is one of the crate's read failure reasons ([`Reason`]), the metric label.
+
+use crate::fetch::Reason;
 
 /// A failed registry call. Never turned into an empty result by anyone.
 #[derive(Debug, thiserror::Error)]
@@ -92,21 +94,26 @@ pub(crate) fn size(bytes: u64) -> String {
 }
 
 impl RegistryError {
-    /// A short, fixed label for metrics (`check_errors_total{reason}`).
-    pub fn label(&self) -> &'static str {
+    /// Why the read failed, as the metrics count it (`check_errors_total{reason}`).
+    pub fn reason(&self) -> Reason {
         match self {
-            RegistryError::OtpRequired { .. } => "otp_required",
-            RegistryError::IpBlocked { .. } => "ip_blocked",
-            RegistryError::Unauthorized { .. } => "unauthorized",
-            RegistryError::Forbidden { .. } => "forbidden",
-            RegistryError::NotFound { .. } => "not_found",
-            RegistryError::RateLimited { .. } => "rate_limited",
-            RegistryError::Server { .. } => "server_error",
-            RegistryError::Status { .. } => "unexpected_status",
-            RegistryError::Malformed { .. } => "malformed",
-            RegistryError::Network { .. } => "unreachable",
-            RegistryError::TooLarge { .. } => "too_large",
+            RegistryError::OtpRequired { .. } => Reason::OtpRequired,
+            RegistryError::IpBlocked { .. } => Reason::IpBlocked,
+            RegistryError::Unauthorized { .. } => Reason::Unauthorized,
+            RegistryError::Forbidden { .. } => Reason::Forbidden,
+            RegistryError::NotFound { .. } => Reason::NotFound,
+            RegistryError::RateLimited { .. } => Reason::RateLimited,
+            RegistryError::Server { .. } => Reason::ServerError,
+            RegistryError::Status { .. } => Reason::UnexpectedStatus,
+            RegistryError::Malformed { .. } => Reason::Malformed,
+            RegistryError::Network { .. } => Reason::Unreachable,
+            RegistryError::TooLarge { .. } => Reason::TooLarge,
         }
+    }
+
+    /// [`Self::reason`] as its label.
+    pub fn label(&self) -> &'static str {
+        self.reason().as_str()
     }
 
     /// The registry refused the credential itself (not the request): the fix is in the credential.

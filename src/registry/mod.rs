@@ -1,8 +1,9 @@
 //! The registry client: the only code that talks to npm, and it returns typed data.
 //!
 //! Behaviour follows the npm CLI where that is safe and deliberately differs where a daemon needs more:
-//! GETs are retried on 408, 420, 429, 5xx and connection errors with jittered exponential backoff that
-//! honours `Retry-After` (npm ignores it); POSTs are never retried; every failure is a typed
+//! GETs go through the crate's one retrying GET ([`crate::fetch`]: 408, 420, 429, 5xx and connection
+//! errors retried with jittered exponential backoff that honours `Retry-After`, which npm ignores);
+//! POSTs are never retried; every failure is a typed
 //! [`RegistryError`] whose [`label`](RegistryError::label) is safe to use in metrics. A failure is never
 //! turned into an empty result. Every body is read up to a cap ([`BodyLimits`]: `registry.max_body`
 //! for API answers, `registry.max_packument` for packuments); past it the call fails with
@@ -27,9 +28,9 @@ use std::time::Duration;
 
 use url::Url;
 
+pub use crate::fetch::RetryPolicy;
 pub use error::{FieldError, RegistryError};
-pub(crate) use http::retry_after;
-pub use http::{BodyLimits, RetryPolicy};
+pub use http::BodyLimits;
 pub use org::{OrgView, TeamView};
 pub use packument::{
     parse_packument, parse_provenance, Fetched, Packument, ProvenanceSource, TrustedPublisher,
