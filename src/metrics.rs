@@ -24,29 +24,54 @@ use crate::registry::{Observer, Token};
 
 const NS: &str = "npm_watchdog";
 
+/// How a delivery attempt ended: the `outcome` label of `notifications_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// Worth retrying; it will be.
+    Failed,
+    /// Refused for good by the receiver; not retried.
+    Rejected,
+    /// Queued for a sink that is no longer configured.
+    Dropped,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Failed => "failed",
+            Delivery::Rejected => "rejected",
+            Delivery::Dropped => "dropped",
+        }
+    }
+}
+
+/// The metrics, set through methods named for what happened (a cycle ran, a notification was
+/// sent), so that each family's label set is written in this file only.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub tokens: IntGaugeVec,
-    pub token_created: GaugeVec,
-    pub token_expiry: GaugeVec,
-    pub findings: IntGaugeVec,
-    pub check_success: IntGaugeVec,
-    pub check_last_success: GaugeVec,
-    pub check_duration: GaugeVec,
-    pub check_errors: IntCounterVec,
-    pub registry_requests: IntCounterVec,
-    pub ci_requests: IntCounterVec,
-    pub ci_secrets: IntGaugeVec,
-    pub notifications: IntCounterVec,
-    pub notification_queue: IntGaugeVec,
+    tokens: IntGaugeVec,
+    token_created: GaugeVec,
+    token_expiry: GaugeVec,
+    findings: IntGaugeVec,
+    check_success: IntGaugeVec,
+    check_last_success: GaugeVec,
+    check_duration: GaugeVec,
+    check_errors: IntCounterVec,
+    registry_requests: IntCounterVec,
+    ci_requests: IntCounterVec,
+    ci_secrets: IntGaugeVec,
+    notifications: IntCounterVec,
+    notification_queue: IntGaugeVec,
     package_latest_trusted: PackageSeries,
-    pub credential_expiry: GaugeVec,
-    pub build_info: IntGaugeVec,
-    pub up_since: Gauge,
-    pub config_reload_ok: IntGauge,
-    pub config_reload_success: Gauge,
-    pub state_write_errors: IntCounter,
+    credential_expiry: GaugeVec,
+    build_info: IntGaugeVec,
+    up_since: Gauge,
+    config_reload_ok: IntGauge,
+    config_reload_success: Gauge,
+    state_write_errors: IntCounter,
     /// Replacing a family (reset, then set every series) is many steps; a scrape between them would
     /// see no tokens, or half of them, which reads as "all clear". Replacements take this for writing
     /// and `render` for reading, so a scrape sees the old set or the new one, never a mix.
@@ -389,6 +414,34 @@ impl Metrics {
     }
 
     /// A configuration (re)load: `config_last_reload_successful`, and the success time.
+    /// How long the last run of `group` took.
+    pub fn group_duration(&self, group: Group, took: std::time::Duration) {
+        self.check_duration
+            .with_label_values(&[group.as_str()])
+            .set(took.as_secs_f64());
+    }
+
+    /// A cycle could not be recorded in the state database.
+    pub fn state_write_failed(&self) {
+        self.state_write_errors.inc();
+    }
+
+    /// One delivery attempt of a notification to `sink`, by how it ended.
+    pub fn notification(&self, sink: &str, outcome: Delivery) {
+        self.notifications
+            .with_label_values(&[sink, outcome.as_str()])
+            .inc();
+    }
+
+    /// `notification_queue{sink}` for every configured sink: its undelivered rows, zero when none.
+    pub fn set_queues<'a>(&self, sinks: impl IntoIterator<Item = (&'a str, i64)>) {
+        let _whole = self.replacing();
+        self.notification_queue.reset();
+        for (sink, n) in sinks {
+            self.notification_queue.with_label_values(&[sink]).set(n);
+        }
+    }
+
     pub fn config_reloaded(&self, ok: bool, at: DateTime<Utc>) {
         self.config_reload_ok.set(i64::from(ok));
         if ok {

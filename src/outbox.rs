@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
 use crate::alerts::{Failure, Notification, Route, Sink, SinkError, Target};
-use crate::metrics::Metrics;
+use crate::metrics::{Delivery, Metrics};
 use crate::state::{OutboxItem, State};
 
 /// How long a pass waits for a wake-up before looking at the outbox again (for retries falling due).
@@ -117,16 +117,16 @@ impl Dispatcher {
             }
             match t.sink.send(note).await {
                 Ok(()) => {
-                    self.count(&name, "sent");
+                    self.count(&name, Delivery::Sent);
                     accepted.insert(name);
                 }
                 Err(e) => {
                     self.count(
                         &name,
                         if e.is_rejected() {
-                            "rejected"
+                            Delivery::Rejected
                         } else {
-                            "failed"
+                            Delivery::Failed
                         },
                     );
                     tracing::error!(sink = %name, error = %e, "cannot send the alert about the state database");
@@ -181,7 +181,7 @@ impl Dispatcher {
             tasks.spawn(async move {
                 let Some(mirror) = sink.mirror() else { return };
                 if mirror.refresh(now).await.is_err() {
-                    me.count(sink.name(), "failed");
+                    me.count(sink.name(), Delivery::Failed);
                 }
             });
         }
@@ -194,11 +194,8 @@ impl Dispatcher {
         self.update_queue_metric();
     }
 
-    fn count(&self, sink: &str, outcome: &str) {
-        self.metrics
-            .notifications
-            .with_label_values(&[sink, outcome])
-            .inc();
+    fn count(&self, sink: &str, outcome: Delivery) {
+        self.metrics.notification(sink, outcome);
     }
 
     /// The sink is no longer configured: its queue is dropped, loudly, and nothing goes elsewhere.
@@ -240,7 +237,7 @@ impl Dispatcher {
             "dropping queued notifications: the sink is no longer configured"
         );
         for item in items {
-            self.count(name, "dropped");
+            self.count(name, Delivery::Dropped);
             if let Err(e) =
                 self.state
                     .mark_delivered(item.id, now, Some("dropped: sink no longer configured"))
@@ -269,14 +266,14 @@ impl Dispatcher {
             }
             match sink.send(&item.notification).await {
                 Ok(()) => {
-                    self.count(name, "sent");
+                    self.count(name, Delivery::Sent);
                     if let Err(e) = self.state.mark_delivered(item.id, now, None) {
                         tracing::error!(error = %e, "notification sent but the outbox cannot record it; it may be sent again");
                     }
                 }
                 Err(e) if e.is_rejected() => self.rejected(name, &item, &e, now),
                 Err(e) => {
-                    self.count(name, "failed");
+                    self.count(name, Delivery::Failed);
                     let wait = retry_delay(item.attempts, &e);
                     tracing::warn!(
                         sink = name,
@@ -298,7 +295,7 @@ impl Dispatcher {
     /// The receiver refused the message for good: keep the reason with the row, count it and say so
     /// loudly. Retrying would only be refused again and hold back what follows.
     fn rejected(&self, name: &str, item: &OutboxItem, e: &SinkError, now: DateTime<Utc>) {
-        self.count(name, "rejected");
+        self.count(name, Delivery::Rejected);
         tracing::error!(
             sink = name,
             check = %item.notification.finding.check,
@@ -317,17 +314,14 @@ impl Dispatcher {
     pub fn update_queue_metric(&self) {
         match self.state.queue_depth() {
             Ok(depths) => {
-                self.metrics.notification_queue.reset();
-                for s in self.sinks() {
+                let sinks = self.sinks();
+                self.metrics.set_queues(sinks.iter().map(|s| {
                     let n = depths
                         .iter()
                         .find(|(name, _)| name == s.name())
                         .map_or(0, |(_, n)| *n);
-                    self.metrics
-                        .notification_queue
-                        .with_label_values(&[s.name()])
-                        .set(n);
-                }
+                    (s.name(), n)
+                }));
             }
             Err(e) => tracing::error!(error = %e, "cannot read the outbox size"),
         }

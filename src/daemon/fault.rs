@@ -65,7 +65,7 @@ impl Watchdog {
             error = %e,
             "cannot record the cycle: the state database cannot be written; not ready until it can"
         );
-        self.metrics.state_write_errors.inc();
+        self.metrics.state_write_failed();
         self.metrics.group_error(group, Reason::State);
         self.metrics.group_ran(group, false, Utc::now());
         self.ready.store(false, Ordering::SeqCst);

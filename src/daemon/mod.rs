@@ -165,10 +165,7 @@ impl Watchdog {
         };
         let started = Instant::now();
         let result = self.cycle(group).await;
-        self.metrics
-            .check_duration
-            .with_label_values(&[group.as_str()])
-            .set(started.elapsed().as_secs_f64());
+        self.metrics.group_duration(group, started.elapsed());
         match result {
             Ok(()) => self.state_write_ok(),
             Err(e) => self.state_write_failed(group, &e).await,
