@@ -15,8 +15,10 @@ use npm_watchdog::secret::PermissionPolicy;
     name = "npm-watchdog",
     version,
     about = "Keeps an npm account hardened: alerts when a static or stale bypass-2FA token appears",
-    long_about = "Keeps an npm account at its hardened state. It lists the account's tokens on a schedule, \
-                  alerts by email, webhook or log when a static token or a stale bypass-2FA token appears, \
+    long_about = "Keeps an npm account at its hardened state. On a schedule it lists the account's tokens and \
+                  checks its packages, publishes, trusted publishers, teams and CI secrets; it alerts by email, \
+                  webhook, PagerDuty, Slack or Alertmanager (the log when none is configured) when a static \
+                  token, a stale bypass-2FA token, a team with write access or an untrusted publish appears, \
                   and exports Prometheus metrics.\n\n\
                   Configuration: --config PATH, else /etc/npm-watchdog/config.toml if it exists, else built-in \
                   defaults; NPM_WATCHDOG_<SECTION>__<KEY> variables override both. The daemon reads it again \

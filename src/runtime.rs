@@ -42,8 +42,7 @@ impl ConfigSource {
 
     /// Read the configuration and settle what it leaves open.
     pub fn load(&self) -> Result<(Loaded, Runtime), LoadError> {
-        let loaded = config::load(self.config_path.as_deref())?;
-        check_routes(&loaded)?;
+        let loaded = config::load(self.config_path.as_deref(), &checks::ids())?;
         let rt = Runtime::new(loaded.config.clone(), self.env.clone())?;
         Ok((loaded, rt))
     }
@@ -61,20 +60,6 @@ pub fn check_facts() -> BTreeMap<&'static str, CheckFacts> {
             (c.id, facts)
         })
         .collect()
-}
-
-/// The sinks' `checks` and `exclude_checks` must name real checks. Checked here, above both the
-/// configuration and the checks, because the checks depend on the configuration.
-pub fn check_routes(loaded: &Loaded) -> Result<(), ConfigError> {
-    let known: Vec<&str> = checks::all().iter().map(|c| c.id).collect();
-    loaded
-        .config
-        .alerts
-        .validate_routes(&known)
-        .map_err(|invalid| ConfigError::Invalid {
-            origin: loaded.origin(),
-            invalid,
-        })
 }
 
 /// Where a setting's value came from, for the start-up summary and `config check`.

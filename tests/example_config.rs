@@ -64,6 +64,7 @@ fn load_example() -> Config {
     match load_with_env(
         Some(&path),
         Env::prefixed("NPM_WATCHDOG_EXAMPLE_UNUSED_").split("__"),
+        &npm_watchdog::checks::ids(),
     ) {
         Ok(loaded) => loaded.config,
         Err(e) => panic!("the example config does not load: {e}"),
@@ -272,7 +273,7 @@ fn fully_populated() -> Config {
 /// Every key path the config structs accept, from serializing them.
 fn accepted_keys() -> BTreeSet<String> {
     let full = fully_populated();
-    if let Err(e) = full.validate() {
+    if let Err(e) = full.validate(&npm_watchdog::checks::ids()) {
         panic!("the fully populated test config is invalid: {e}");
     }
     let mut keys = BTreeSet::new();
@@ -486,6 +487,7 @@ fn commented_out_examples_load_when_uncommented() {
     if let Err(e) = load_with_env(
         Some(&path),
         Env::prefixed("NPM_WATCHDOG_EXAMPLE_UNUSED_").split("__"),
+        &npm_watchdog::checks::ids(),
     ) {
         panic!("with its commented-out examples uncommented, the example does not load: {e}\n{rendered}");
     }

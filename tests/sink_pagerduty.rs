@@ -162,7 +162,9 @@ fn section(key_file: &Path, url: &Url) -> PagerDutySinkConfig {
         key_file.display().to_string()
     );
     let alerts: AlertsConfig = toml::from_str(&toml).expect("section parses");
-    alerts.validate().expect("section is valid");
+    alerts
+        .validate(&npm_watchdog::checks::ids())
+        .expect("section is valid");
     alerts.pagerduty[0].clone()
 }
 

@@ -202,7 +202,7 @@ async fn alerts_slack_section_builds_a_sink_named_after_it() {
         url_file.display().to_string()
     ))
     .expect("parse");
-    cfg.validate().expect("valid");
+    cfg.validate(&npm_watchdog::checks::ids()).expect("valid");
     let entries = cfg.entries();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].key(), "alerts.slack[0]");

@@ -358,9 +358,9 @@ pub(crate) fn default_sink_timeout() -> HumanDuration {
 }
 
 impl AlertsConfig {
-    /// Each entry's own rules and names unique across all sinks. That routes name real checks is
-    /// checked by [`Self::validate_routes`], given the check ids.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    /// Each entry's own rules, names unique across all sinks, and routes that name one of
+    /// `known_checks` (handed in by the layer that knows the checks).
+    pub fn validate(&self, known_checks: &[&str]) -> Result<(), Invalid> {
         let mut names = std::collections::HashSet::new();
         for e in self.entries() {
             e.config.validate().map_err(|i| i.under(&e.key()))?;
@@ -370,16 +370,9 @@ impl AlertsConfig {
                     "another sink has this name",
                 ));
             }
-        }
-        Ok(())
-    }
-
-    /// Every route's `checks` and `exclude_checks` name one of `known`.
-    pub fn validate_routes(&self, known: &[&str]) -> Result<(), Invalid> {
-        for e in self.entries() {
             e.config
                 .route()
-                .validate(known)
+                .validate(known_checks)
                 .map_err(|i| i.under(&e.key()))?;
         }
         Ok(())

@@ -180,6 +180,11 @@ impl CheckDef {
     }
 }
 
+/// Every check's id, in the order reports list them: what a sink's route may name.
+pub fn ids() -> Vec<&'static str> {
+    all().iter().map(|c| c.id).collect()
+}
+
 /// Every check, in the order reports list them.
 pub fn all() -> &'static [CheckDef] {
     const ALL: &[CheckDef] = &[

@@ -48,12 +48,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Each section's rules; the error names the key with its section (`policy.blind_after`).
-    pub fn validate(&self) -> Result<(), Invalid> {
+    /// Every rule of every section, in one place; the error names the key with its section
+    /// (`policy.blind_after`). `known_checks` are the check ids routes may name: the checks sit
+    /// above the configuration, so their ids are handed in.
+    pub fn validate(&self, known_checks: &[&str]) -> Result<(), Invalid> {
         self.registry.validate().map_err(|e| e.under("registry"))?;
         self.policy.validate().map_err(|e| e.under("policy"))?;
         // The alerts and ci sections name their keys in full (`alerts.email[0].to`).
-        self.alerts.validate()?;
+        self.alerts.validate(known_checks)?;
         self.ci.validate()
     }
 
@@ -93,13 +95,18 @@ impl Loaded {
     }
 }
 
-/// Load from `path`, or from [`DEFAULT_CONFIG_PATH`] if it exists, or from defaults alone.
-pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
-    load_with_env(path, Env::prefixed(ENV_PREFIX).split("__"))
+/// Load from `path`, or from [`DEFAULT_CONFIG_PATH`] if it exists, or from defaults alone, and
+/// check every rule ([`Config::validate`]).
+pub fn load(path: Option<&Path>, known_checks: &[&str]) -> Result<Loaded, ConfigError> {
+    load_with_env(path, Env::prefixed(ENV_PREFIX).split("__"), known_checks)
 }
 
 /// [`load`] with the environment provider given, so tests need not touch the process environment.
-pub fn load_with_env(path: Option<&Path>, env: Env) -> Result<Loaded, ConfigError> {
+pub fn load_with_env(
+    path: Option<&Path>,
+    env: Env,
+    known_checks: &[&str],
+) -> Result<Loaded, ConfigError> {
     let file = match path {
         Some(p) if !p.exists() => return Err(ConfigError::NotFound(p.to_path_buf())),
         Some(p) => Some(p.to_path_buf()),
@@ -114,7 +121,7 @@ pub fn load_with_env(path: Option<&Path>, env: Env) -> Result<Loaded, ConfigErro
     let loaded = Loaded { config, file };
     loaded
         .config
-        .validate()
+        .validate(known_checks)
         .map_err(|invalid| ConfigError::Invalid {
             origin: loaded.origin(),
             invalid,
@@ -213,6 +220,7 @@ mod tests {
         load_with_env(
             Some(&path),
             Env::prefixed("NPM_WATCHDOG_TEST_UNUSED_").split("__"),
+            &crate::checks::ids(),
         )
         .map_err(|e| e.to_string().replace(&path.display().to_string(), "F"))
     }
@@ -521,11 +529,13 @@ path = "/var/lib/npm-watchdog/state.db"
         figment::Jail::expect_with(|jail| {
             jail.set_env("NPM_WATCHDOG_SCHEDULE__TOKENS", "2s");
             jail.set_env("NPM_WATCHDOG_POLICY__BLIND_AFTER", "5");
-            let c = load(Some(&path)).map_err(|e| e.to_string())?.config;
+            let c = load(Some(&path), &[]).map_err(|e| e.to_string())?.config;
             assert_eq!(c.schedule.tokens, Schedule::Every(HumanDuration::secs(2)));
             assert_eq!(c.policy.blind_after, 5);
             jail.set_env("NPM_WATCHDOG_POLICY__BLIND_AFTR", "5");
-            let err = load(Some(&path)).expect_err("unknown env key").to_string();
+            let err = load(Some(&path), &[])
+                .expect_err("unknown env key")
+                .to_string();
             assert!(err.contains("NPM_WATCHDOG_POLICY__BLIND_AFTR"), "{err}");
             Ok(())
         });
@@ -533,7 +543,8 @@ path = "/var/lib/npm-watchdog/state.db"
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        let err = load(Some(Path::new("/nonexistent/npm-watchdog.toml"))).expect_err("missing");
+        let err =
+            load(Some(Path::new("/nonexistent/npm-watchdog.toml")), &[]).expect_err("missing");
         assert_eq!(
             err.to_string(),
             "config file /nonexistent/npm-watchdog.toml: not found"
