@@ -443,7 +443,7 @@ async fn image_builds_runs_read_only_detects_a_token_and_keeps_its_state_across_
     // The first token run reached the registry (through the host's loopback) and saw no token.
     wait_metric_at_least(
         port,
-        "npm_watchdog_check_success{check=\"tokens\"}",
+        "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}",
         1.0,
         &name,
     );

@@ -145,7 +145,7 @@ async fn an_npm_token_in_ci_fires_resolves_and_is_held_while_unreadable() {
     run_ci(&wd).await;
     assert_eq!(s.take(&mut seen), Vec::<String>::new());
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"ci\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"ci\",group=\"ci\"}").as_deref(),
         Some("1")
     );
     assert_eq!(
@@ -182,13 +182,13 @@ async fn an_npm_token_in_ci_fires_resolves_and_is_held_while_unreadable() {
     run_ci(&wd).await;
     assert_eq!(s.take(&mut seen), Vec::<String>::new());
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"ci\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"ci\",group=\"ci\"}").as_deref(),
         Some("0")
     );
     assert!(
         metric(
             &wd,
-            "npm_watchdog_check_errors_total{check=\"ci\",reason=\"forbidden\"}"
+            "npm_watchdog_check_errors_total{check=\"ci\",group=\"ci\",reason=\"forbidden\"}"
         )
         .is_some_and(|v| v != "0"),
         "{}",
@@ -217,7 +217,7 @@ async fn an_npm_token_in_ci_fires_resolves_and_is_held_while_unreadable() {
         [ENV_TOKEN.replacen("FIRING", "RESOLVED", 1)]
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"ci\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"ci\",group=\"ci\"}").as_deref(),
         Some("1")
     );
     assert!(
@@ -324,7 +324,7 @@ async fn the_running_daemon_schedules_the_ci_group() {
                 // Not listening yet.
                 Err(_) => String::new(),
             };
-            if text.contains("npm_watchdog_check_success{check=\"ci\"} 1") {
+            if text.contains("npm_watchdog_check_success{check=\"ci\",group=\"ci\"} 1") {
                 s.ci.add_github_repo_secret("acme/widget", "NPM_TOKEN", T, T);
                 added = true;
             }

@@ -201,7 +201,7 @@ async fn first_run_new_token_restart_outage_and_recovery() {
         ]
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
         Some("1")
     );
     // Three tokens over pages of two: the second page came through `urls.next`.
@@ -257,7 +257,7 @@ async fn first_run_new_token_restart_outage_and_recovery() {
         "an outage must not resolve anything"
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
         Some("0")
     );
     cycle(&wd).await;
@@ -294,7 +294,7 @@ async fn first_run_new_token_restart_outage_and_recovery() {
         ]
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
         Some("1")
     );
     assert_no_secret(&wd.metrics().render(), Path::new("/metrics"));
@@ -569,7 +569,7 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
     // A trusted release and a release from before the cutoff: nothing to report.
     assert!(s.hook.take().is_empty());
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"packages\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}").as_deref(),
         Some("1")
     );
     assert_eq!(
@@ -640,7 +640,7 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
         "a failed fetch must not resolve anything"
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"packages\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}").as_deref(),
         Some("0")
     );
 
@@ -655,7 +655,7 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
         vec!["RESOLVED publish-untrusted version @acme/widget@1.1.0"]
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"packages\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}").as_deref(),
         Some("1")
     );
 }
@@ -788,7 +788,7 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
     cycle_group(&wd, Group::Org).await;
     assert!(s.hook.take().is_empty());
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"org\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"org\",group=\"org\"}").as_deref(),
         Some("0")
     );
     s.registry.clear_faults();
@@ -1022,7 +1022,7 @@ async fn read_failures_are_counted_by_reason() {
     let errors = |reason: &str| {
         metric(
             &wd,
-            &format!("npm_watchdog_check_errors_total{{check=\"tokens\",reason=\"{reason}\"}}"),
+            &format!("npm_watchdog_check_errors_total{{check=\"tokens\",group=\"tokens\",reason=\"{reason}\"}}"),
         )
     };
     cycle(&wd).await;
@@ -1041,7 +1041,7 @@ async fn read_failures_are_counted_by_reason() {
     cycle(&wd).await;
     assert_eq!(errors("credential").as_deref(), Some("1"));
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
         Some("0")
     );
 }
@@ -1128,13 +1128,13 @@ async fn an_endless_token_list_is_cut_at_max_run_and_counts_as_a_failed_run() {
     assert_eq!(
         metric(
             &wd,
-            "npm_watchdog_check_errors_total{check=\"tokens\",reason=\"run_timeout\"}"
+            "npm_watchdog_check_errors_total{check=\"tokens\",group=\"tokens\",reason=\"run_timeout\"}"
         )
         .as_deref(),
         Some("1")
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
         Some("0")
     );
     cycle(&wd).await;
@@ -1225,7 +1225,7 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             "{name}: one failed run changes nothing"
         );
         assert_eq!(
-            metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+            metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
             Some("0"),
             "{name}"
         );
@@ -1239,7 +1239,7 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             .metrics()
             .render()
             .lines()
-            .filter(|l| l.starts_with("npm_watchdog_check_errors_total{check=\"tokens\""))
+            .filter(|l| l.starts_with("npm_watchdog_check_errors_total{check=\"tokens\",group=\"tokens\""))
             .map(str::to_string)
             .collect();
         println!("{name}: {counted:?}");
@@ -1262,7 +1262,7 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             "{name}: recovery"
         );
         assert_eq!(
-            metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+            metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
             Some("1"),
             "{name}"
         );
@@ -1299,13 +1299,13 @@ async fn registry_max_body_from_the_config_caps_the_token_list() {
     assert_eq!(
         metric(
             &wd,
-            "npm_watchdog_check_errors_total{check=\"tokens\",reason=\"too_large\"}"
+            "npm_watchdog_check_errors_total{check=\"tokens\",group=\"tokens\",reason=\"too_large\"}"
         )
         .as_deref(),
         Some("1")
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\"}").as_deref(),
+        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
         Some("0")
     );
 }

@@ -168,19 +168,19 @@ timeout = "5s"
     let mut daemon = Daemon::start(&config, port, &log, &harmless_npmrc);
 
     // --- Before the package exists: a failure, never "all clear", and no publish email. ---
-    daemon.wait_metric("npm_watchdog_check_success{check=\"packages\"}", 0.0);
+    daemon.wait_metric("npm_watchdog_check_success{check=\"packages\",group=\"packages\"}", 0.0);
     // Two package runs answered 404 by the real registry (the scoped name reached it escaped).
     daemon.wait_counter(
         "npm_watchdog_registry_requests_total{code=\"404\",endpoint=\"packument\"}",
         2.0,
     );
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"packages\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"packages\",group=\"packages\"}"),
         Some(0.0),
         "a watched package that cannot be read is a failed run"
     );
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"),
         Some(1.0)
     );
     assert!(
@@ -242,7 +242,7 @@ timeout = "5s"
         "{}",
         fired_100.raw
     );
-    daemon.wait_metric("npm_watchdog_check_success{check=\"packages\"}", 1.0);
+    daemon.wait_metric("npm_watchdog_check_success{check=\"packages\",group=\"packages\"}", 1.0);
     println!(
         "npm publish 1.0.0 -> check_success{{packages}} 1: {:?}",
         published.elapsed()
@@ -263,7 +263,7 @@ timeout = "5s"
         started.elapsed()
     );
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"packages\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"packages\",group=\"packages\"}"),
         Some(1.0),
         "a 304 is a successful read"
     );

@@ -86,7 +86,7 @@ timeout = "5s"
         smtp.subjects()
     );
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"),
         Some(1.0)
     );
     peers::promtool_check_metrics(&daemon.metrics()).expect("promtool accepts /metrics");
@@ -148,7 +148,7 @@ timeout = "5s"
     let resolved_before = smtp.count("[RESOLVED]");
     verdaccio.stop();
     wait_until("check_success 0 while the registry is down", SLOW, || {
-        (daemon.metric("npm_watchdog_check_success{check=\"tokens\"}")? == 0.0).then_some(())
+        (daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}")? == 0.0).then_some(())
     });
     smtp.wait_for("[FIRING:critical] watchdog-blind: check group tokens", SLOW);
     assert_eq!(
@@ -166,7 +166,7 @@ timeout = "5s"
     // Registry back: recovery, and the blind finding resolves.
     verdaccio.restart();
     wait_until("check_success 1 after the registry is back", SLOW, || {
-        (daemon.metric("npm_watchdog_check_success{check=\"tokens\"}")? == 1.0).then_some(())
+        (daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}")? == 1.0).then_some(())
     });
     smtp.wait_for("[RESOLVED] watchdog-blind: check group tokens", SLOW);
     let final_metrics = daemon.metrics();

@@ -866,7 +866,7 @@ async fn shipped_binary_runs_under_memory_deny_write_execute_with_tls() {
     );
     let (_, metrics) = http_get(port, "/metrics").expect("metrics");
     assert!(
-        metrics.contains("npm_watchdog_check_success{check=\"tokens\"} 1"),
+        metrics.contains("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"} 1"),
         "the token checks did not succeed over TLS:\n{metrics}\n{}",
         log()
     );
@@ -1059,7 +1059,7 @@ async fn shipped_binary_uses_only_system_calls_the_unit_allows() {
     }
     let (_, metrics) = http_get(port, "/metrics").expect("metrics");
     assert!(
-        metrics.contains("npm_watchdog_check_success{check=\"tokens\"} 1"),
+        metrics.contains("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"} 1"),
         "{metrics}\n{}",
         log()
     );

@@ -112,7 +112,7 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_running_one_on_error() {
     assert_eq!(daemon.metric(AT), Some(started_at));
     assert!(daemon.is_running());
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"),
         Some(1.0)
     );
 
@@ -146,7 +146,7 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_running_one_on_error() {
     assert!(text.contains("configuration reloaded"), "{text}");
     // Still served where it was bound.
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"packages\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"packages\",group=\"packages\"}"),
         Some(1.0)
     );
 

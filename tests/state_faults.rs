@@ -102,7 +102,7 @@ async fn a_locked_state_database_is_loud_and_recovers_by_itself() {
             >= 1.0
     );
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"),
         Some(0.0)
     );
     let body = hook
@@ -137,7 +137,7 @@ async fn a_locked_state_database_is_loud_and_recovers_by_itself() {
         received(&hook).contains(&resolved).then_some(())
     });
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"),
         Some(1.0)
     );
     let (exit, _) = daemon.stop();
@@ -466,7 +466,7 @@ async fn a_full_disk_at_run_time_is_loud_and_nothing_found_meanwhile_is_lost() {
             >= 1.0
     );
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"),
         Some(0.0)
     );
     let body = hook
@@ -528,7 +528,7 @@ async fn a_full_disk_at_run_time_is_loud_and_nothing_found_meanwhile_is_lost() {
         outbox_settled(&state).then_some(())
     });
     assert_eq!(
-        daemon.metric("npm_watchdog_check_success{check=\"tokens\"}"),
+        daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"),
         Some(1.0)
     );
     let (exit, _) = daemon.stop();

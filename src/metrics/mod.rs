@@ -25,6 +25,13 @@ use package_series::PackageSeries;
 
 const NS: &str = "npm_watchdog";
 
+/// The labels of the per-group families (`check_success`, `check_last_success_timestamp_seconds`,
+/// `check_duration_seconds`, and `check_errors_total` before its `reason`). `group` names the check
+/// group; `check` carries the same value and is deprecated: elsewhere (`findings`) `check` is a check
+/// id, so one word had two meanings. It is kept for one release so that existing queries go on
+/// working (CHANGELOG.md).
+const GROUP_LABELS: &[&str] = &["check", "group"];
+
 /// How a delivery attempt ended: the `outcome` label of `notifications_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -130,7 +137,7 @@ impl Metrics {
                     "check_success",
                     "1 if the check group's last run read all its sources, else 0.",
                 ),
-                &["check"],
+                GROUP_LABELS,
             )
             .expect("static metric"),
             check_last_success: GaugeVec::new(
@@ -138,7 +145,7 @@ impl Metrics {
                     "check_last_success_timestamp_seconds",
                     "When the check group last ran successfully.",
                 ),
-                &["check"],
+                GROUP_LABELS,
             )
             .expect("static metric"),
             check_duration: GaugeVec::new(
@@ -146,7 +153,7 @@ impl Metrics {
                     "check_duration_seconds",
                     "How long the check group's last run took.",
                 ),
-                &["check"],
+                GROUP_LABELS,
             )
             .expect("static metric"),
             check_errors: IntCounterVec::new(
@@ -154,7 +161,7 @@ impl Metrics {
                     "check_errors_total",
                     "Sources a check group could not read, by group and reason (unreachable, unauthorized, otp_required, malformed, credential, state …).",
                 ),
-                &["check", "reason"],
+                &["check", "group", "reason"],
             )
             .expect("static metric"),
             registry_requests: IntCounterVec::new(
@@ -398,11 +405,11 @@ impl Metrics {
     /// when it read everything.
     pub fn group_ran(&self, group: Group, ok: bool, at: DateTime<Utc>) {
         self.check_success
-            .with_label_values(&[group.as_str()])
+            .with_label_values(&[group.as_str(), group.as_str()])
             .set(i64::from(ok));
         if ok {
             self.check_last_success
-                .with_label_values(&[group.as_str()])
+                .with_label_values(&[group.as_str(), group.as_str()])
                 .set(at.timestamp() as f64);
         }
     }
@@ -410,7 +417,7 @@ impl Metrics {
     /// One source the group could not read.
     pub fn group_error(&self, group: Group, reason: Reason) {
         self.check_errors
-            .with_label_values(&[group.as_str(), reason.as_str()])
+            .with_label_values(&[group.as_str(), group.as_str(), reason.as_str()])
             .inc();
     }
 
@@ -418,7 +425,7 @@ impl Metrics {
     /// How long the last run of `group` took.
     pub fn group_duration(&self, group: Group, took: std::time::Duration) {
         self.check_duration
-            .with_label_values(&[group.as_str()])
+            .with_label_values(&[group.as_str(), group.as_str()])
             .set(took.as_secs_f64());
     }
 
@@ -477,7 +484,7 @@ mod tests {
         m.registry_requests
             .with_label_values(&["tokens", "200"])
             .inc();
-        m.check_success.with_label_values(&["tokens"]).set(1);
+        m.group_ran(Group::Tokens, true, Utc::now());
         m.set_findings(&[]);
         let text = m.render();
         for name in [
