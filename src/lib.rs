@@ -26,7 +26,8 @@
 //!   daemon, `audit` and `harden`); it is handed stored copies and returns fresh ones.
 //! - [`state`]: SQLite: seen tokens, active findings, the outbox, per-group health, stored copies.
 //! - [`lock`]: one npm-watchdog per state database, by an OS file lock beside it (`run`, `harden`).
-//! - [`outbox`]: the dispatcher that delivers queued notifications through the sinks.
+//! - [`delivery`]: the dispatcher that delivers the outbox's queued notifications through the sinks
+//!   (the outbox table itself is in `state`).
 //! - `dod`: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
 //! - [`metrics`]: every exported metric in one struct.
 //! - [`daemon`]: the scheduler, one cycle per check group, reload on SIGHUP, shutdown;
@@ -41,12 +42,12 @@ pub mod commands;
 pub mod config;
 pub mod credential;
 pub mod daemon;
+pub mod delivery;
 mod dod;
 pub mod fetch;
 pub mod finding;
 pub mod lock;
 pub mod metrics;
-pub mod outbox;
 pub mod registry;
 pub mod runtime;
 pub mod secret;

@@ -201,7 +201,11 @@ async fn first_run_new_token_restart_outage_and_recovery() {
         ]
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+        )
+        .as_deref(),
         Some("1")
     );
     // Three tokens over pages of two: the second page came through `urls.next`.
@@ -257,7 +261,11 @@ async fn first_run_new_token_restart_outage_and_recovery() {
         "an outage must not resolve anything"
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+        )
+        .as_deref(),
         Some("0")
     );
     cycle(&wd).await;
@@ -294,7 +302,11 @@ async fn first_run_new_token_restart_outage_and_recovery() {
         ]
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+        )
+        .as_deref(),
         Some("1")
     );
     assert_no_secret(&wd.metrics().render(), Path::new("/metrics"));
@@ -569,7 +581,11 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
     // A trusted release and a release from before the cutoff: nothing to report.
     assert!(s.hook.take().is_empty());
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}"
+        )
+        .as_deref(),
         Some("1")
     );
     assert_eq!(
@@ -640,7 +656,11 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
         "a failed fetch must not resolve anything"
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}"
+        )
+        .as_deref(),
         Some("0")
     );
 
@@ -655,7 +675,11 @@ async fn packages_group_untrusted_publish_etags_outage_and_deprecation() {
         vec!["RESOLVED publish-untrusted version @acme/widget@1.1.0"]
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}"
+        )
+        .as_deref(),
         Some("1")
     );
 }
@@ -788,7 +812,11 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
     cycle_group(&wd, Group::Org).await;
     assert!(s.hook.take().is_empty());
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"org\",group=\"org\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"org\",group=\"org\"}"
+        )
+        .as_deref(),
         Some("0")
     );
     s.registry.clear_faults();
@@ -1041,7 +1069,11 @@ async fn read_failures_are_counted_by_reason() {
     cycle(&wd).await;
     assert_eq!(errors("credential").as_deref(), Some("1"));
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+        )
+        .as_deref(),
         Some("0")
     );
 }
@@ -1134,7 +1166,11 @@ async fn an_endless_token_list_is_cut_at_max_run_and_counts_as_a_failed_run() {
         Some("1")
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+        )
+        .as_deref(),
         Some("0")
     );
     cycle(&wd).await;
@@ -1225,7 +1261,11 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             "{name}: one failed run changes nothing"
         );
         assert_eq!(
-            metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+            metric(
+                &wd,
+                "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+            )
+            .as_deref(),
             Some("0"),
             "{name}"
         );
@@ -1239,7 +1279,9 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             .metrics()
             .render()
             .lines()
-            .filter(|l| l.starts_with("npm_watchdog_check_errors_total{check=\"tokens\",group=\"tokens\""))
+            .filter(|l| {
+                l.starts_with("npm_watchdog_check_errors_total{check=\"tokens\",group=\"tokens\"")
+            })
             .map(str::to_string)
             .collect();
         println!("{name}: {counted:?}");
@@ -1262,7 +1304,11 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             "{name}: recovery"
         );
         assert_eq!(
-            metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+            metric(
+                &wd,
+                "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+            )
+            .as_deref(),
             Some("1"),
             "{name}"
         );
@@ -1305,7 +1351,11 @@ async fn registry_max_body_from_the_config_caps_the_token_list() {
         Some("1")
     );
     assert_eq!(
-        metric(&wd, "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}").as_deref(),
+        metric(
+            &wd,
+            "npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}"
+        )
+        .as_deref(),
         Some("0")
     );
 }

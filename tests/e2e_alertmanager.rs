@@ -1085,7 +1085,7 @@ fn slow_cycles(reg: &FakeRegistry) {
     hold(
         "with resend_interval = \"1s\" and no cycle for 30 s, the alert must stay active (it ends 4 s \
          after each post, so it must be re-sent within that; the sink re-sends only on a delivery \
-         pass, and without a cycle src/outbox.rs makes one every IDLE_PASS = 5 s)",
+         pass, and without a cycle src/delivery.rs makes one every IDLE_PASS = 5 s)",
         HOLD,
         || {
             let (_, alerts) = am_alerts(&am, "")?;

@@ -168,7 +168,10 @@ timeout = "5s"
     let mut daemon = Daemon::start(&config, port, &log, &harmless_npmrc);
 
     // --- Before the package exists: a failure, never "all clear", and no publish email. ---
-    daemon.wait_metric("npm_watchdog_check_success{check=\"packages\",group=\"packages\"}", 0.0);
+    daemon.wait_metric(
+        "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}",
+        0.0,
+    );
     // Two package runs answered 404 by the real registry (the scoped name reached it escaped).
     daemon.wait_counter(
         "npm_watchdog_registry_requests_total{code=\"404\",endpoint=\"packument\"}",
@@ -242,7 +245,10 @@ timeout = "5s"
         "{}",
         fired_100.raw
     );
-    daemon.wait_metric("npm_watchdog_check_success{check=\"packages\",group=\"packages\"}", 1.0);
+    daemon.wait_metric(
+        "npm_watchdog_check_success{check=\"packages\",group=\"packages\"}",
+        1.0,
+    );
     println!(
         "npm publish 1.0.0 -> check_success{{packages}} 1: {:?}",
         published.elapsed()

@@ -148,7 +148,8 @@ timeout = "5s"
     let resolved_before = smtp.count("[RESOLVED]");
     verdaccio.stop();
     wait_until("check_success 0 while the registry is down", SLOW, || {
-        (daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}")? == 0.0).then_some(())
+        (daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}")? == 0.0)
+            .then_some(())
     });
     smtp.wait_for("[FIRING:critical] watchdog-blind: check group tokens", SLOW);
     assert_eq!(
@@ -166,7 +167,8 @@ timeout = "5s"
     // Registry back: recovery, and the blind finding resolves.
     verdaccio.restart();
     wait_until("check_success 1 after the registry is back", SLOW, || {
-        (daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}")? == 1.0).then_some(())
+        (daemon.metric("npm_watchdog_check_success{check=\"tokens\",group=\"tokens\"}")? == 1.0)
+            .then_some(())
     });
     smtp.wait_for("[RESOLVED] watchdog-blind: check group tokens", SLOW);
     let final_metrics = daemon.metrics();

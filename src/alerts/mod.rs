@@ -2,7 +2,7 @@
 //!
 //! The lifecycle (FIRING at once, a reminder every `repeat_interval`, RESOLVED when a finding is gone)
 //! lives in [`lifecycle`]; notifications are queued in the state database's outbox in the same
-//! transaction as the findings that cause them, and [`crate::outbox`] delivers them. Sinks only deliver:
+//! transaction as the findings that cause them, and [`crate::delivery`] delivers them. Sinks only deliver:
 //! they sit behind the small [`Sink`] trait and never see a secret other than their own (SMTP password,
 //! webhook key), which they do not print.
 //!

@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use npm_watchdog::alerts::lifecycle::{Outgoing, Plan};
 use npm_watchdog::alerts::{Notification, Route, Sink, Target};
+use npm_watchdog::delivery::Dispatcher;
 use npm_watchdog::metrics::Metrics;
-use npm_watchdog::outbox::Dispatcher;
 use npm_watchdog::state::State;
 
 pub struct Outbox {
