@@ -59,7 +59,7 @@ pub struct Input<'a> {
     pub trust: Option<&'a BTreeMap<String, TrustStatus>>,
     /// When `harden` last set "Require 2FA and disallow tokens", per package.
     pub hardened: &'a BTreeMap<String, DateTime<Utc>>,
-    /// `None` when no CI source is configured.
+    /// `None` when no CI provider is configured.
     pub ci: Option<&'a CiInventory>,
 }
 
@@ -221,7 +221,7 @@ fn d3(i: &Input) -> DodRow {
     let Some(ci) = i.ci else {
         ev.insert(
             0,
-            "no CI source is configured ([[ci.github]], [[ci.circleci]], [[ci.gitlab]]): the registry \
+            "no CI provider is configured ([[ci.github]], [[ci.circleci]], [[ci.gitlab]]): the registry \
              cannot show CI"
                 .into(),
         );
@@ -656,7 +656,7 @@ mod tests {
         ))));
     }
 
-    /// D3 from the CI inventory: UNVERIFIED without a CI source or with a list unread, FAIL with each
+    /// D3 from the CI inventory: UNVERIFIED without a CI provider or with a list unread, FAIL with each
     /// npm token found, PASS only on a complete read that found none.
     #[test]
     fn d3_is_judged_from_the_ci_secrets() {
@@ -683,7 +683,7 @@ mod tests {
         let none = d3(None, &[]);
         assert_eq!(none.status, Verdict::Unverified);
         assert!(
-            none.evidence[0].starts_with("no CI source is configured"),
+            none.evidence[0].starts_with("no CI provider is configured"),
             "{:?}",
             none.evidence
         );

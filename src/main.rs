@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use npm_watchdog::commands::{self, Format, Outcome, EXIT_CANNOT_RUN};
 use npm_watchdog::daemon::{self, Signals};
-use npm_watchdog::runtime::ConfigSource;
+use npm_watchdog::runtime::ConfigInput;
 use npm_watchdog::secret::PermissionPolicy;
 
 #[derive(Parser)]
@@ -135,7 +135,7 @@ async fn main() -> ExitCode {
     let daemon = matches!(cli.command, Command::Run { .. });
     init_tracing(cli.log_format, if daemon { "info" } else { "warn" });
 
-    let source = ConfigSource::from_process(cli.config);
+    let source = ConfigInput::from_process(cli.config);
     let (loaded, runtime) = match source.load() {
         Ok(l) => l,
         Err(e) => return fail(e),

@@ -1,6 +1,6 @@
 //! What the configuration leaves open, settled when it is loaded: which registry, where the state
 //! lives, and how to build the registry client. Shared by the daemon and the one-shot commands.
-//! [`ConfigSource`] remembers how the configuration was found, so a reload reads it the same way.
+//! [`ConfigInput`] remembers how the configuration was found, so a reload reads it the same way.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +18,7 @@ use crate::secret::{self, TooOpen};
 /// Where the configuration comes from: the `--config` path (else the default file, if it exists) and
 /// the process environment (variables that override keys, the npm user config, systemd's folders).
 #[derive(Debug, Clone)]
-pub struct ConfigSource {
+pub struct ConfigInput {
     pub config_path: Option<PathBuf>,
     pub env: Environment,
 }
@@ -32,7 +32,7 @@ pub enum LoadError {
     Credential(#[from] CredentialError),
 }
 
-impl ConfigSource {
+impl ConfigInput {
     pub fn from_process(config_path: Option<PathBuf>) -> Self {
         Self {
             config_path,
@@ -160,13 +160,13 @@ impl Runtime {
             who.push(format!("{} package(s)", w.packages.len()));
         }
         let host = self.registry.host_str().unwrap_or("registry");
-        let source = if who.is_empty() {
+        let watched = if who.is_empty() {
             host.to_string()
         } else {
             format!("{host}: {}", who.join(", "))
         };
         SinkContext {
-            source,
+            watched,
             external_url: self.config.server.external_url.clone(),
             checks: check_facts(),
         }
@@ -187,7 +187,7 @@ impl Runtime {
     }
 
     /// The secret files that group or others may open: the file the credential comes from (token
-    /// file, systemd credential or npm user config) and every file a sink or CI source reads a
+    /// file, systemd credential or npm user config) and every file a sink or CI provider reads a
     /// secret from. A
     /// file that cannot be read is left out: the credential or `config check` reports that.
     pub fn secret_files_too_open(&self) -> Vec<TooOpen> {
@@ -204,7 +204,7 @@ impl Runtime {
     }
 
     /// Every secret file the configuration names besides the credential, by key: each sink's
-    /// (`alerts.email[0].password_file`) and each CI source's token (`ci.github[0].token_file`).
+    /// (`alerts.email[0].password_file`) and each CI provider's token (`ci.github[0].token_file`).
     pub fn config_secret_files(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         for entry in self.config.alerts.entries() {
@@ -306,7 +306,7 @@ mod tests {
             "[[alerts.webhook]]\nurl = \"https://example.com/a\"\nexclude_checks = [\"token-presnt\"]\n",
         )
         .expect("write");
-        let source = ConfigSource {
+        let source = ConfigInput {
             config_path: Some(file.clone()),
             env: Environment::default(),
         };

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake_ci::{token_file, FakeCi, Fault, Recorder, CIRCLECI_TOKEN, DEFAULT_TIME as T};
-use npm_watchdog::ci::circleci::CircleciSourceConfig;
+use npm_watchdog::ci::circleci::CircleciConfig;
 use npm_watchdog::ci::http::Limits;
-use npm_watchdog::ci::{Api, CiSecret, CiSourceConfig, SourceRead};
+use npm_watchdog::ci::{Api, CiProviderConfig, CiSecret, SourceRead};
 use tempfile::NamedTempFile;
 
 /// An entry against the fake, its token file (kept alive by the caller) and its observer.
 struct Entry {
-    cfg: CircleciSourceConfig,
+    cfg: CircleciConfig,
     _token: NamedTempFile,
     recorder: Recorder,
     limits: Limits,
@@ -24,7 +24,7 @@ struct Entry {
 impl Entry {
     fn new(fake: &FakeCi, org: Option<&str>, projects: &[&str]) -> Entry {
         let token = token_file(CIRCLECI_TOKEN);
-        let cfg = CircleciSourceConfig {
+        let cfg = CircleciConfig {
             token_file: token.path().to_path_buf(),
             api_url: fake.circleci_url().parse().expect("api url"),
             org_slug: org.map(str::to_string),

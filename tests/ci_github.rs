@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fake_ci::{token_file, FakeCi, Fault, Recorder, Visibility, DEFAULT_TIME as T, GITHUB_TOKEN};
-use npm_watchdog::ci::github::GithubSourceConfig;
+use npm_watchdog::ci::github::GithubConfig;
 use npm_watchdog::ci::http::Limits;
-use npm_watchdog::ci::{covers, Api, CiObserver, CiSourceConfig, SourceRead};
+use npm_watchdog::ci::{covers, Api, CiObserver, CiProviderConfig, SourceRead};
 use tempfile::NamedTempFile;
 use url::Url;
 
@@ -42,8 +42,8 @@ impl Github {
         }
     }
 
-    fn config(&self, repos: &[&str], orgs: &[&str]) -> GithubSourceConfig {
-        GithubSourceConfig {
+    fn config(&self, repos: &[&str], orgs: &[&str]) -> GithubConfig {
+        GithubConfig {
             token_file: self.token.path().to_path_buf(),
             api_url: Url::parse(&self.fake.github_url()).expect("api url"),
             repos: repos.iter().map(|r| r.to_string()).collect(),
@@ -51,7 +51,7 @@ impl Github {
         }
     }
 
-    fn api(&self, cfg: &GithubSourceConfig, limits: Limits) -> Api {
+    fn api(&self, cfg: &GithubConfig, limits: Limits) -> Api {
         let observer: Arc<dyn CiObserver> = self.recorder.clone();
         Api::new("github", cfg, reqwest::Client::new(), limits, observer).expect("api")
     }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake_ci::{token_file, FakeCi, Fault, GitlabVar, Recorder, GITLAB_TOKEN};
-use npm_watchdog::ci::gitlab::GitlabSourceConfig;
+use npm_watchdog::ci::gitlab::GitlabConfig;
 use npm_watchdog::ci::http::Limits;
-use npm_watchdog::ci::{Api, CiSecret, CiSourceConfig, SourceRead};
+use npm_watchdog::ci::{Api, CiProviderConfig, CiSecret, SourceRead};
 use tempfile::NamedTempFile;
 
 struct Entry {
-    cfg: GitlabSourceConfig,
+    cfg: GitlabConfig,
     _token: NamedTempFile,
     recorder: Recorder,
 }
@@ -22,7 +22,7 @@ struct Entry {
 impl Entry {
     fn new(fake: &FakeCi, projects: &[&str], groups: &[&str]) -> Entry {
         let token = token_file(GITLAB_TOKEN);
-        let cfg = GitlabSourceConfig {
+        let cfg = GitlabConfig {
             token_file: token.path().to_path_buf(),
             api_url: fake.gitlab_url().parse().expect("api url"),
             projects: projects.iter().map(|p| p.to_string()).collect(),

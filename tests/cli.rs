@@ -629,7 +629,7 @@ async fn audit_stops_reading_trust_once_the_otp_expires() {
     assert_eq!(v["dod"][1]["status"], "UNVERIFIED", "{}", v["dod"][1]);
 }
 
-/// D3 from the CI sources: PASS on a complete read without npm tokens, UNVERIFIED naming the list
+/// D3 from the CI providers: PASS on a complete read without npm tokens, UNVERIFIED naming the list
 /// that could not be read (never PASS on a partial read), FAIL with the secret as evidence.
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_judges_d3_from_the_ci_secrets() {
@@ -1160,7 +1160,7 @@ async fn config_check_warns_about_secret_files_others_can_read_and_strict_refuse
     }
 }
 
-/// `config check` lists each CI source and treats its token file as it does every secret file: missing
+/// `config check` lists each CI provider and treats its token file as it does every secret file: missing
 /// or empty is a problem, too open a warning; the token itself is never printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn config_check_lists_ci_sources_and_checks_their_token_files() {

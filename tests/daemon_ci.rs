@@ -15,8 +15,8 @@ use daemon_support::{metric, Logs};
 use fake_ci::{FakeCi, GitlabVar, DEFAULT_TIME as T, GITHUB_TOKEN, GITLAB_TOKEN};
 use npm_watchdog::alerts::webhook::WebhookSinkConfig;
 use npm_watchdog::checks::Group;
-use npm_watchdog::ci::github::GithubSourceConfig;
-use npm_watchdog::ci::gitlab::GitlabSourceConfig;
+use npm_watchdog::ci::github::GithubConfig;
+use npm_watchdog::ci::gitlab::GitlabConfig;
 use npm_watchdog::config::{Config, HumanDuration};
 use npm_watchdog::credential::Environment;
 use npm_watchdog::daemon::Watchdog;
@@ -74,13 +74,13 @@ impl Setup {
         cfg.registry.retries = 0;
         cfg.watch.own_account = false;
         cfg.state.path = Some(self.dir.path().join("state.db"));
-        cfg.ci.github.push(GithubSourceConfig {
+        cfg.ci.github.push(GithubConfig {
             token_file: self.dir.path().join("github"),
             api_url: url::Url::parse(&self.ci.github_url()).expect("url"),
             repos: vec!["acme/widget".into()],
             orgs: vec![],
         });
-        cfg.ci.gitlab.push(GitlabSourceConfig {
+        cfg.ci.gitlab.push(GitlabConfig {
             token_file: self.dir.path().join("gitlab"),
             api_url: url::Url::parse(&self.ci.gitlab_url()).expect("url"),
             projects: vec!["acme/widget".into()],

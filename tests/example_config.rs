@@ -19,9 +19,9 @@ use npm_watchdog::alerts::email::EmailSinkConfig;
 use npm_watchdog::alerts::pagerduty::PagerDutySinkConfig;
 use npm_watchdog::alerts::slack::SlackSinkConfig;
 use npm_watchdog::alerts::webhook::WebhookSinkConfig;
-use npm_watchdog::ci::circleci::CircleciSourceConfig;
-use npm_watchdog::ci::github::GithubSourceConfig;
-use npm_watchdog::ci::gitlab::GitlabSourceConfig;
+use npm_watchdog::ci::circleci::CircleciConfig;
+use npm_watchdog::ci::github::GithubConfig;
+use npm_watchdog::ci::gitlab::GitlabConfig;
 use npm_watchdog::config::{
     load_with_env, AlertsConfig, AllowCiSecret, AllowToken, CiConfig, Config, HumanDuration,
     HumanSize, PolicyConfig, RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig,
@@ -240,19 +240,19 @@ fn fully_populated() -> Config {
             }],
         },
         ci: CiConfig {
-            github: vec![GithubSourceConfig {
+            github: vec![GithubConfig {
                 token_file: PathBuf::from("/run/credentials/x/github-token"),
                 api_url: url("https://github.example.com/api/v3"),
                 repos: vec!["acme/widget".into()],
                 orgs: vec!["acme".into()],
             }],
-            circleci: vec![CircleciSourceConfig {
+            circleci: vec![CircleciConfig {
                 token_file: PathBuf::from("/run/credentials/x/circleci-token"),
                 api_url: url("https://circleci.example.com/api/v2"),
                 org_slug: Some("gh/acme".into()),
                 projects: vec!["gh/acme/widget".into()],
             }],
-            gitlab: vec![GitlabSourceConfig {
+            gitlab: vec![GitlabConfig {
                 token_file: PathBuf::from("/run/credentials/x/gitlab-token"),
                 api_url: url("https://gitlab.example.com/api/v4"),
                 projects: vec!["acme/widget".into()],

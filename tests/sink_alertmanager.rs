@@ -23,7 +23,7 @@ const RESEND: Duration = Duration::from_secs(60);
 
 fn ctx() -> SinkContext {
     SinkContext {
-        source: "registry.npmjs.org: alice".into(),
+        watched: "registry.npmjs.org: alice".into(),
         external_url: Some(Url::parse("https://npm-watchdog.example.com/").expect("url")),
         checks: npm_watchdog::runtime::check_facts(),
     }

@@ -170,7 +170,7 @@ fn section(key_file: &Path, url: &Url) -> PagerDutySinkConfig {
 
 fn ctx(external_url: Option<&str>) -> SinkContext {
     SinkContext {
-        source: SOURCE.into(),
+        watched: SOURCE.into(),
         external_url: external_url.map(|u| Url::parse(u).expect("url")),
         checks: npm_watchdog::runtime::check_facts(),
     }

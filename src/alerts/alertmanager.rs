@@ -321,8 +321,8 @@ pub fn alert(n: &Notification, ends: DateTime<Utc>, ctx: &SinkContext) -> Value 
     if let Some(d) = f.dod {
         annotations.insert("dod", d.as_str().to_string());
     }
-    if !ctx.source.is_empty() {
-        annotations.insert("source", ctx.source.clone());
+    if !ctx.watched.is_empty() {
+        annotations.insert("source", ctx.watched.clone());
     }
     let mut a = json!({
         "labels": labels,

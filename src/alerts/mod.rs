@@ -292,8 +292,9 @@ pub struct CheckFacts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SinkContext {
     /// The watched account(s) and registry (`registry.npmjs.org: alice, @acme`). The same on every
-    /// replica watching the same account, so receivers can deduplicate.
-    pub source: String,
+    /// replica watching the same account, so receivers can deduplicate. Sent as PagerDuty's
+    /// `payload.source` and Alertmanager's `source` annotation, which are those APIs' words.
+    pub watched: String,
     /// `server.external_url`: where people reach this daemon's pages, when set.
     pub external_url: Option<Url>,
     /// Every check by id. A finding of a check not listed (`notify-test`) has no facts.
@@ -409,7 +410,7 @@ pub(crate) mod fixtures {
     /// A context that knows the real checks, as the daemon's does.
     pub fn context(source: &str, external_url: Option<&str>) -> SinkContext {
         SinkContext {
-            source: source.into(),
+            watched: source.into(),
             external_url: external_url.map(|u| Url::parse(u).expect("url")),
             checks: crate::runtime::check_facts(),
         }

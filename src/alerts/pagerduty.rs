@@ -268,7 +268,7 @@ pub fn event<'a>(n: &'a Notification, routing_key: &'a str, ctx: &'a SinkContext
                 &format!("{}: {}", message::subject(n), f.summary),
                 SUMMARY_CHARS,
             ),
-            source: &ctx.source,
+            source: &ctx.watched,
             severity: severity(f.severity),
             timestamp: rfc3339(n.at),
             component: &f.check,

@@ -127,7 +127,7 @@ mod tests {
         });
         assert!(Group::Packages.is_watched(&orgs) && Group::Org.is_watched(&orgs));
         let mut ci = none;
-        ci.ci.gitlab.push(crate::ci::gitlab::GitlabSourceConfig {
+        ci.ci.gitlab.push(crate::ci::gitlab::GitlabConfig {
             token_file: "/run/credentials/npm-watchdog/gitlab".into(),
             api_url: crate::ci::gitlab::DEFAULT_API_URL.parse().expect("url"),
             projects: vec!["acme/widget".into()],

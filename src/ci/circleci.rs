@@ -13,7 +13,7 @@ use url::Url;
 
 use super::github::describe_lists;
 use super::http::segment;
-use super::{Api, Auth, CiError, CiSecret, CiSourceConfig, SourceRead};
+use super::{Api, Auth, CiError, CiSecret, CiProviderConfig, SourceRead};
 use crate::settings::Invalid;
 
 pub const DEFAULT_API_URL: &str = "https://circleci.com/api/v2";
@@ -25,7 +25,7 @@ fn default_api_url() -> Url {
 /// `[[ci.circleci]]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CircleciSourceConfig {
+pub struct CircleciConfig {
     /// A personal API token of a user who can see the contexts and projects (sent as `Circle-Token`).
     pub token_file: PathBuf,
     #[serde(default = "default_api_url")]
@@ -39,7 +39,7 @@ pub struct CircleciSourceConfig {
 }
 
 #[async_trait::async_trait]
-impl CiSourceConfig for CircleciSourceConfig {
+impl CiProviderConfig for CircleciConfig {
     fn api_url(&self) -> &Url {
         &self.api_url
     }
@@ -273,8 +273,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn config(org: Option<&str>, projects: &[&str]) -> CircleciSourceConfig {
-        CircleciSourceConfig {
+    fn config(org: Option<&str>, projects: &[&str]) -> CircleciConfig {
+        CircleciConfig {
             token_file: "/run/npm-watchdog/circleci-token".into(),
             api_url: default_api_url(),
             org_slug: org.map(str::to_string),
@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn invalid_entries_are_named() {
-        let cases: [(CircleciSourceConfig, &str); 8] = [
+        let cases: [(CircleciConfig, &str); 8] = [
             (
                 config(None, &[]),
                 "org_slug: name the organisation (org_slug) or at least one project",
@@ -459,13 +459,13 @@ mod tests {
 
     #[test]
     fn an_entry_parses_from_toml_with_the_default_api() {
-        let cfg: CircleciSourceConfig = toml::from_str(
+        let cfg: CircleciConfig = toml::from_str(
             "token_file = \"/run/t\"\norg_slug = \"gh/acme\"\nprojects = [\"gh/acme/widget\"]\n",
         )
         .expect("parse");
         assert_eq!(cfg.api_url.as_str(), "https://circleci.com/api/v2");
         assert!(
-            toml::from_str::<CircleciSourceConfig>("token_file = \"/t\"\norg = \"x\"\n").is_err()
+            toml::from_str::<CircleciConfig>("token_file = \"/t\"\norg = \"x\"\n").is_err()
         );
     }
 }

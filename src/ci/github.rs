@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::http::segment;
-use super::{Api, Auth, CiError, CiSecret, CiSourceConfig, SourceRead};
+use super::{Api, Auth, CiError, CiSecret, CiProviderConfig, SourceRead};
 use crate::settings::Invalid;
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -22,7 +22,7 @@ fn default_api_url() -> Url {
 /// `[[ci.github]]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GithubSourceConfig {
+pub struct GithubConfig {
     /// A fine-grained personal access token (or a GitHub App installation token) with read access to
     /// the repositories' "Secrets", "Environments" and "Dependabot secrets", and for `orgs` the
     /// organisation's "Secrets".
@@ -38,7 +38,7 @@ pub struct GithubSourceConfig {
 }
 
 #[async_trait::async_trait]
-impl CiSourceConfig for GithubSourceConfig {
+impl CiProviderConfig for GithubConfig {
     fn api_url(&self) -> &Url {
         &self.api_url
     }
@@ -343,8 +343,8 @@ mod tests {
         assert_eq!(names, ["production", "prod eu"]);
     }
 
-    fn config(repos: &[&str], orgs: &[&str]) -> GithubSourceConfig {
-        GithubSourceConfig {
+    fn config(repos: &[&str], orgs: &[&str]) -> GithubConfig {
+        GithubConfig {
             token_file: PathBuf::from("/run/npm-watchdog/github-token"),
             api_url: default_api_url(),
             repos: repos.iter().map(|r| r.to_string()).collect(),

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::github::describe_lists;
 use super::http::segment;
-use super::{Api, Auth, CiSecret, CiSourceConfig, SourceRead};
+use super::{Api, Auth, CiSecret, CiProviderConfig, SourceRead};
 use crate::settings::Invalid;
 
 pub const DEFAULT_API_URL: &str = "https://gitlab.com/api/v4";
@@ -21,7 +21,7 @@ fn default_api_url() -> Url {
 /// `[[ci.gitlab]]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GitlabSourceConfig {
+pub struct GitlabConfig {
     /// A personal, project or group access token with the `read_api` scope and the Maintainer role
     /// (reading CI/CD variables needs it), sent as `PRIVATE-TOKEN`.
     pub token_file: PathBuf,
@@ -36,7 +36,7 @@ pub struct GitlabSourceConfig {
 }
 
 #[async_trait::async_trait]
-impl CiSourceConfig for GitlabSourceConfig {
+impl CiProviderConfig for GitlabConfig {
     fn api_url(&self) -> &Url {
         &self.api_url
     }
@@ -175,8 +175,8 @@ mod tests {
         format!("npm_{}", "Gl7".repeat(12))
     }
 
-    fn config(projects: &[&str], groups: &[&str]) -> GitlabSourceConfig {
-        GitlabSourceConfig {
+    fn config(projects: &[&str], groups: &[&str]) -> GitlabConfig {
+        GitlabConfig {
             token_file: "/run/npm-watchdog/gitlab-token".into(),
             api_url: default_api_url(),
             projects: projects.iter().map(|p| p.to_string()).collect(),
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn invalid_entries_are_named() {
-        let cases: [(GitlabSourceConfig, &str); 7] = [
+        let cases: [(GitlabConfig, &str); 7] = [
             (
                 config(&[], &[]),
                 "projects: name at least one project or group (groups)",

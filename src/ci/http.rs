@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::{Auth, CiError, CiSourceConfig};
+use super::{Auth, CiError, CiProviderConfig};
 use crate::fetch::{self, body_detail, retry_after, Failed, RetryPolicy};
 
 /// Counts each request to a CI provider (`npm_watchdog_ci_requests_total`).
@@ -80,7 +80,7 @@ impl Api {
     /// Reads the entry's token file now, so a rotated token is used from the next run on.
     pub fn new(
         kind: &'static str,
-        config: &dyn CiSourceConfig,
+        config: &dyn CiProviderConfig,
         http: reqwest::Client,
         limits: Limits,
         observer: Arc<dyn CiObserver>,

@@ -7,7 +7,7 @@
 //! ([`looks_like_npm_token`]), and keeps only that yes or no. No value is stored, logged, put into a
 //! finding, a metric or `Debug` output.
 //!
-//! Each provider is one file with its `[[ci.<kind>]]` section, which implements [`CiSourceConfig`],
+//! Each provider is one file with its `[[ci.<kind>]]` section, which implements [`CiProviderConfig`],
 //! and one line in `ci_kinds!` below; [`http`] is the shared client (authentication, pagination,
 //! rate limits, capped bodies, errors). What a read gives is a list of [`UnitRead`]s, one per list
 //! the API answers (the Actions secrets of a repository, one context's variables, …), and a
@@ -54,7 +54,7 @@ macro_rules! ci_kinds {
                         out.push(CiEntry {
                             kind: stringify!($kind),
                             index,
-                            config: config as &dyn CiSourceConfig,
+                            config: config as &dyn CiProviderConfig,
                         });
                     }
                 )+
@@ -67,9 +67,9 @@ macro_rules! ci_kinds {
 // The provider list: `<module> => <its config section>`. Each line declares the module, adds the
 // `[[ci.<module>]]` array to [`CiConfig`], and makes its entries read by the daemon and `audit`.
 ci_kinds! {
-    github => GithubSourceConfig,
-    circleci => CircleciSourceConfig,
-    gitlab => GitlabSourceConfig,
+    github => GithubConfig,
+    circleci => CircleciConfig,
+    gitlab => GitlabConfig,
 }
 
 /// How a provider wants its token sent.
@@ -83,7 +83,7 @@ pub enum Auth {
 
 /// One `[[ci.<kind>]]` entry, as its provider file defines it.
 #[async_trait::async_trait]
-pub trait CiSourceConfig: fmt::Debug + Send + Sync {
+pub trait CiProviderConfig: fmt::Debug + Send + Sync {
     /// Where the API lives (`api_url`).
     fn api_url(&self) -> &Url;
     /// The file that holds the API token (`token_file`).
@@ -110,7 +110,7 @@ pub trait CiSourceConfig: fmt::Debug + Send + Sync {
 pub struct CiEntry<'a> {
     pub kind: &'static str,
     pub index: usize,
-    pub config: &'a dyn CiSourceConfig,
+    pub config: &'a dyn CiProviderConfig,
 }
 
 impl CiEntry<'_> {
@@ -257,7 +257,7 @@ pub struct EntryRead {
     /// `ci.github[0]`.
     pub key: String,
     pub kind: &'static str,
-    /// [`CiSourceConfig::describe`].
+    /// [`CiProviderConfig::describe`].
     pub describe: String,
     pub read: SourceRead,
 }
@@ -539,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_token_file_fails_every_scope_of_its_entry() {
         let mut config = CiConfig::default();
-        config.github.push(github::GithubSourceConfig {
+        config.github.push(github::GithubConfig {
             token_file: "/nonexistent/github-token".into(),
             api_url: "http://127.0.0.1:9/".parse().expect("url"),
             repos: vec!["acme/widget".into()],

@@ -164,7 +164,7 @@ async fn read_watched(session: &Session<'_>, otp: Option<&str>) -> Watched {
     }
 }
 
-/// The configured CI sources, when there are any. Unlike a registry read, a CI list that cannot be
+/// The configured CI providers, when there are any. Unlike a registry read, a CI list that cannot be
 /// read does not stop the audit: D3 shows it as UNVERIFIED, naming the list and why, and what was
 /// read is still judged.
 async fn read_ci(rt: &Runtime) -> Result<Option<CiInventory>, CommandError> {

@@ -32,7 +32,7 @@ use crate::delivery::Dispatcher;
 use crate::lock::{LockError, StateLock};
 use crate::metrics::Metrics;
 use crate::registry::{RegistryClient, RegistryError};
-use crate::runtime::{ConfigSource, Runtime};
+use crate::runtime::{ConfigInput, Runtime};
 use crate::server;
 use crate::state::{State, StateError};
 
@@ -302,7 +302,7 @@ fn cron_job(wd: &Arc<Watchdog>, group: Group, cron: &str) -> Result<Job, DaemonE
 /// Run the daemon with `rt` (loaded from `source`, which a SIGHUP reads again) until `signals` says stop.
 /// `secrets` says whether a secret file that group or others may open stops the start (`--strict`).
 pub async fn run(
-    source: ConfigSource,
+    source: ConfigInput,
     rt: Runtime,
     signals: Signals,
     secrets: crate::secret::PermissionPolicy,

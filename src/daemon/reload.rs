@@ -1,6 +1,6 @@
 //! Configuration reload (SIGHUP, `systemctl reload`): the file and the environment are read again the
 //! way they were at start. A valid configuration takes effect from each group's next cycle: schedules,
-//! watch lists, policy, the allowlist, the registry client, the CI sources and the sinks. State, the outbox and active
+//! watch lists, policy, the allowlist, the registry client, the CI providers and the sinks. State, the outbox and active
 //! findings stay. An invalid one is logged with exactly the error `config check` prints and the
 //! running configuration stays. `server.listen` and `state.path` are bound at start: a change to
 //! either is logged as needing a restart and otherwise ignored.
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::{Live, Schedules, Watchdog};
-use crate::runtime::{ConfigSource, Runtime};
+use crate::runtime::{ConfigInput, Runtime};
 
 impl Watchdog {
     /// Put `rt` in force for the next cycles: a new registry client and new sinks. Notifications
@@ -55,18 +55,14 @@ impl Watchdog {
 }
 
 /// SIGHUP: tell systemd a reload is under way, do it, and say when it is over.
-pub(super) async fn on_signal(
-    wd: &Arc<Watchdog>,
-    source: &ConfigSource,
-    schedules: &mut Schedules,
-) {
+pub(super) async fn on_signal(wd: &Arc<Watchdog>, source: &ConfigInput, schedules: &mut Schedules) {
     crate::systemd::reloading();
     reload(wd, source, schedules).await;
     crate::systemd::ready();
 }
 
 /// Read the configuration again and put it in force, or keep the running one and say why.
-async fn reload(wd: &Arc<Watchdog>, source: &ConfigSource, schedules: &mut Schedules) {
+async fn reload(wd: &Arc<Watchdog>, source: &ConfigInput, schedules: &mut Schedules) {
     let applied = match source.load() {
         Ok((_, rt)) => wd.apply(rt),
         Err(e) => Err(e.to_string()),
