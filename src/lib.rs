@@ -5,7 +5,7 @@
 //! check, a sink and a source.
 //!
 //! A map of the crate for a newcomer, from the bottom up:
-//! - [`finding`], [`settings`], [`secret`]: the shared vocabulary (findings, severities, DoD boxes),
+//! - [`finding`], [`config::types`], [`secret`]: the shared vocabulary (findings, severities, DoD boxes),
 //!   configuration building blocks (durations, the validation error) and redaction. They depend on
 //!   nothing else here.
 //! - [`alerts`]: what a notification says, the finding lifecycle, routing, and the sinks (email,
@@ -52,6 +52,5 @@ pub mod registry;
 pub mod runtime;
 pub mod secret;
 mod server;
-pub mod settings;
 pub mod state;
 mod systemd;

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use npm_watchdog::alerts::slack::{SlackSink, SlackSinkConfig};
 use npm_watchdog::alerts::{AlertsConfig, Notification, Sink, SinkContext, Status};
+use npm_watchdog::config::HumanDuration;
 use npm_watchdog::finding::{Dod, Finding, Severity};
-use npm_watchdog::settings::HumanDuration;
 
 /// The part of an incoming-webhook URL that is the credential.
 const SECRET: &str = "XXXXSECRETXXXX";

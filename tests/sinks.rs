@@ -19,9 +19,9 @@ use receiver::{Receiver, Reply};
 use npm_watchdog::alerts::email::{EmailSink, EmailSinkConfig};
 use npm_watchdog::alerts::webhook::{WebhookSink, WebhookSinkConfig};
 use npm_watchdog::alerts::{Notification, Sink, Status};
+use npm_watchdog::config::HumanDuration;
 use npm_watchdog::finding::{Dod, Finding, Severity};
 use npm_watchdog::secret::SecretUrl;
-use npm_watchdog::settings::HumanDuration;
 
 const FIX: &str = "Revoke it now: `npm token revoke 82e393`, then confirm with `npm token list`.";
 

@@ -34,7 +34,7 @@ use url::Url;
 use super::http::Poster;
 use super::{Mirror, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::secret::SecretUrl;
-use crate::settings::{HumanDuration, Invalid};
+use crate::config::types::{HumanDuration, Invalid};
 
 /// The `alertname` label of every alert this sink posts.
 pub const ALERTNAME: &str = "NpmWatchdogFinding";

@@ -30,7 +30,7 @@ use url::Url;
 
 use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError};
 use crate::secret;
-use crate::settings::{one_or_many, HumanDuration, Invalid};
+use crate::config::types::{one_or_many, HumanDuration, Invalid};
 
 crate::sink_section! {
     /// `[[alerts.email]]`.

@@ -12,8 +12,8 @@ use reqwest::header::{HeaderName, CONTENT_TYPE, USER_AGENT};
 use reqwest::StatusCode;
 
 use super::SinkError;
+use crate::config::types::{HumanDuration, Invalid};
 use crate::secret::{self, SecretUrl};
-use crate::settings::{HumanDuration, Invalid};
 
 /// How much of a failed response's body goes into an error.
 const ERROR_BODY_CHARS: usize = 200;

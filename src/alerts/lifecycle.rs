@@ -422,7 +422,7 @@ mod tests {
                 "pager".to_string(),
                 Route {
                     min_severity: Severity::Critical,
-                    repeat_interval: Some(crate::settings::HumanDuration::secs(3600)),
+                    repeat_interval: Some(crate::config::types::HumanDuration::secs(3600)),
                     ..Route::default()
                 },
             ),

@@ -29,8 +29,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::config::types::{HumanDuration, Invalid};
 use crate::finding::{Finding, Severity};
-use crate::settings::{HumanDuration, Invalid};
 
 pub use route::{Route, Routed};
 

@@ -31,7 +31,7 @@ use super::http::{snippet, Answer, Poster};
 use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::finding::Severity;
 use crate::secret::{self, SecretUrl};
-use crate::settings::{HumanDuration, Invalid};
+use crate::config::types::{HumanDuration, Invalid};
 
 /// Where events go unless `url` says otherwise.
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";

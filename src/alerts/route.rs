@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::types::{HumanDuration, Invalid};
 use crate::finding::{Finding, Severity};
-use crate::settings::{HumanDuration, Invalid};
 
 /// Adds the routing keys to a sink's section struct and implements [`Routed`] for it. The struct
 /// keeps its own derives and attributes (it must be `#[serde(deny_unknown_fields)]`).
@@ -35,7 +35,7 @@ macro_rules! sink_section {
             pub exclude_checks: Vec<String>,
             /// Overrides `alerts.repeat_interval` for this sink.
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub repeat_interval: Option<$crate::settings::HumanDuration>,
+            pub repeat_interval: Option<$crate::config::types::HumanDuration>,
         }
 
         impl $crate::alerts::route::Routed for $name {

@@ -37,7 +37,7 @@ use url::Url;
 use super::http::Poster;
 use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::secret::{self, SecretUrl};
-use crate::settings::{HumanDuration, Invalid};
+use crate::config::types::{HumanDuration, Invalid};
 
 /// Slack's limit for a header block's text.
 const HEADER_MAX: usize = 150;

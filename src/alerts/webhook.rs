@@ -19,7 +19,7 @@ use sha2::Sha256;
 use super::http::Poster;
 use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError};
 use crate::secret::{self, SecretUrl};
-use crate::settings::{HumanDuration, Invalid};
+use crate::config::types::{HumanDuration, Invalid};
 
 /// The header that carries `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Npm-Watchdog-Signature";

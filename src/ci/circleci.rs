@@ -14,7 +14,7 @@ use url::Url;
 use super::github::describe_lists;
 use super::http::segment;
 use super::{Api, Auth, CiError, CiSecret, CiProviderConfig, SourceRead};
-use crate::settings::Invalid;
+use crate::config::types::Invalid;
 
 pub const DEFAULT_API_URL: &str = "https://circleci.com/api/v2";
 

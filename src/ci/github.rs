@@ -11,7 +11,7 @@ use url::Url;
 
 use super::http::segment;
 use super::{Api, Auth, CiError, CiSecret, CiProviderConfig, SourceRead};
-use crate::settings::Invalid;
+use crate::config::types::Invalid;
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 

@@ -10,7 +10,7 @@ use url::Url;
 use super::github::describe_lists;
 use super::http::segment;
 use super::{Api, Auth, CiSecret, CiProviderConfig, SourceRead};
-use crate::settings::Invalid;
+use crate::config::types::Invalid;
 
 pub const DEFAULT_API_URL: &str = "https://gitlab.com/api/v4";
 

@@ -30,7 +30,7 @@ use url::Url;
 pub use error::CiError;
 pub use http::{Api, CiObserver};
 
-use crate::settings::Invalid;
+use crate::config::types::Invalid;
 
 /// Expands the provider list: the modules, [`CiConfig`] with one array per kind, and
 /// [`CiConfig::entries`].

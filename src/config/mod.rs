@@ -12,6 +12,7 @@
 
 mod policy;
 mod sections;
+pub mod types;
 
 use std::path::{Path, PathBuf};
 
@@ -21,11 +22,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::alerts::AlertsConfig;
 pub use crate::ci::CiConfig;
-pub use crate::settings::{HumanDuration, Invalid};
 pub use policy::{AllowCiSecret, AllowToken, ExpectedSource, PolicyConfig};
 pub use sections::{
     HumanSize, RegistryConfig, Schedule, ScheduleConfig, ServerConfig, StateConfig, WatchConfig,
 };
+pub use types::{HumanDuration, Invalid};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/npm-watchdog/config.toml";

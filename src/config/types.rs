@@ -1,8 +1,9 @@
 //! Building blocks of every configuration section, the daemon's own and the sinks' alike: durations
 //! written the human way, and the typed error a section's validation returns.
 //!
-//! It depends on nothing else in the crate: the config module embeds the sinks' sections, so what both
-//! need lives here rather than in either.
+//! It depends on nothing else in the crate and is the bottom of the configuration: the sinks' and
+//! the CI providers' sections are built from it, and `config`'s root embeds those sections. So
+//! `alerts` and `ci` import `config::types` only, never the rest of `config`.
 
 use std::fmt;
 use std::time::Duration;
