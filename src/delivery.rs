@@ -80,7 +80,7 @@ impl Dispatcher {
         self.sinks().iter().map(|s| s.name().to_string()).collect()
     }
 
-    /// Whether any sink mirrors what is firing (see [`Mirror`]).
+    /// Whether any sink mirrors what is firing (see [`Mirror`](crate::alerts::Mirror)).
     pub fn any_mirrors(&self) -> bool {
         self.sinks().iter().any(|s| s.mirror().is_some())
     }

@@ -1,10 +1,10 @@
 //! The one retrying GET under every read: the registry client and the CI providers' clients both
-//! call [`get`]. It retries connection errors, cut-off bodies, 408, 420, 429 and 5xx with jittered
+//! call `get`. It retries connection errors, cut-off bodies, 408, 420, 429 and 5xx with jittered
 //! exponential backoff that honours `Retry-After`, waits out a rate limit the caller recognises
 //! (GitHub's) up to a bound, reads a body chunk by chunk up to a cap, and reports every answer to
 //! the caller's observer. What an error answer means is the caller's to say (npm's OTP challenge is
 //! not GitHub's rate limit), so a refusal comes back with its status, headers and the first
-//! [`ERROR_BODY_KEEP`] bytes.
+//! `ERROR_BODY_KEEP` bytes.
 //!
 //! [`Reason`] is the one list of why a read failed. Its names are the `reason` label of
 //! `npm_watchdog_check_errors_total`, whichever source failed.

@@ -25,7 +25,7 @@
 //! - `collect`: reading packages and orgs for the package, org and trust checks (shared by the
 //!   daemon, `audit` and `harden`); it is handed stored copies and returns fresh ones.
 //! - [`state`]: SQLite: seen tokens, active findings, the outbox, per-group health, stored copies.
-//! - [`lock`]: one npm-watchdog per state database, by an OS file lock beside it (`run`, `harden`).
+//! - `lock`: one npm-watchdog per state database, by an OS file lock beside it (`run`, `harden`).
 //! - [`delivery`]: the dispatcher that delivers the outbox's queued notifications through the sinks
 //!   (the outbox table itself is in `state`).
 //! - `dod`: the Definition-of-Done scorecard (D1-D9) that `audit` prints.
@@ -33,6 +33,17 @@
 //! - [`daemon`]: the scheduler, one cycle per check group, reload on SIGHUP, shutdown;
 //!   `server` serves `/metrics`, `/healthz`, `/readyz`; `systemd` does `Type=notify`.
 //! - [`commands`]: the one-shot CLI verbs, one file each.
+//!
+//! ## The public face
+//!
+//! The crate is a library only so that the binary and the integration tests can drive it. What they
+//! may use is each public module's root: the types it defines or re-exports there (`alerts::Plan`,
+//! `ci::Limits`, `registry::RegistryClient`, `config::Config`, `daemon::Watchdog`, …), plus each sink's
+//! and CI provider's config section in its own module (`alerts::webhook::WebhookSinkConfig`,
+//! `ci::github::GithubConfig`), which is how a user's TOML maps onto them. A module's own helpers
+//! (`alerts::http`, `alerts::lifecycle`, `ci::http`, `registry::http`, the state's queries, `lock`,
+//! `collect`, `dod`) are `pub(crate)` or private: a test that needs one of them is a unit test
+//! beside it. The fakes and peers the integration tests share live under `tests/`, not here.
 
 pub mod alerts;
 pub mod checks;
@@ -46,7 +57,7 @@ pub mod delivery;
 mod dod;
 pub mod fetch;
 pub mod finding;
-pub mod lock;
+pub(crate) mod lock;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

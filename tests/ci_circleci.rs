@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fake_ci::{token_file, FakeCi, Fault, Recorder, CIRCLECI_TOKEN, DEFAULT_TIME as T};
 use npm_watchdog::ci::circleci::CircleciConfig;
-use npm_watchdog::ci::http::Limits;
+use npm_watchdog::ci::Limits;
 use npm_watchdog::ci::{Api, CiProviderConfig, CiSecret, SourceRead};
 use tempfile::NamedTempFile;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use fake_ci::{token_file, FakeCi, Fault, Recorder, Visibility, DEFAULT_TIME as T, GITHUB_TOKEN};
 use npm_watchdog::ci::github::GithubConfig;
-use npm_watchdog::ci::http::Limits;
+use npm_watchdog::ci::Limits;
 use npm_watchdog::ci::{covers, Api, CiObserver, CiProviderConfig, SourceRead};
 use tempfile::NamedTempFile;
 use url::Url;

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use fake_registry::{FakeRegistry, TOKEN};
-use npm_watchdog::alerts::lifecycle::Active;
+use npm_watchdog::alerts::Active;
 use npm_watchdog::state::State;
 use peers::{
     amtool, amtool_check_config, free_port, start_alertmanager, wait_until, Daemon, Server, Smtp,

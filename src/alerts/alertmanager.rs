@@ -10,7 +10,7 @@
 //! - a FIRING notification posts the alert with `startsAt` = first seen and `endsAt` = now + 4 ×
 //!   `resend_interval`;
 //! - every `resend_interval` all active findings are posted again (the daemon hands them over after
-//!   each cycle, see [`Sink::firing`]), so an alert lives while the watchdog does and times out on its
+//!   each cycle, see [`Mirror::firing`]), so an alert lives while the watchdog does and times out on its
 //!   own if the watchdog dies (the `watchdog-blind` finding and Prometheus' `up` catch that);
 //! - RESOLVED posts `endsAt` = the time it resolved, and repeats it for [`RESOLVED_RESEND`] in case an
 //!   instance missed it;

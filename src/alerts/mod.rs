@@ -1,7 +1,7 @@
 //! Alerts: what a notification says, and the sinks that carry it.
 //!
 //! The lifecycle (FIRING at once, a reminder every `repeat_interval`, RESOLVED when a finding is gone)
-//! lives in [`lifecycle`]; notifications are queued in the state database's outbox in the same
+//! lives in `lifecycle`; notifications are queued in the state database's outbox in the same
 //! transaction as the findings that cause them, and [`crate::delivery`] delivers them. Sinks only deliver:
 //! they sit behind the small [`Sink`] trait and never see a secret other than their own (SMTP password,
 //! webhook key), which they do not print.
@@ -10,14 +10,14 @@
 //! [`sink_section!`](crate::sink_section), which adds the routing keys, and implementing
 //! [`SinkConfig`]) and its [`Sink`], then add one line to the list in `sink_kinds!` below. The
 //! `[[alerts.<kind>]]` section, its validation, routing, naming, `config check` and the daemon's
-//! dispatch follow from that line. HTTP sinks share [`http`] for posting and classifying answers.
+//! dispatch follow from that line. HTTP sinks share `http` for posting and classifying answers.
 
 #[macro_use]
-pub mod route;
-pub mod http;
-pub mod lifecycle;
-pub mod log;
-pub mod message;
+pub(crate) mod route;
+pub(crate) mod http;
+pub(crate) mod lifecycle;
+pub(crate) mod log;
+pub(crate) mod message;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +32,7 @@ use url::Url;
 use crate::config::types::{HumanDuration, Invalid};
 use crate::finding::{Finding, Severity};
 
+pub use lifecycle::{Active, Outgoing, Plan};
 pub use route::{Route, Routed};
 
 /// Expands the sink list: the modules, [`AlertsConfig`] with one array per kind, and

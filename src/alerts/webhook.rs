@@ -1,4 +1,4 @@
-//! Webhook sink: POST the notification as JSON (schema version 1, [`message::webhook_payload`]).
+//! Webhook sink: POST the notification as JSON (schema version 1, `message::webhook_payload`).
 //!
 //! With `secret_file`, the request carries `X-Npm-Watchdog-Signature: sha256=<hex>`, the HMAC-SHA256
 //! of the exact body bytes under the file's content (read at every send, one trailing newline

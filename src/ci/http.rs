@@ -132,7 +132,7 @@ impl Api {
     }
 
     /// A URL under the API: `path` is relative (no leading `/`) with its segments escaped by the
-    /// caller ([`segment`]).
+    /// caller (`segment`).
     pub fn url(&self, path: &str) -> Url {
         // Joining a relative path onto a base that ends with `/` cannot fail.
         self.base

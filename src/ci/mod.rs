@@ -8,7 +8,7 @@
 //! finding, a metric or `Debug` output.
 //!
 //! Each provider is one file with its `[[ci.<kind>]]` section, which implements [`CiProviderConfig`],
-//! and one line in `ci_kinds!` below; [`http`] is the shared client (authentication, pagination,
+//! and one line in `ci_kinds!` below; `http` is the shared client (authentication, pagination,
 //! rate limits, capped bodies, errors). What a read gives is a list of [`UnitRead`]s, one per list
 //! the API answers (the Actions secrets of a repository, one context's variables, …), and a
 //! [`ScopeError`] for each list or group of lists that could not be read. The daemon stores each
@@ -16,7 +16,7 @@
 //! provider error can neither resolve a finding nor make one up.
 
 mod error;
-pub mod http;
+pub(crate) mod http;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use error::CiError;
-pub use http::{Api, CiObserver};
+pub use http::{Api, CiObserver, Limits};
 
 use crate::config::types::Invalid;
 

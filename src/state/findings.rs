@@ -56,7 +56,7 @@ impl State {
     }
 
     /// Active findings of the given checks as the lifecycle compares them: without their text, only
-    /// its digest ([`Previous`]). Rows are read one at a time, so no body is held past its digest.
+    /// its digest (`Previous`). Rows are read one at a time, so no body is held past its digest.
     pub fn active_digests(&self, checks: &[&str]) -> Result<Vec<Previous>, StateError> {
         let c = self.lock();
         let read = || -> rusqlite::Result<Vec<Previous>> {
@@ -97,7 +97,7 @@ impl State {
     }
 
     /// Decode the stored text of the `wanted` ones among `previous` (see
-    /// [`needs_text`](crate::alerts::lifecycle::needs_text)).
+    /// `lifecycle::needs_text`).
     pub fn load_texts(
         &self,
         previous: &mut [Previous],

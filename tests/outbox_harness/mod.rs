@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use npm_watchdog::alerts::lifecycle::{Outgoing, Plan};
 use npm_watchdog::alerts::{Notification, Route, Sink, Target};
+use npm_watchdog::alerts::{Outgoing, Plan};
 use npm_watchdog::delivery::Dispatcher;
 use npm_watchdog::metrics::Metrics;
 use npm_watchdog::state::State;
