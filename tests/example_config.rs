@@ -607,3 +607,29 @@ smtp_url = "smtp://127.0.0.1:25"
         ])
     );
 }
+
+/// Every TOML example in the user-facing docs is a configuration (or a section of one) that loads as
+/// written: a renamed key fails here before a user copies it.
+#[test]
+fn the_toml_examples_in_the_docs_load() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for doc in ["README.md", "docs/CONFIGURATION.md", "docs/ALERTING.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).expect("doc");
+        for (n, block) in text.split("```toml\n").skip(1).enumerate() {
+            let block = block.split("```").next().unwrap_or_default();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, block).expect("write");
+            if let Err(e) = load_with_env(
+                Some(&path),
+                Env::prefixed("NPM_WATCHDOG_EXAMPLE_UNUSED_").split("__"),
+                &npm_watchdog::checks::ids(),
+            ) {
+                panic!("{doc}, TOML example {}: {e}\n{block}", n + 1);
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the docs hold TOML examples ({seen} found)");
+}
