@@ -14,8 +14,7 @@
 //! cargo run --release --example fake_registry_server -- --packages 1000 --latency-ms 20
 //! ```
 
-#[path = "../tests/fake_registry/mod.rs"]
-mod fake_registry;
+use testkit::fake_registry;
 
 use std::collections::BTreeMap;
 use std::io::Write;

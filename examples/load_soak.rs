@@ -1,7 +1,7 @@
 //! Load and soak harness for `scripts/load.sh` and `scripts/soak.sh`: it prints figures, it is not a
 //! test. Three subcommands, each its own process so that what is measured holds only what it should:
 //!
-//! - `registry`: the tests' fake registry (`tests/fake_registry`) on `127.0.0.1`, listing `--tokens`
+//! - `registry`: the tests' fake registry (`testkit::fake_registry`) on `127.0.0.1`, listing `--tokens`
 //!   account tokens of mixed kinds in pages of `--page-size`. Its first line on stdout is the registry
 //!   URL, the second the base URL of a control server on another port: `POST <control>/churn/<k>`
 //!   replaces `k` tokens with new ones (new keys), `GET <control>/stats` answers
@@ -30,8 +30,7 @@
 //! cargo run --release --example load_soak -- load --url http://127.0.0.1:9858/metrics --clients 4 --seconds 30
 //! ```
 
-#[path = "../tests/fake_registry/mod.rs"]
-mod fake_registry;
+use testkit::fake_registry;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

@@ -10,5 +10,5 @@ cd "$ROOT"
 "$ROOT/scripts/install-peers.sh"
 
 status=0
-cargo test --locked --all-targets -- --test-threads=2 "$@" || status=$?
+cargo test --locked --workspace --all-targets -- --test-threads=2 "$@" || status=$?
 exit "$status"

@@ -3,8 +3,8 @@
 //! accepts only the exact token, and each test checks what the user sees: the exit code, the message
 //! (naming the file), what the registry was sent, and that no token value is ever printed.
 
-mod fake_registry;
-mod test_config;
+use testkit::fake_registry;
+use testkit::test_config;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -55,12 +55,10 @@ async fn tokens_with(reg: &FakeRegistry, dir: &Path, content: &[u8]) -> Output {
         .await
         .expect("run npm-watchdog");
     let all = format!("{}{}", stdout(&out), stderr(&out));
-    for secret in [TOKEN, OTHER] {
-        assert!(
-            !all.contains(secret),
-            "a token value leaked into the output for the token file {content:?}:\n{all}"
-        );
-    }
+    testkit::secrets::assert_absent(
+        &[TOKEN, OTHER],
+        [(format!("the output for the token file {content:?}"), &all)],
+    );
     out
 }
 

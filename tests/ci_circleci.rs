@@ -1,13 +1,15 @@
-//! The CircleCI reader (`[[ci.circleci]]`) against the in-process fake (`tests/fake_ci`): contexts and
+//! The CircleCI reader (`[[ci.circleci]]`) against the in-process fake (`testkit::fake_ci`): contexts and
 //! project variables, `next_page_token` pagination and its guards, rate limits, scoped failures, and
 //! that no part of a project variable's value is kept.
 
-mod fake_ci;
+mod ci_support;
+use testkit::fake_ci;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_ci::{token_file, FakeCi, Fault, Recorder, CIRCLECI_TOKEN, DEFAULT_TIME as T};
+use ci_support::Recorder;
+use fake_ci::{token_file, FakeCi, Fault, CIRCLECI_TOKEN, DEFAULT_TIME as T};
 use npm_watchdog::ci::circleci::CircleciConfig;
 use npm_watchdog::ci::Limits;
 use npm_watchdog::ci::{Api, CiProviderConfig, CiSecret, SourceRead};

@@ -1,15 +1,17 @@
-//! `[[ci.github]]` reads against the in-process fake GitHub API (`tests/fake_ci`): every list kind
+//! `[[ci.github]]` reads against the in-process fake GitHub API (`testkit::fake_ci`): every list kind
 //! with its units and places, pagination, escaping, org secrets seen through several repositories,
 //! failures confined to their own lists, rate limits, retries, headers, metrics and token hygiene.
 //! Page parsing and `validate()` are unit-tested in `src/ci/github.rs`.
 
-mod fake_ci;
+mod ci_support;
+use testkit::fake_ci;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fake_ci::{token_file, FakeCi, Fault, Recorder, Visibility, DEFAULT_TIME as T, GITHUB_TOKEN};
+use ci_support::Recorder;
+use fake_ci::{token_file, FakeCi, Fault, Visibility, DEFAULT_TIME as T, GITHUB_TOKEN};
 use npm_watchdog::ci::github::GithubConfig;
 use npm_watchdog::ci::Limits;
 use npm_watchdog::ci::{covers, Api, CiObserver, CiProviderConfig, SourceRead};

@@ -1,13 +1,15 @@
-//! The GitLab reader (`[[ci.gitlab]]`) against the in-process fake (`tests/fake_ci`): projects by path
+//! The GitLab reader (`[[ci.gitlab]]`) against the in-process fake (`testkit::fake_ci`): projects by path
 //! and id, groups, `Link` pagination, environment scopes, the npm-token verdict on values, scoped
 //! failures, rate limits, and above all that no value read ever shows up in what the read gives.
 
-mod fake_ci;
+mod ci_support;
+use testkit::fake_ci;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_ci::{token_file, FakeCi, Fault, GitlabVar, Recorder, GITLAB_TOKEN};
+use ci_support::Recorder;
+use fake_ci::{token_file, FakeCi, Fault, GitlabVar, GITLAB_TOKEN};
 use npm_watchdog::ci::gitlab::GitlabConfig;
 use npm_watchdog::ci::Limits;
 use npm_watchdog::ci::{Api, CiProviderConfig, CiSecret, SourceRead};
@@ -93,11 +95,8 @@ fn assert_no_values(read: &SourceRead, values: &[String]) {
         shown.push(format!("{u:?}"));
         shown.push(serde_json::to_string(&u.secrets).expect("json"));
     }
-    for text in &shown {
-        for v in values {
-            assert!(!text.contains(v.as_str()), "a value ({v}) shows in: {text}");
-        }
-    }
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    testkit::secrets::assert_absent(&values, shown.iter().map(|t| ("a shown read", t)));
 }
 
 /// Values planted in `seed`, each distinct so a leak names itself.

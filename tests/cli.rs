@@ -2,10 +2,10 @@
 //! against the in-process fake registry. Each test checks the exit code and what is printed, and that
 //! the token never is.
 
-mod fake_ci;
-mod fake_registry;
-mod receiver;
-mod test_config;
+use testkit::fake_ci;
+use testkit::fake_registry;
+use testkit::receiver;
+use testkit::test_config;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -61,10 +61,7 @@ async fn run(dir: &Path, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        !all.contains(TOKEN),
-        "the token leaked into the output of {args:?}:\n{all}"
-    );
+    testkit::secrets::assert_absent(&[TOKEN], [(format!("the output of {args:?}"), &all)]);
     out
 }
 
@@ -338,9 +335,7 @@ async fn pager_sinks_report_refusals_without_their_secrets() {
         "{all}"
     );
     assert!(all.contains("alertmanager: FAILED: "), "{all}");
-    for secret in [KEY, "CLISLACKSECRET"] {
-        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
-    }
+    testkit::secrets::assert_absent(&[KEY, "CLISLACKSECRET"], [("notify-test's output", &all)]);
     assert_eq!(
         (pd.count(), slack.count(), am.count()),
         (1, 1, 1),
@@ -436,7 +431,7 @@ async fn zero_config_run_uses_the_npm_user_config() {
         log.contains("[FIRING:warning] token-present: token c1a55c (ci-legacy)"),
         "{log}"
     );
-    assert!(!log.contains(TOKEN), "token leaked into the log");
+    testkit::secrets::assert_absent(&[TOKEN], [("the log", &log)]);
 }
 
 /// Three watched packages, all released through trusted publishing.
@@ -715,10 +710,7 @@ async fn audit_judges_d3_from_the_ci_secrets() {
         .any(|f| f["check"] == "ci-npm-secret" && f["severity"] == "critical"));
     let all =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !all.contains(fake_ci::GITHUB_TOKEN),
-        "the GitHub token leaked"
-    );
+    testkit::secrets::assert_absent(&[fake_ci::GITHUB_TOKEN], [("audit's output", &all)]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -927,7 +919,7 @@ async fn zero_config_watches_the_packages_of_the_credentials_own_account() {
         log.contains("[FIRING:critical] publish-untrusted: version left-pad-acme@1.0.1"),
         "{log}"
     );
-    assert!(!log.contains(TOKEN), "token leaked into the log");
+    testkit::secrets::assert_absent(&[TOKEN], [("the log", &log)]);
 }
 
 /// One watched package, a daemon's port of its own, and the OTP `123456` accepted: what the state
@@ -1241,5 +1233,5 @@ async fn run_warns_about_a_too_open_token_file_and_strict_refuses_to_start() {
         .unwrap_or_else(|| panic!("no warning naming the token file:\n{log}"));
     assert!(warning.contains("WARN"), "{warning}");
     assert!(warning.contains("mode=0644"), "{warning}");
-    assert!(!log.contains(TOKEN), "token leaked into the log");
+    testkit::secrets::assert_absent(&[TOKEN], [("the log", &log)]);
 }

@@ -25,8 +25,8 @@
 //! Needs root (rootful podman), podman, runc, slirp4netns and python3 (to read the state file); a
 //! missing one fails the test, it is never skipped. `scripts/install-peers.sh` installs them.
 
-mod fake_registry;
-mod peers;
+use testkit::fake_registry;
+use testkit::peers;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -519,10 +519,7 @@ async fn image_builds_runs_read_only_detects_a_token_and_keeps_its_state_across_
 
     // --- the logs: no secret, no write refused -----------------------------------------------------------
     let body = TOKEN.trim_start_matches("npm_");
-    assert!(
-        !log.contains(TOKEN) && !log.contains(body),
-        "the token is in podman logs:\n{log}"
-    );
+    testkit::secrets::assert_absent(&[TOKEN, body], [("podman logs", &log)]);
     for bad in [
         "Read-only file system",
         "os error 30",

@@ -4,9 +4,9 @@
 //! receiver; the planted GitLab values are searched for in everything the daemon wrote.
 
 mod daemon_support;
-mod fake_ci;
-mod receiver;
-mod test_config;
+use testkit::fake_ci;
+use testkit::receiver;
+use testkit::test_config;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -250,17 +250,16 @@ async fn an_npm_token_in_ci_fires_resolves_and_is_held_while_unreadable() {
             ));
         }
     }
-    for (what, text) in &written {
-        for secret in [
+    testkit::secrets::assert_absent(
+        &[
             NPM_VALUE,
             NPMRC_VALUE,
             HARMLESS_VALUE,
             GITHUB_TOKEN,
             GITLAB_TOKEN,
-        ] {
-            assert!(!text.contains(secret), "{secret} leaked into {what}");
-        }
-    }
+        ],
+        written,
+    );
 }
 
 /// The scheduler runs the `ci` group on `schedule.ci`: with `npm-watchdog run` and `ci = "1s"`, a

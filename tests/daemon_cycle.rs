@@ -3,9 +3,10 @@
 //! receiver, so the assertions are about what a user would be sent.
 
 mod daemon_support;
-mod fake_registry;
+use testkit::fake_registry;
+use testkit::secrets::{self, assert_absent};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -167,14 +168,6 @@ async fn cycle_group(wd: &Arc<Watchdog>, group: Group) {
     wd.outbox().dispatch().await;
 }
 
-fn assert_no_secret(text: &str, path: &Path) {
-    assert!(
-        !text.contains(SECRET),
-        "the npm token leaked into {}",
-        path.display()
-    );
-}
-
 #[tokio::test]
 async fn first_run_new_token_restart_outage_and_recovery() {
     let s = Setup::new().await;
@@ -309,10 +302,15 @@ async fn first_run_new_token_restart_outage_and_recovery() {
         .as_deref(),
         Some("1")
     );
-    assert_no_secret(&wd.metrics().render(), Path::new("/metrics"));
-    assert_no_secret(&s.hook.raw(), Path::new("webhook bodies"));
-    let db = std::fs::read(s.state_path()).expect("state file");
-    assert_no_secret(&String::from_utf8_lossy(&db), &s.state_path());
+    let db = s.state_path().display().to_string();
+    assert_absent(
+        &[SECRET],
+        [
+            ("/metrics".to_string(), wd.metrics().render()),
+            ("webhook bodies".to_string(), s.hook.raw()),
+            (db, secrets::file_text(&s.state_path())),
+        ],
+    );
 }
 
 #[tokio::test]
@@ -390,7 +388,7 @@ async fn a_rejected_credential_is_never_read_as_no_tokens() {
     let health = wd.state().group_health().expect("health");
     let err = health[0].last_error.clone().unwrap_or_default();
     assert!(err.contains("unauthorized (401)"), "{err}");
-    assert!(!err.contains(SECRET));
+    assert_absent(&[SECRET], [("the group's last error", &err)]);
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -1319,13 +1317,15 @@ async fn every_registry_fault_fails_closed_and_recovers() {
             2,
             "{name}: both failed runs were logged:\n{log}"
         );
-        assert_no_secret(&log, Path::new("the log"));
-        assert_no_secret(&wd.metrics().render(), Path::new("/metrics"));
-        assert_no_secret(&s.hook.raw(), Path::new("webhook bodies"));
+        let mut places = vec![
+            ("the log".to_string(), log),
+            ("/metrics".to_string(), wd.metrics().render()),
+            ("webhook bodies".to_string(), s.hook.raw()),
+        ];
         for file in [s.state_path(), s.state_path().with_extension("db-wal")] {
-            let bytes = std::fs::read(&file).unwrap_or_default();
-            assert_no_secret(&String::from_utf8_lossy(&bytes), &file);
+            places.push((file.display().to_string(), secrets::file_text(&file)));
         }
+        assert_absent(&[SECRET], places);
     }
 }
 

@@ -22,9 +22,9 @@
 //! A missing Alertmanager, amtool or aiosmtpd is a failure, never a skip: run
 //! `scripts/install-peers.sh`.
 
-mod fake_registry;
-mod peers;
-mod test_config;
+use testkit::fake_registry;
+use testkit::peers;
+use testkit::test_config;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -646,18 +646,6 @@ fn unfold_qp(text: &str) -> String {
     text.replace("=\r\n", "").replace("=\n", "")
 }
 
-/// Panics if a secret is in any of `texts` (place, text).
-fn assert_no_secret(secrets: &[&str], texts: Vec<(String, String)>) {
-    for (place, text) in texts {
-        for secret in secrets {
-            assert!(
-                !text.contains(secret),
-                "a credential is in {place}:\n{text}"
-            );
-        }
-    }
-}
-
 /// Every email, raw and decoded, by subject.
 fn email_texts(smtp: &Smtp) -> Vec<(String, String)> {
     smtp.messages()
@@ -872,7 +860,7 @@ fn two_replicas(reg: &FakeRegistry) {
     texts.push(("replica a's log".into(), a.log()));
     texts.push(("replica b's log".into(), b.log()));
     texts.push(("alertmanager's log".into(), am.log_text()));
-    assert_no_secret(&[TOKEN], texts);
+    testkit::secrets::assert_absent(&[TOKEN], texts);
     assert!(a.log().contains("finding resolved"), "{}", a.log());
 
     println!(
@@ -961,7 +949,7 @@ fn restart_blind(reg: &FakeRegistry) {
     texts.extend(email_texts(&smtp));
     texts.push(("replica a's log".into(), a.log()));
     texts.push(("replica b's log".into(), b.log()));
-    assert_no_secret(&[TOKEN, REFUSED_TOKEN], texts);
+    testkit::secrets::assert_absent(&[TOKEN, REFUSED_TOKEN], texts);
     println!(
         "b restarted blind and watched {HOLD:?}: {:?}; total {:?}",
         restarted.elapsed(),
@@ -1052,7 +1040,7 @@ fn turning_critical(reg: &FakeRegistry, max_age: Duration) {
         smtp.subjects(),
         a.log().lines().count()
     );
-    assert!(!crit_mail.raw.contains(TOKEN));
+    testkit::secrets::assert_absent(&[TOKEN], [("the critical email", &crit_mail.raw)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,8 @@
 //! deprecate` works (a packument PUT) and changes the ETag; versions carry no `_npmUser` and no
 //! `trustedPublisher`; `/-/package/<pkg>/trust` is a 404 (Verdaccio has no trust endpoint).
 
-mod peers;
-mod test_config;
+use testkit::peers;
+use testkit::test_config;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -465,21 +465,17 @@ timeout = "5s"
     assert!(!state_bytes.is_empty(), "the state database is missing");
     let state_text = String::from_utf8_lossy(&state_bytes).into_owned();
     let audit_output = format!("{table}\n{table_err}\n{json_text}\n{json_err}");
-    for (what, secret) in [
-        ("the laptop token", laptop.token.as_str()),
-        ("alice's session token", session.as_str()),
-        ("alice's password", PASSWORD),
-    ] {
-        for (place, text) in [
+    // The laptop token, alice's session token and her password.
+    testkit::secrets::assert_absent(
+        &[laptop.token.as_str(), session.as_str(), PASSWORD],
+        [
             ("daemon log", &log_text),
             ("emails", &mails),
             ("/metrics", &final_metrics),
             ("state database", &state_text),
             ("audit output", &audit_output),
-        ] {
-            assert!(!text.contains(secret), "{what} leaked into the {place}");
-        }
-    }
+        ],
+    );
 
     // --- The email's Fingerprint line identifies the finding: stable across FIRING and RESOLVED,
     // different for different versions. (Checked last so that everything above is proven even

@@ -2,8 +2,8 @@
 //! made and revoked with the real npm CLI, alerts arrive at a real SMTP server (aiosmtpd), and promtool
 //! lints the live `/metrics`. Every secret used is searched for in the logs, metrics, emails and state.
 
-mod peers;
-mod test_config;
+use testkit::peers;
+use testkit::test_config;
 
 use std::time::Duration;
 
@@ -188,19 +188,19 @@ timeout = "5s"
         .join("\n");
     let state_bytes =
         String::from_utf8_lossy(&std::fs::read(&state).expect("state db")).into_owned();
-    for (what, secret) in [
-        ("the daemon's token", own_secret.as_str()),
-        ("the npm CLI's token", made.token.as_str()),
-        ("alice's session token", session.as_str()),
-        ("alice's password", PASSWORD),
-    ] {
-        for (place, text) in [
+    // The daemon's token, the npm CLI's token, alice's session token and her password.
+    testkit::secrets::assert_absent(
+        &[
+            own_secret.as_str(),
+            made.token.as_str(),
+            session.as_str(),
+            PASSWORD,
+        ],
+        [
             ("daemon log", &log_text),
             ("emails", &mails),
             ("/metrics", &final_metrics),
             ("state database", &state_bytes),
-        ] {
-            assert!(!text.contains(secret), "{what} leaked into the {place}");
-        }
-    }
+        ],
+    );
 }

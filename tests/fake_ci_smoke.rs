@@ -1,7 +1,7 @@
-//! Smoke tests of the in-process fake CI providers (`tests/fake_ci`): pagination, authentication,
+//! Smoke tests of the in-process fake CI providers (`testkit::fake_ci`): pagination, authentication,
 //! CircleCI's value masking and the rate-limit faults, spoken to with plain reqwest.
 
-mod fake_ci;
+use testkit::fake_ci;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -95,7 +95,7 @@ async fn circle_list(base: &str, path: &str) -> Value {
         };
         let (status, _, body) = fetch(&url, &[("Circle-Token", CIRCLECI_TOKEN)]).await;
         assert_eq!(status, 200, "{url}");
-        assert!(!body.contains(SECRET), "leaked: {body}");
+        testkit::secrets::assert_absent(&[SECRET], [(&url, &body)]);
         let page = json(&body);
         items.extend(page["items"].as_array().unwrap().iter().cloned());
         match page["next_page_token"].as_str() {

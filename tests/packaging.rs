@@ -19,8 +19,8 @@
 //! These tests need root (namespaces, chroot, another user), python3, openssl, strace, setpriv, `ip`,
 //! `ldd` and systemd-analyze; a missing tool fails the test, it is never skipped.
 
-mod fake_registry;
-mod test_config;
+use testkit::fake_registry;
+use testkit::test_config;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,7 +1,7 @@
-//! Proves the end-to-end harness (tests/peers/mod.rs) against the real peers:
+//! Proves the end-to-end harness (testkit::peers) against the real peers:
 //! Verdaccio with the real npm CLI, aiosmtpd, and promtool.
 
-mod peers;
+use testkit::peers;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `registry/tokens.rs`.
 
 mod client_support;
-mod fake_registry;
+use testkit::fake_registry;
 
 use std::time::{Duration, Instant};
 
@@ -782,7 +782,7 @@ async fn metrics_count_requests_per_endpoint_and_code() {
             "missing `{line}` in:\n{text}"
         );
     }
-    assert!(!text.contains(TOKEN), "the credential is in the metrics");
+    testkit::secrets::assert_absent(&[TOKEN], [("/metrics", &text)]);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! `registry/package.rs`.
 
 mod client_support;
-mod fake_registry;
+use testkit::fake_registry;
 
 use std::time::{Duration, Instant};
 
@@ -810,7 +810,7 @@ async fn per_endpoint_metric_labels() {
         );
     }
     assert_eq!(metric_line(&metrics, "attestations", "404"), Some(1));
-    assert!(!metrics.render().contains(TOKEN));
+    testkit::secrets::assert_absent(&[TOKEN], [("/metrics", metrics.render())]);
 }
 
 #[tokio::test]

@@ -4,9 +4,9 @@
 //! watch list), says that a changed listen address needs a restart, and the reload metrics tell which
 //! happened.
 
-mod fake_registry;
-mod peers;
-mod test_config;
+use testkit::fake_registry;
+use testkit::peers;
+use testkit::test_config;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,5 +152,5 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_running_one_on_error() {
 
     let (status, _) = tokio::task::block_in_place(|| daemon.stop());
     assert!(status.success());
-    assert!(!daemon.log_text().contains(TOKEN), "the token leaked");
+    testkit::secrets::assert_absent(&[TOKEN], [("the log", daemon.log_text())]);
 }

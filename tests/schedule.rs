@@ -1,9 +1,9 @@
 //! Schedules survive a stall: a daemon stopped for several periods (a suspended machine, a runtime
 //! blocked on a slow disk) goes on checking once it runs again, instead of never again.
 
-mod fake_registry;
-mod peers;
-mod test_config;
+use testkit::fake_registry;
+use testkit::peers;
+use testkit::test_config;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! The real Alertmanager, with two replicas, is driven in `e2e_alertmanager.rs`.
 
 mod outbox_harness;
-mod receiver;
+use testkit::receiver;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! it gets, and the real SMTP server aiosmtpd (installed by `scripts/install-peers.sh`).
 
 mod outbox_harness;
-mod peers;
-mod receiver;
+use testkit::peers;
+use testkit::receiver;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

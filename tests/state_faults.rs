@@ -5,10 +5,10 @@
 //! the alert resolves. Further down: a state database that cannot be opened at start (a read-only
 //! folder, a file where the folder should be, a corrupt file, a full disk) and a full disk at run time.
 
-mod fake_registry;
-mod peers;
-mod receiver;
-mod test_config;
+use testkit::fake_registry;
+use testkit::peers;
+use testkit::receiver;
+use testkit::test_config;
 
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -148,7 +148,7 @@ async fn a_locked_state_database_is_loud_and_recovers_by_itself() {
         text.contains("the state database can be written again"),
         "{text}"
     );
-    assert!(!text.contains(TOKEN), "the token leaked into the log");
+    testkit::secrets::assert_absent(&[TOKEN], [("the log", &text)]);
     // Nothing found was lost: the token is still reported once, not again.
     assert_eq!(
         received(&hook)
@@ -234,10 +234,7 @@ fn run_refused(config: &Path, dir: &Path) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let err = std::fs::read_to_string(&err_path).expect("stderr");
-    assert!(
-        !err.contains(TOKEN),
-        "the token leaked into the output:\n{err}"
-    );
+    testkit::secrets::assert_absent(&[TOKEN], [("the output", &err)]);
     (status.code(), err)
 }
 
@@ -541,7 +538,7 @@ async fn a_full_disk_at_run_time_is_loud_and_nothing_found_meanwhile_is_lost() {
         text.contains("the state database can be written again"),
         "{text}"
     );
-    assert!(!text.contains(TOKEN), "the token leaked into the log");
+    testkit::secrets::assert_absent(&[TOKEN], [("the log", &text)]);
     // Nothing found was lost and nothing was sent twice: every FIRING arrived exactly once.
     let got = received(&hook);
     for line in got.iter().filter(|r| r.starts_with("FIRING")) {

@@ -1,8 +1,8 @@
 //! The daemon speaks systemd's notify protocol: READY=1 once it serves, WATCHDOG=1 while its scheduler
 //! runs, STOPPING=1 on SIGTERM. A plain datagram socket stands in for systemd, as `NOTIFY_SOCKET`.
 
-mod fake_registry;
-mod test_config;
+use testkit::fake_registry;
+use testkit::test_config;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;

@@ -10,7 +10,7 @@ use npm_watchdog::registry::{RegistryClient, RegistryError, RetryPolicy};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::fake_registry::TOKEN;
+use testkit::fake_registry::TOKEN;
 
 pub fn fast_retry() -> RetryPolicy {
     RetryPolicy {
@@ -55,10 +55,10 @@ pub fn text(err: &RegistryError) -> String {
 }
 
 pub fn assert_secret_absent(err: &RegistryError, secret: &str) {
-    let display = err.to_string();
-    let debug = format!("{err:?}");
-    assert!(!display.contains(secret), "secret in Display: {display}");
-    assert!(!debug.contains(secret), "secret in Debug: {debug}");
+    testkit::secrets::assert_absent(
+        &[secret],
+        [("Display", err.to_string()), ("Debug", format!("{err:?}"))],
+    );
 }
 
 pub fn metric_line(metrics: &Metrics, endpoint: &str, code: &str) -> Option<u64> {

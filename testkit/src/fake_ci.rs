@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! An in-process fake of three CI providers' secrets APIs, served by axum on `127.0.0.1:0`, for the
 //! tests of the CI-secret inventory (the watchdog lists CI secrets to find npm tokens hidden there).
 //!
@@ -1943,23 +1942,6 @@ async fn gl_group_vars(State(sh): State<Shared>, Path(id): Path<String>, uri: Ur
 
 // -------------------------------------------------------------------------------------------------
 // What the client tests share besides the fake.
-
-/// Counts requests as the daemon's metrics would: `(provider, endpoint, outcome)`.
-#[derive(Clone, Default)]
-pub struct Recorder(Arc<Mutex<Vec<(String, String, String)>>>);
-
-impl npm_watchdog::ci::CiObserver for Recorder {
-    fn request(&self, provider: &str, endpoint: &str, outcome: &str) {
-        let mut seen = self.0.lock().expect("recorder");
-        seen.push((provider.into(), endpoint.into(), outcome.into()));
-    }
-}
-
-impl Recorder {
-    pub fn seen(&self) -> Vec<(String, String, String)> {
-        self.0.lock().expect("recorder").clone()
-    }
-}
 
 /// A token file as the daemon expects one (mode 0600), removed when dropped.
 pub fn token_file(token: &str) -> tempfile::NamedTempFile {

@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! An in-process fake npm registry for integration tests, served by axum on `127.0.0.1:0`.
 //!
 //! It follows the registry API as the npm CLI 11 calls it (the request shapes of npm-registry-fetch,
@@ -1700,7 +1699,6 @@ enum Cut {
 /// Per-connection information handed to handlers through `ConnectInfo`.
 #[derive(Debug, Clone)]
 struct ConnMeta {
-    peer: SocketAddr,
     ctl: Arc<ConnCtl>,
 }
 
@@ -1711,7 +1709,7 @@ impl axum::serve::Listener for TrackedListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.inner.accept().await {
-                Ok((stream, peer)) => {
+                Ok((stream, _peer)) => {
                     let ctl = Arc::new(ConnCtl::default());
                     {
                         let mut conns = lock(&self.conns);
@@ -1723,7 +1721,7 @@ impl axum::serve::Listener for TrackedListener {
                         ctl: ctl.clone(),
                         wire: self.wire.clone(),
                     };
-                    return (io, ConnMeta { peer, ctl });
+                    return (io, ConnMeta { ctl });
                 }
                 // EMFILE and the like: wait a little, as axum's own listener does.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -1732,8 +1730,9 @@ impl axum::serve::Listener for TrackedListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
+        // Axum asks only to log where it listens; the connection's control is what handlers use.
+        self.inner.local_addr()?;
         Ok(ConnMeta {
-            peer: self.inner.local_addr()?,
             ctl: Arc::new(ConnCtl::default()),
         })
     }

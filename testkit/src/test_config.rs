@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! One builder for the configuration file of a daemon under test, shared by every test that starts
 //! the binary. It starts from what all of them set (the registry, its credential file, the state
 //! file) and takes the rest as TOML merged in, so a test names only what it is about.

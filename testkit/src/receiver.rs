@@ -1,8 +1,7 @@
-#![allow(dead_code)]
 //! An in-process HTTP receiver for the sink tests, served by axum on `127.0.0.1:0`: it stands in for
 //! a webhook endpoint, Slack's incoming webhooks or PagerDuty's Events API.
 //!
-//! Include it from an integration test file with `mod receiver;`.
+//! Use it from an integration test as `use testkit::receiver;`.
 //!
 //! Every request is recorded as it arrives (method, path, headers, body, arrival time), whatever its
 //! method or path. The answer comes from a queue of scripted [`Reply`]s, in order; once the queue is
