@@ -34,7 +34,7 @@ use url::Url;
 use super::http::Poster;
 use super::{Mirror, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::secret::SecretUrl;
-use crate::config::types::{HumanDuration, Invalid};
+use crate::config::types::{check, rule, HumanDuration, Invalid};
 
 /// The `alertname` label of every alert this sink posts.
 pub const ALERTNAME: &str = "NpmWatchdogFinding";
@@ -83,31 +83,37 @@ impl SinkConfig for AlertmanagerSinkConfig {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        if self.urls.is_empty() {
-            return Err(Invalid::new("urls", "needs at least one Alertmanager URL"));
-        }
         let mut seen = std::collections::HashSet::new();
+        let mut rules = vec![rule(
+            "urls",
+            self.urls.is_empty(),
+            "needs at least one Alertmanager URL",
+        )];
         for u in &self.urls {
-            if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-                return Err(Invalid::new(
+            rules.extend([
+                rule(
                     "urls",
+                    !matches!(u.scheme(), "http" | "https") || u.host_str().is_none(),
                     format!("`{u}` is not an http:// or https:// URL"),
-                ));
-            }
-            if !u.username().is_empty() || u.password().is_some() {
-                return Err(Invalid::new("urls", "must not carry credentials"));
-            }
-            if !seen.insert(Self::instance(u)) {
-                return Err(Invalid::new(
+                ),
+                rule(
                     "urls",
+                    !u.username().is_empty() || u.password().is_some(),
+                    "must not carry credentials",
+                ),
+                rule(
+                    "urls",
+                    !seen.insert(Self::instance(u)),
                     format!("{} is listed twice", Self::instance(u)),
-                ));
-            }
+                ),
+            ]);
         }
-        if self.resend_interval.0 < Duration::from_secs(1) {
-            return Err(Invalid::new("resend_interval", "must be at least 1s"));
-        }
-        Ok(())
+        rules.push(rule(
+            "resend_interval",
+            self.resend_interval.0 < Duration::from_secs(1),
+            "must be at least 1s",
+        ));
+        check(rules)
     }
 
     fn build(&self, name: String, ctx: &SinkContext) -> Result<Vec<Arc<dyn Sink>>, SinkError> {

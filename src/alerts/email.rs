@@ -30,7 +30,7 @@ use url::Url;
 
 use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError};
 use crate::secret;
-use crate::config::types::{one_or_many, HumanDuration, Invalid};
+use crate::config::types::{check, one_or_many, rule, HumanDuration, Invalid};
 
 crate::sink_section! {
     /// `[[alerts.email]]`.
@@ -61,43 +61,37 @@ impl SinkConfig for EmailSinkConfig {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        if !matches!(self.smtp_url.scheme(), "smtp" | "smtp+starttls" | "smtps") {
-            return Err(Invalid::new(
+        let url = &self.smtp_url;
+        let bad_to = self.to.iter().find(|t| t.parse::<Mailbox>().is_err());
+        check([
+            rule(
                 "smtp_url",
+                !matches!(url.scheme(), "smtp" | "smtp+starttls" | "smtps"),
                 "scheme must be smtp, smtp+starttls or smtps",
-            ));
-        }
-        if self.smtp_url.host_str().is_none_or(str::is_empty) {
-            return Err(Invalid::new("smtp_url", "needs a host"));
-        }
-        if !self.smtp_url.username().is_empty() || self.smtp_url.password().is_some() {
-            return Err(Invalid::new(
+            ),
+            rule("smtp_url", url.host_str().is_none_or(str::is_empty), "needs a host"),
+            rule(
                 "smtp_url",
+                !url.username().is_empty() || url.password().is_some(),
                 "must not carry credentials; use username and password_file",
-            ));
-        }
-        if self.from.parse::<Mailbox>().is_err() {
-            return Err(Invalid::new(
+            ),
+            rule(
                 "from",
+                self.from.parse::<Mailbox>().is_err(),
                 format!("`{}` is not an email address", self.from),
-            ));
-        }
-        if self.to.is_empty() {
-            return Err(Invalid::new("to", "needs at least one address"));
-        }
-        if let Some(to) = self.to.iter().find(|t| t.parse::<Mailbox>().is_err()) {
-            return Err(Invalid::new(
+            ),
+            rule("to", self.to.is_empty(), "needs at least one address"),
+            rule(
                 "to",
-                format!("`{to}` is not an email address"),
-            ));
-        }
-        if self.username.is_some() != self.password_file.is_some() {
-            return Err(Invalid::new(
+                bad_to.is_some(),
+                format!("`{}` is not an email address", bad_to.map_or("", String::as_str)),
+            ),
+            rule(
                 "password_file",
+                self.username.is_some() != self.password_file.is_some(),
                 "username and password_file go together",
-            ));
-        }
-        Ok(())
+            ),
+        ])
     }
 
     fn secret_files(&self) -> Vec<(&'static str, &Path)> {

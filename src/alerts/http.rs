@@ -12,7 +12,7 @@ use reqwest::header::{HeaderName, CONTENT_TYPE, USER_AGENT};
 use reqwest::StatusCode;
 
 use super::SinkError;
-use crate::config::types::{HumanDuration, Invalid};
+use crate::config::types::{check, rule, HumanDuration, Invalid};
 use crate::secret::{self, SecretUrl};
 
 /// How much of a failed response's body goes into an error.
@@ -194,11 +194,11 @@ impl Poster {
 
 /// The configuration rule for an HTTP sink's endpoint: `key` names it, `scheme` is its URL's.
 pub fn require_http(key: &str, scheme: &str) -> Result<(), Invalid> {
-    if matches!(scheme, "http" | "https") {
-        Ok(())
-    } else {
-        Err(Invalid::new(key, "must be an http:// or https:// URL"))
-    }
+    check([rule(
+        key,
+        !matches!(scheme, "http" | "https"),
+        "must be an http:// or https:// URL",
+    )])
 }
 
 /// At most [`ERROR_BODY_CHARS`] characters of a response body, on one line, without control characters.

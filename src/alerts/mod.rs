@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::types::{HumanDuration, Invalid};
+use crate::config::types::{check, rule, HumanDuration, Invalid};
 use crate::finding::{Finding, Severity};
 
 pub use lifecycle::{Active, Outgoing, Plan};
@@ -366,12 +366,12 @@ impl AlertsConfig {
         let mut names = std::collections::HashSet::new();
         for e in self.entries() {
             e.config.validate().map_err(|i| i.under(&e.key()))?;
-            if !names.insert(e.name()) {
-                return Err(Invalid::new(
-                    format!("{}.name", e.key()),
-                    "another sink has this name",
-                ));
-            }
+            check([rule(
+                "name",
+                !names.insert(e.name()),
+                "another sink has this name",
+            )])
+            .map_err(|i| i.under(&e.key()))?;
             e.config
                 .route()
                 .validate(known_checks)

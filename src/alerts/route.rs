@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::types::{HumanDuration, Invalid};
+use crate::config::types::{check, rule, HumanDuration, Invalid};
 use crate::finding::{Finding, Severity};
 
 /// Adds the routing keys to a sink's section struct and implements [`Routed`] for it. The struct
@@ -122,21 +122,27 @@ impl Route {
 
     /// The check ids must exist. `known` lists every check id; keys are relative to the section.
     pub fn validate(&self, known: &[&str]) -> Result<(), Invalid> {
-        for (key, list) in [
-            ("checks", &self.checks),
-            ("exclude_checks", &self.exclude_checks),
-        ] {
-            if let Some(bad) = list.iter().find(|c| !known.contains(&c.as_str())) {
-                return Err(Invalid::new(
-                    key,
+        let unknown = |list: &[String]| {
+            list.iter()
+                .find(|c| !known.contains(&c.as_str()))
+                .map(|bad| {
                     format!(
                         "unknown check `{bad}` (expected one of: {})",
                         known.join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(())
+                    )
+                })
+        };
+        check(
+            [
+                ("checks", &self.checks),
+                ("exclude_checks", &self.exclude_checks),
+            ]
+            .into_iter()
+            .map(|(key, list)| {
+                let bad = unknown(list);
+                rule(key, bad.is_some(), bad.unwrap_or_default())
+            }),
+        )
     }
 }
 

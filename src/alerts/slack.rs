@@ -37,7 +37,7 @@ use url::Url;
 use super::http::Poster;
 use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::secret::{self, SecretUrl};
-use crate::config::types::{HumanDuration, Invalid};
+use crate::config::types::{check, rule, HumanDuration, Invalid};
 
 /// Slack's limit for a header block's text.
 const HEADER_MAX: usize = 150;
@@ -70,13 +70,11 @@ impl SinkConfig for SlackSinkConfig {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        if self.url_file.as_os_str().is_empty() {
-            return Err(Invalid::new(
-                "url_file",
-                "must name the file holding the webhook URL",
-            ));
-        }
-        Ok(())
+        check([rule(
+            "url_file",
+            self.url_file.as_os_str().is_empty(),
+            "must name the file holding the webhook URL",
+        )])
     }
 
     fn secret_files(&self) -> Vec<(&'static str, &Path)> {

@@ -14,7 +14,7 @@ use url::Url;
 use super::github::describe_lists;
 use super::http::segment;
 use super::{Api, Auth, CiError, CiSecret, CiProviderConfig, SourceRead};
-use crate::config::types::Invalid;
+use crate::config::types::{check, rule, Invalid};
 
 pub const DEFAULT_API_URL: &str = "https://circleci.com/api/v2";
 
@@ -64,29 +64,26 @@ impl CiProviderConfig for CircleciConfig {
                         && *p != ".."
                 })
         };
-        if self.org_slug.is_none() && self.projects.is_empty() {
-            return Err(Invalid::new(
+        let mut rules = vec![rule(
+            "org_slug",
+            self.org_slug.is_none() && self.projects.is_empty(),
+            "name the organisation (org_slug) or at least one project",
+        )];
+        rules.extend(self.org_slug.iter().map(|o| {
+            rule(
                 "org_slug",
-                "name the organisation (org_slug) or at least one project",
-            ));
-        }
-        if let Some(o) = &self.org_slug {
-            if !slug_ok(o, 2) {
-                return Err(Invalid::new(
-                    "org_slug",
-                    format!("`{o}` is not an org slug such as gh/acme"),
-                ));
-            }
-        }
-        for (i, p) in self.projects.iter().enumerate() {
-            if !slug_ok(p, 3) {
-                return Err(Invalid::new(
-                    format!("projects[{i}]"),
-                    format!("`{p}` is not a project slug such as gh/acme/widget"),
-                ));
-            }
-        }
-        Ok(())
+                !slug_ok(o, 2),
+                format!("`{o}` is not an org slug such as gh/acme"),
+            )
+        }));
+        rules.extend(self.projects.iter().enumerate().map(|(i, p)| {
+            rule(
+                format!("projects[{i}]"),
+                !slug_ok(p, 3),
+                format!("`{p}` is not a project slug such as gh/acme/widget"),
+            )
+        }));
+        check(rules)
     }
 
     fn scopes(&self) -> Vec<String> {

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::http::segment;
 use super::{Api, Auth, CiError, CiSecret, CiProviderConfig, SourceRead};
-use crate::config::types::Invalid;
+use crate::config::types::{check, rule, Invalid};
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 
@@ -59,34 +59,28 @@ impl CiProviderConfig for GithubConfig {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        if self.repos.is_empty() && self.orgs.is_empty() {
-            return Err(Invalid::new(
-                "repos",
-                "name at least one repository or org (orgs)",
-            ));
-        }
-        for (i, r) in self.repos.iter().enumerate() {
+        let bad_part = |p: &&str| p.trim().is_empty() || p.contains(char::is_whitespace);
+        let mut rules = vec![rule(
+            "repos",
+            self.repos.is_empty() && self.orgs.is_empty(),
+            "name at least one repository or org (orgs)",
+        )];
+        rules.extend(self.repos.iter().enumerate().map(|(i, r)| {
             let parts: Vec<&str> = r.split('/').collect();
-            if parts.len() != 2
-                || parts
-                    .iter()
-                    .any(|p| p.trim().is_empty() || p.contains(char::is_whitespace))
-            {
-                return Err(Invalid::new(
-                    format!("repos[{i}]"),
-                    format!("`{r}` is not owner/name"),
-                ));
-            }
-        }
-        for (i, o) in self.orgs.iter().enumerate() {
-            if o.trim().is_empty() || o.contains('/') || o.contains(char::is_whitespace) {
-                return Err(Invalid::new(
-                    format!("orgs[{i}]"),
-                    format!("`{o}` is not an organisation name"),
-                ));
-            }
-        }
-        Ok(())
+            rule(
+                format!("repos[{i}]"),
+                parts.len() != 2 || parts.iter().any(bad_part),
+                format!("`{r}` is not owner/name"),
+            )
+        }));
+        rules.extend(self.orgs.iter().enumerate().map(|(i, o)| {
+            rule(
+                format!("orgs[{i}]"),
+                o.trim().is_empty() || o.contains('/') || o.contains(char::is_whitespace),
+                format!("`{o}` is not an organisation name"),
+            )
+        }));
+        check(rules)
     }
 
     fn scopes(&self) -> Vec<String> {

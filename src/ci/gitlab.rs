@@ -10,7 +10,7 @@ use url::Url;
 use super::github::describe_lists;
 use super::http::segment;
 use super::{Api, Auth, CiSecret, CiProviderConfig, SourceRead};
-use crate::config::types::Invalid;
+use crate::config::types::{check, rule, Invalid};
 
 pub const DEFAULT_API_URL: &str = "https://gitlab.com/api/v4";
 
@@ -50,30 +50,30 @@ impl CiProviderConfig for GitlabConfig {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        if self.projects.is_empty() && self.groups.is_empty() {
-            return Err(Invalid::new(
-                "projects",
-                "name at least one project or group (groups)",
-            ));
-        }
+        // `.` and `..` would be resolved away in the request path (`projects/../variables`).
+        let bad = |p: &str| {
+            p.trim().is_empty()
+                || p.contains(char::is_whitespace)
+                || p.starts_with('/')
+                || p.ends_with('/')
+                || p == "."
+                || p == ".."
+        };
+        let mut rules = vec![rule(
+            "projects",
+            self.projects.is_empty() && self.groups.is_empty(),
+            "name at least one project or group (groups)",
+        )];
         for (key, list) in [("projects", &self.projects), ("groups", &self.groups)] {
-            for (i, p) in list.iter().enumerate() {
-                // `.` and `..` would be resolved away in the request path (`projects/../variables`).
-                if p.trim().is_empty()
-                    || p.contains(char::is_whitespace)
-                    || p.starts_with('/')
-                    || p.ends_with('/')
-                    || p == "."
-                    || p == ".."
-                {
-                    return Err(Invalid::new(
-                        format!("{key}[{i}]"),
-                        format!("`{p}` is not a full path or numeric id"),
-                    ));
-                }
-            }
+            rules.extend(list.iter().enumerate().map(|(i, p)| {
+                rule(
+                    format!("{key}[{i}]"),
+                    bad(p),
+                    format!("`{p}` is not a full path or numeric id"),
+                )
+            }));
         }
-        Ok(())
+        check(rules)
     }
 
     fn scopes(&self) -> Vec<String> {

@@ -30,7 +30,7 @@ use url::Url;
 pub use error::CiError;
 pub use http::{Api, CiObserver, Limits};
 
-use crate::config::types::Invalid;
+use crate::config::types::{check, rule, Invalid};
 
 /// Expands the provider list: the modules, [`CiConfig`] with one array per kind, and
 /// [`CiConfig::entries`].
@@ -131,18 +131,19 @@ impl CiConfig {
             let url = e.config.api_url();
             // The token goes in a header from `token_file`; a URL is printed by `config check` and
             // logged at start, so it must not carry a credential of its own.
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(Invalid::new(
-                    format!("{}.api_url", e.key()),
+            check([
+                rule(
+                    "api_url",
+                    !url.username().is_empty() || url.password().is_some(),
                     "must not carry a user or password: the token comes from token_file",
-                ));
-            }
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(Invalid::new(
-                    format!("{}.api_url", e.key()),
+                ),
+                rule(
+                    "api_url",
+                    !matches!(url.scheme(), "https" | "http"),
                     format!("must be an http:// or https:// URL, not {}:", url.scheme()),
-                ));
-            }
+                ),
+            ])
+            .map_err(|i| i.under(&e.key()))?;
             e.config.validate().map_err(|i| i.under(&e.key()))?;
         }
         Ok(())

@@ -8,7 +8,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::types::{HumanDuration, Invalid};
+use crate::config::types::{check, rule, HumanDuration, Invalid};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,25 +63,29 @@ impl PolicyConfig {
             .any(|a| !a.is_expired(now) && a.matches(key))
     }
 
+    /// The section's rules in the order a user reads its keys; each allowlist entry has its own
+    /// table, its keys put under the list's (`allow_tokens[0].reason`).
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.blind_after == 0 {
-            return Err(Invalid::new("blind_after", "must be at least 1"));
-        }
+        check([rule(
+            "blind_after",
+            self.blind_after == 0,
+            "must be at least 1",
+        )])?;
         for (i, a) in self.allow_tokens.iter().enumerate() {
             a.validate()
                 .map_err(|e| e.under(&format!("allow_tokens[{i}]")))?;
         }
-        for (i, p) in self.ci_secret_names.iter().enumerate() {
-            regex::Regex::new(p).map_err(|e| {
-                Invalid::new(
-                    format!("ci_secret_names[{i}]"),
-                    format!(
-                        "`{p}` is not a regular expression: {}",
-                        regex_reason(&e.to_string())
-                    ),
-                )
-            })?;
-        }
+        check(self.ci_secret_names.iter().enumerate().map(|(i, p)| {
+            let error = regex::Regex::new(p).err();
+            rule(
+                format!("ci_secret_names[{i}]"),
+                error.is_some(),
+                format!(
+                    "`{p}` is not a regular expression: {}",
+                    error.map_or(String::new(), |e| regex_reason(&e.to_string()).to_string())
+                ),
+            )
+        }))?;
         for (i, a) in self.allow_ci_secrets.iter().enumerate() {
             a.validate()
                 .map_err(|e| e.under(&format!("allow_ci_secrets[{i}]")))?;
@@ -132,22 +136,18 @@ impl AllowCiSecret {
 
     fn validate(&self) -> Result<(), Invalid> {
         let providers = ["github:", "circleci:", "gitlab:"];
-        if !providers.iter().any(|p| self.place.starts_with(p)) {
-            return Err(Invalid::new(
+        check([
+            rule(
                 "place",
+                !providers.iter().any(|p| self.place.starts_with(p)),
                 format!(
                     "`{}` is not a place as findings name it (github:owner/repo:actions, circleci:project:gh/acme/widget, gitlab:project:acme/widget, …)",
                     self.place
                 ),
-            ));
-        }
-        if self.name.trim().is_empty() {
-            return Err(Invalid::new("name", "must name the secret"));
-        }
-        if self.reason.trim().is_empty() {
-            return Err(Invalid::new("reason", "must say why"));
-        }
-        Ok(())
+            ),
+            rule("name", self.name.trim().is_empty(), "must name the secret"),
+            rule("reason", self.reason.trim().is_empty(), "must say why"),
+        ])
     }
 }
 
@@ -190,22 +190,19 @@ impl AllowToken {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        if self.key_prefix.len() < 6 {
-            return Err(Invalid::new(
+        check([
+            rule(
                 "key_prefix",
+                self.key_prefix.len() < 6,
                 "needs at least 6 characters so that it names one token",
-            ));
-        }
-        if !self.key_prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Invalid::new(
+            ),
+            rule(
                 "key_prefix",
+                !self.key_prefix.chars().all(|c| c.is_ascii_alphanumeric()),
                 "must be the start of a token key (letters and digits)",
-            ));
-        }
-        if self.reason.trim().is_empty() {
-            return Err(Invalid::new("reason", "must say why"));
-        }
-        Ok(())
+            ),
+            rule("reason", self.reason.trim().is_empty(), "must say why"),
+        ])
     }
 }
 

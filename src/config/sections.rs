@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
-use crate::config::types::{parse_duration, HumanDuration, Invalid};
+use crate::config::types::{check, parse_duration, rule, HumanDuration, Invalid};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,23 +47,25 @@ impl Default for RegistryConfig {
 
 impl RegistryConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        if let Some(url) = &self.url {
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(Invalid::new("url", "must be an http:// or https:// URL"));
-            }
-        }
-        if self.concurrency == 0 {
-            return Err(Invalid::new("concurrency", "must be at least 1"));
-        }
-        for (key, size) in [
-            ("max_body", self.max_body),
-            ("max_packument", self.max_packument),
-        ] {
-            if size.0 == 0 {
-                return Err(Invalid::new(key, "must be greater than zero"));
-            }
-        }
-        Ok(())
+        let not_http = |u: &url::Url| !matches!(u.scheme(), "http" | "https");
+        check([
+            rule(
+                "url",
+                self.url.as_ref().is_some_and(not_http),
+                "must be an http:// or https:// URL",
+            ),
+            rule("concurrency", self.concurrency == 0, "must be at least 1"),
+            rule(
+                "max_body",
+                self.max_body.0 == 0,
+                "must be greater than zero",
+            ),
+            rule(
+                "max_packument",
+                self.max_packument.0 == 0,
+                "must be greater than zero",
+            ),
+        ])
     }
 
     /// The registry client's body caps.

@@ -101,6 +101,32 @@ impl Invalid {
     }
 }
 
+/// One rule of a section: the key it is about, whether the configured value breaks it, and what the
+/// user must do. Each section states its rules as one table, in the order they are checked, and
+/// [`check`] reports the first one broken, so a section's rules read in one place as its tests do.
+pub struct Rule {
+    key: String,
+    broken: bool,
+    must: String,
+}
+
+/// A [`Rule`]: `key` is relative to the section (`smtp_url`, `repos[1]`).
+pub fn rule(key: impl Into<String>, broken: bool, must: impl Into<String>) -> Rule {
+    Rule {
+        key: key.into(),
+        broken,
+        must: must.into(),
+    }
+}
+
+/// The first broken rule of a section's table, as an [`Invalid`].
+pub fn check(rules: impl IntoIterator<Item = Rule>) -> Result<(), Invalid> {
+    match rules.into_iter().find(|r| r.broken) {
+        Some(r) => Err(Invalid::new(r.key, r.must)),
+        None => Ok(()),
+    }
+}
+
 /// Accept `"a"` as well as `["a", "b"]` for a list of strings.
 pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -118,6 +144,23 @@ pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_of_rules_reports_the_first_broken_one() {
+        assert_eq!(
+            check([rule("a", false, "x"), rule("b", false, "y")]),
+            Ok(())
+        );
+        assert_eq!(
+            check([
+                rule("a", false, "x"),
+                rule("b", true, "y"),
+                rule("c", true, "z")
+            ]),
+            Err(Invalid::new("b", "y"))
+        );
+        assert_eq!(check(std::iter::empty()), Ok(()));
+    }
 
     #[test]
     fn durations_print_in_their_largest_exact_unit() {
