@@ -1,6 +1,10 @@
-//! What the configuration leaves open, settled when it is loaded: which registry, where the state
-//! lives, and how to build the registry client. Shared by the daemon and the one-shot commands.
-//! [`ConfigInput`] remembers how the configuration was found, so a reload reads it the same way.
+//! The configuration in force at run time: what `config` loaded, with what it leaves open settled
+//! against the machine (which registry, where the state lives, the credential) and the clients and
+//! sinks built from it. Shared by the daemon and the one-shot commands. [`ConfigInput`] remembers how
+//! the configuration was found, so a reload reads it the same way.
+//!
+//! It is not part of `config/` on purpose: `config` is loaded and validated below the checks, the
+//! sinks and the registry client, and this module builds all three.
 
 use std::collections::BTreeMap;
 use std::fmt;
