@@ -21,7 +21,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_npm-watchdog");
 fn token(key: &str, name: &str, bypass: bool, readonly: bool) -> Value {
     json!({
         "name": name, "key": key, "token": "npm_ab...yz", "cidr": ["127.0.0.1/32"], "bypass_2fa": bypass,
-        "created": "2026-11-01T00:00:00.000Z", "expiry": "2026-12-20T00:00:00.000Z",
+        "created": days_from_now(-33), "expiry": days_from_now(16),
         "permissions": [{"name": "package", "action": if readonly { "read" } else { "write" }}],
         "revoked": null
     })
@@ -212,6 +212,54 @@ async fn tokens_lists_every_token_with_its_risk() {
     assert_eq!(v[1]["bypass_2fa"], true);
     assert_eq!(v[1]["risk"], "critical");
     assert_eq!(v[0]["allowlisted"], true);
+}
+
+/// A bypass-2FA token past its expiry is still listed (npmjs.com keeps it) but can do nothing:
+/// `tokens` marks it expired, and the audit judges D5 and D9 on live tokens only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_token_is_listed_as_expired_and_not_judged() {
+    let mut expired = token("dead000000000000cccc", "last-night", true, false);
+    expired["created"] = json!(days_from_now(-3));
+    expired["expiry"] = json!(days_from_now(-1));
+    let (_reg, dir) = setup(
+        vec![
+            token("82e3930000000000aaaa", "watchdog", false, true),
+            expired,
+        ],
+        "[policy]\nallow_tokens = [{ key_prefix = \"82e393\", reason = \"own credential\" }]\n",
+    )
+    .await;
+    let out = run(dir.path(), &["tokens"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("dead00"))
+        .unwrap_or_else(|| panic!("no row for the expired token:\n{text}"));
+    assert!(
+        row.ends_with("expired (still listed, cannot be used)"),
+        "{text}"
+    );
+    let out = run(dir.path(), &["tokens", "--format", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[1]["expired"], true);
+    assert_eq!(v[1]["risk"], Value::Null);
+
+    let out = run(dir.path(), &["audit", "--format", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    assert_eq!(v["dod"][4]["id"], "D5");
+    assert_eq!(v["dod"][4]["status"], "PASS", "{}", v["dod"][4]);
+    assert_eq!(v["dod"][8]["id"], "D9");
+    assert_eq!(v["dod"][8]["status"], "PASS", "{}", v["dod"][8]);
+    assert!(
+        !v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .any(|f| f["subject"].as_str().unwrap_or_default().contains("dead00")),
+        "{}",
+        v["findings"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -408,7 +456,9 @@ async fn zero_config_run_uses_the_npm_user_config() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("npm_watchdog_tokens{access=\"read-write\",bypass_2fa=\"false\"} 1"),
+        metrics.contains(
+            "npm_watchdog_tokens{access=\"read-write\",bypass_2fa=\"false\",state=\"live\"} 1"
+        ),
         "{metrics}"
     );
     assert!(state_home.join("npm-watchdog/state.db").exists());
@@ -1234,4 +1284,11 @@ async fn run_warns_about_a_too_open_token_file_and_strict_refuses_to_start() {
     assert!(warning.contains("WARN"), "{warning}");
     assert!(warning.contains("mode=0644"), "{warning}");
     testkit::secrets::assert_absent(&[TOKEN], [("the log", &log)]);
+}
+
+/// A registry time `days` from now: fixtures' tokens stay live (an expired token is not judged)
+/// with a 49-day lifetime, within `policy.token_max_lifetime`.
+fn days_from_now(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -48,7 +48,7 @@ fn key(i: usize) -> String {
 fn token(i: usize) -> Value {
     json!({
         "name": format!("ci-{i:02}"), "key": key(i), "token": "npm_ab...yz", "cidr": ["127.0.0.1/32"],
-        "bypass_2fa": false, "created": "2026-11-01T00:00:00.000Z", "expiry": "2026-12-20T00:00:00.000Z",
+        "bypass_2fa": false, "created": days_from_now(-33), "expiry": days_from_now(16),
         "permissions": [{"name": "package", "action": "write"}], "revoked": null
     })
 }
@@ -410,4 +410,11 @@ async fn sigkill_mid_delivery_loses_nothing_and_resends_at_most_the_message_in_f
         &[TOKEN],
         bodies.iter().map(|b| ("a webhook body", b.to_string())),
     );
+}
+
+/// A registry time `days` from now: fixtures' tokens stay live (an expired token is not judged)
+/// with a 49-day lifetime, within `policy.token_max_lifetime`.
+fn days_from_now(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

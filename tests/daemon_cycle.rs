@@ -90,10 +90,21 @@ impl Hook {
     }
 }
 
+/// The fixtures' expiry: 16 days ahead, on a whole second, so that a token stays live (an expired
+/// token is not judged) and its lifetime (24 days) stays within `policy.token_max_lifetime`.
+fn fixture_expiry() -> chrono::DateTime<chrono::Utc> {
+    let t = chrono::Utc::now() + chrono::Duration::days(16);
+    chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
 fn token(key: &str, name: &str, bypass: bool) -> Value {
+    let expiry = fixture_expiry();
+    let created = expiry - chrono::Duration::days(24);
+    let iso =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     json!({
         "name": name, "key": key, "token": "npm_ab...yz", "cidr": null, "bypass_2fa": bypass,
-        "created": "2026-11-26T00:00:00.000Z", "expiry": "2026-12-20T00:00:00.000Z",
+        "created": iso(created), "expiry": iso(expiry),
         "permissions": [{"name": "package", "action": "write"}], "revoked": null
     })
 }
@@ -366,6 +377,75 @@ async fn a_down_sink_keeps_notifications_until_it_is_back_and_sends_each_once() 
         metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(),
         Some("0")
     );
+}
+
+/// npmjs.com keeps listing a token after its expiry. Once expired it can do nothing: its findings
+/// resolve, saying it expired; no finding fires for it again; it is counted as `state="expired"`.
+#[tokio::test]
+async fn an_expired_token_is_still_listed_but_no_longer_judged() {
+    let s = Setup::new().await;
+    let expiry = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let mut expiring = token("eeeeee55555555555555", "nightly", true);
+    expiring["expiry"] = json!(expiry.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    s.registry.set_tokens(vec![
+        expiring,
+        token("aaaaaa11111111111111", "old-one", false),
+    ]);
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    assert_eq!(
+        sorted(s.hook.take()),
+        vec![
+            "FIRING token-bypass-2fa token eeeeee (nightly)",
+            "FIRING token-present token aaaaaa (old-one)",
+            "FIRING token-present token eeeeee (nightly)",
+            "FIRING token-unrestricted token aaaaaa (old-one)",
+            "FIRING token-unrestricted token eeeeee (nightly)",
+        ]
+    );
+
+    // The registry lists it unchanged after its expiry, as npmjs.com does.
+    while chrono::Utc::now() <= expiry {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cycle(&wd).await;
+    let resolved: Vec<Value> = s.hook.bodies.lock().expect("lock").clone();
+    assert_eq!(
+        sorted(s.hook.take()),
+        vec![
+            "RESOLVED token-bypass-2fa token eeeeee (nightly)",
+            "RESOLVED token-present token eeeeee (nightly)",
+            "RESOLVED token-unrestricted token eeeeee (nightly)",
+        ]
+    );
+    for body in &resolved {
+        let why = body["resolution"].as_str().unwrap_or_default();
+        assert!(why.starts_with("the token expired on "), "{body}");
+    }
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_tokens{access=\"read-write\",bypass_2fa=\"true\",state=\"expired\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_tokens{access=\"read-write\",bypass_2fa=\"false\",state=\"live\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+
+    // Still listed, still expired: nothing more, and a restart does not bring it back.
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty());
+    drop(wd);
+    let wd = s.watchdog();
+    cycle(&wd).await;
+    assert!(s.hook.take().is_empty());
 }
 
 #[tokio::test]
@@ -932,7 +1012,8 @@ async fn the_daemons_own_token_is_recognised_by_its_sha512_key() {
         "npm_watchdog_credential_expiry_timestamp_seconds{{token=\"{}\"}}",
         &own_key[..6]
     );
-    assert_eq!(metric(&wd, &expiry).as_deref(), Some("1797724800")); // 2026-12-20
+    let listed = fixture_expiry().timestamp().to_string();
+    assert_eq!(metric(&wd, &expiry).as_deref(), Some(listed.as_str()));
 
     // Accepted on purpose: the finding resolves, the credential is still known as the daemon's own.
     let mut cfg = wd.live().rt.config.clone();

@@ -31,8 +31,11 @@ pub fn body(n: &Notification) -> String {
         }
         Status::Resolved => {
             out.push_str(&format!(
-                "Resolved: {} no longer reports {}.\n\nIt was: {}\n\n",
-                f.check, f.subject, f.summary
+                "Resolved: {} no longer reports {}{}.\n\nIt was: {}\n\n",
+                f.check,
+                f.subject,
+                because(n),
+                f.summary
             ));
         }
     }
@@ -76,9 +79,10 @@ pub fn html(n: &Notification) -> String {
         }
         Status::Resolved => {
             out.push_str(&format!(
-                "<p>Resolved: {} no longer reports {}.</p>\n<p>It was: {}</p>\n",
+                "<p>Resolved: {} no longer reports {}{}.</p>\n<p>It was: {}</p>\n",
                 escape(&f.check),
                 escape(&f.subject),
+                escape(&because(n)),
                 escape(&f.summary)
             ));
         }
@@ -119,6 +123,13 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// `: the token expired on …` when a RESOLVED has a reason of its own, else nothing.
+pub fn because(n: &Notification) -> String {
+    n.resolution
+        .as_deref()
+        .map_or(String::new(), |r| format!(": {r}"))
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -142,6 +153,9 @@ pub struct WebhookPayload<'a> {
     pub first_seen: String,
     pub at: String,
     pub title: String,
+    /// Why a RESOLVED came, when it has a reason of its own (a token that expired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<&'a str>,
 }
 
 pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
@@ -163,6 +177,7 @@ pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
         first_seen: rfc3339(n.first_seen),
         at: rfc3339(n.at),
         title: subject(n),
+        resolution: n.resolution.as_deref(),
     }
 }
 
@@ -229,6 +244,28 @@ mod tests {
         assert!(b.contains("Fix: Revoke it: `npm token revoke 82e393`."));
         assert!(b.contains("DoD box:     D9"));
         assert!(b.contains("Fingerprint: token-bypass-2fa:82e3930f1c5a6a7f0d2b9c44e1f3a5b6\n"));
+    }
+
+    #[test]
+    fn a_resolution_says_why_in_every_rendering() {
+        let plain = note(Status::Resolved, false);
+        assert!(body(&plain).starts_with(
+            "Resolved: token-bypass-2fa no longer reports token 82e393 (bulk-hardening).\n"
+        ));
+        let v = serde_json::to_value(webhook_payload(&plain)).expect("json");
+        assert!(v.get("resolution").is_none(), "{v}");
+
+        let mut expired = plain;
+        expired.resolution = Some("the token expired on 2026-12-01 00:00 UTC".into());
+        assert!(body(&expired).starts_with(
+            "Resolved: token-bypass-2fa no longer reports token 82e393 (bulk-hardening): the token \
+             expired on 2026-12-01 00:00 UTC.\n"
+        ));
+        assert!(
+            html(&expired).contains("(bulk-hardening): the token expired on 2026-12-01 00:00 UTC.")
+        );
+        let v = serde_json::to_value(webhook_payload(&expired)).expect("json");
+        assert_eq!(v["resolution"], "the token expired on 2026-12-01 00:00 UTC");
     }
 
     #[test]

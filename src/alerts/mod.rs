@@ -126,6 +126,10 @@ pub struct Notification {
     pub first_seen: DateTime<Utc>,
     /// When the state change happened (not when it was delivered).
     pub at: DateTime<Utc>,
+    /// Why a RESOLVED came, when it is not simply that the check no longer finds it (`the token
+    /// expired on 2026-12-01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
 
 impl Notification {
@@ -144,6 +148,7 @@ impl Notification {
             finding,
             first_seen,
             at,
+            resolution: None,
         }
     }
 

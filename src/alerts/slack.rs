@@ -183,9 +183,10 @@ pub fn payload(n: &Notification) -> Value {
         }
         Status::Resolved => {
             blocks.push(section(&format!(
-                "Resolved: {} no longer reports {}.",
+                "Resolved: {} no longer reports {}{}.",
                 escape(&f.check),
-                escape(&f.subject)
+                escape(&f.subject),
+                escape(&super::message::because(n))
             )));
             blocks.push(section(&format!("_It was:_ {}", escape(&f.summary))));
         }

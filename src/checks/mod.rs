@@ -180,6 +180,17 @@ impl CheckDef {
     }
 }
 
+/// The tokens the token checks judge: those listed and not past their expiry at `now`. An expired
+/// token stays in the registry's list (npmjs.com keeps it) but can do nothing, so no token finding
+/// is raised for it, and one that fired resolves when it expires.
+pub fn live_tokens(listed: &[Token], now: DateTime<Utc>) -> Vec<Token> {
+    listed
+        .iter()
+        .filter(|t| !t.is_expired(now))
+        .cloned()
+        .collect()
+}
+
 /// Every check's id, in the order reports list them: what a sink's route may name.
 pub fn ids() -> Vec<&'static str> {
     all().iter().map(|c| c.id).collect()
@@ -486,6 +497,30 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token is live until its expiry instant, expired from it on; one without an expiry never
+    /// expires. The fixtures' fresh-bypass token expires first, at 2026-11-27T06:00Z.
+    #[test]
+    fn live_tokens_leave_out_those_past_their_expiry() {
+        let all = fixtures::tokens();
+        let names =
+            |ts: &[Token]| -> Vec<String> { ts.iter().filter_map(|t| t.name.clone()).collect() };
+        let expiry = all
+            .iter()
+            .find(|t| t.name.as_deref() == Some("fresh-bypass"))
+            .and_then(|t| t.expires)
+            .expect("fixture expiry");
+        let before = live_tokens(&all, expiry - chrono::Duration::milliseconds(1));
+        assert_eq!(names(&before), names(&all));
+        let at = live_tokens(&all, expiry);
+        assert_eq!(
+            names(&at),
+            ["watchdog", "bulk-hardening", "ci-legacy", "laptop-read"],
+            "ci-legacy and watchdog have no expiry: always live"
+        );
+        let later = expiry + chrono::Duration::days(3650);
+        assert_eq!(names(&live_tokens(&all, later)), ["watchdog", "ci-legacy"]);
+    }
 
     #[test]
     fn ids_are_unique_and_kebab_case() {

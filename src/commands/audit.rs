@@ -213,7 +213,7 @@ pub async fn audit(
     let trust =
         trust.filter(|t| otp.is_some() || t.values().any(|s| matches!(s, TrustStatus::Read(_))));
     let snap = Snapshot {
-        tokens: Some(&live.tokens),
+        tokens: Some(&live.live),
         profile: Some(&live.profile),
         own_key: Some(&live.own_key),
         packages: packages.as_ref(),
@@ -235,7 +235,7 @@ pub async fn audit(
     let rows = dod::scorecard(&dod::Input {
         now: live.now,
         policy: &cfg.policy,
-        tokens: &live.tokens,
+        tokens: &live.live,
         own_key: Some(&live.own_key),
         findings: &findings,
         packages: packages.as_ref(),

@@ -106,7 +106,10 @@ struct Session<'a> {
 
 /// What the token group sees right now, without the daemon's state.
 struct LiveTokens {
+    /// Every token listed, expired ones included (npmjs.com keeps listing them).
     tokens: Vec<Token>,
+    /// The ones the checks and the scorecard judge: not past their expiry.
+    live: Vec<Token>,
     profile: Profile,
     /// The registry key of the credential (npmjs.com lists the token under it).
     own_key: String,
@@ -144,8 +147,9 @@ impl<'a> Session<'a> {
         let own_key = self.cred.registry_key();
         // One-shot commands have no memory of earlier runs (`seen_tokens` stays `None`), so nothing
         // counts as newly created.
+        let live = checks::live_tokens(&tokens, now);
         let snap = Snapshot {
-            tokens: Some(&tokens),
+            tokens: Some(&live),
             profile: Some(&profile),
             own_key: Some(&own_key),
             ..Snapshot::new(now, &self.rt.registry)
@@ -153,6 +157,7 @@ impl<'a> Session<'a> {
         let (findings, _) = checks::run_group(Group::Tokens, &snap, &self.rt.config.policy);
         Ok(LiveTokens {
             tokens,
+            live,
             profile,
             own_key,
             findings,

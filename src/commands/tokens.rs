@@ -24,6 +24,8 @@ struct TokenRow<'a> {
     allowlisted: bool,
     /// The daemon's own credential.
     own: bool,
+    /// Past its expiry: still listed by the registry, but it can no longer be used.
+    expired: bool,
     risk: Option<Severity>,
     findings: Vec<&'a str>,
 }
@@ -53,6 +55,7 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
                 last_used: t.accessed,
                 allowlisted: policy.is_allowlisted(&t.key, live.now),
                 own: checks::is_own_token(t, Some(&live.own_key), policy),
+                expired: t.is_expired(live.now),
                 risk: mine.iter().map(|f| f.severity).max(),
                 findings: mine.iter().map(|f| f.check.as_str()).collect(),
             }
@@ -65,10 +68,11 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
             let body: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    let mut risk = match (r.risk, r.allowlisted) {
-                        (Some(s), _) => format!("{s}: {}", r.findings.join(", ")),
-                        (None, true) => "allowlisted".into(),
-                        (None, false) => "-".into(),
+                    let mut risk = match (r.risk, r.allowlisted, r.expired) {
+                        (Some(s), _, _) => format!("{s}: {}", r.findings.join(", ")),
+                        (None, _, true) => "expired (still listed, cannot be used)".into(),
+                        (None, true, false) => "allowlisted".into(),
+                        (None, false, false) => "-".into(),
                     };
                     if r.own {
                         risk.push_str(" (npm-watchdog's own credential)");

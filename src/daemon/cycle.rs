@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::{Live, Watchdog};
 use crate::alerts::{lifecycle, Notification, Status};
@@ -255,8 +255,11 @@ impl Watchdog {
             None => tracing::debug!(%group, "check group ran"),
         }
         let seen = self.state.seen_tokens()?;
+        // The checks judge live tokens; an expired one is still listed (and still seen), and its
+        // findings resolve, saying why.
+        let live_tokens = g.tokens.as_deref().map(|t| checks::live_tokens(t, now));
         let snap = Snapshot {
-            tokens: g.tokens.as_deref(),
+            tokens: live_tokens.as_deref(),
             profile: g.profile.as_ref(),
             own_key: g.own_key.as_deref(),
             seen_tokens: seen.as_ref(),
@@ -275,7 +278,7 @@ impl Watchdog {
         let mut previous = self.state.active_digests(&ran)?;
         let wanted = lifecycle::needs_text(&previous, &findings);
         self.state.load_texts(&mut previous, &wanted)?;
-        let plan = lifecycle::plan(
+        let mut plan = lifecycle::plan(
             previous,
             findings,
             &checks::events(),
@@ -283,6 +286,9 @@ impl Watchdog {
             &rt.config.alerts,
             &self.outbox.routes(),
         );
+        if let Some(listed) = &g.tokens {
+            say_which_expired(&mut plan, listed, now);
+        }
         for o in &plan.notifications {
             let n = &o.note;
             tracing::info!(
@@ -317,7 +323,7 @@ impl Watchdog {
         self.mirror_firing(&ran)?;
 
         if let Some(t) = &g.tokens {
-            self.metrics.set_tokens(t);
+            self.metrics.set_tokens(t, now);
             let own = t
                 .iter()
                 .find(|t| checks::is_own_token(t, g.own_key.as_deref(), policy));
@@ -356,5 +362,26 @@ impl Watchdog {
             .collect();
         self.outbox.firing(&firing);
         Ok(())
+    }
+}
+
+/// A token finding that resolves because its token expired says so: the token is still listed, so
+/// "no longer reported" alone would leave the reader wondering whether it was revoked.
+fn say_which_expired(plan: &mut lifecycle::Plan, listed: &[Token], now: DateTime<Utc>) {
+    for o in &mut plan.notifications {
+        let n = &mut o.note;
+        if n.status != Status::Resolved || !n.finding.check.starts_with("token-") {
+            continue;
+        }
+        if let Some(e) = listed
+            .iter()
+            .find(|t| t.key == n.finding.subject_key && t.is_expired(now))
+            .and_then(|t| t.expires)
+        {
+            n.resolution = Some(format!(
+                "the token expired on {}; it is still listed but can no longer be used",
+                e.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
     }
 }

@@ -106,9 +106,9 @@ impl Metrics {
             tokens: IntGaugeVec::new(
                 opts(
                     "tokens",
-                    "Tokens on the account, by access and bypass-2FA flag.",
+                    "Tokens on the account, by access, bypass-2FA flag and state (live, or expired but still listed).",
                 ),
-                &["access", "bypass_2fa"],
+                &["access", "bypass_2fa", "state"],
             )
             .expect("static metric"),
             token_created: GaugeVec::new(
@@ -302,21 +302,28 @@ impl Metrics {
         self.replacing.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replace the per-token series with the current list, so revoked tokens disappear.
-    pub fn set_tokens(&self, tokens: &[Token]) {
+    /// Replace the per-token series with the current list, so revoked tokens disappear. A token
+    /// past its expiry at `now` is counted as `state="expired"`: npmjs.com still lists it, but it
+    /// can no longer be used.
+    pub fn set_tokens(&self, tokens: &[Token], now: DateTime<Utc>) {
         let _swap = self.replacing();
         self.tokens.reset();
         self.token_created.reset();
         self.token_expiry.reset();
         for access in ["read-only", "read-write", "unknown"] {
             for bypass in ["true", "false"] {
-                self.tokens.with_label_values(&[access, bypass]).set(0);
+                for state in ["live", "expired"] {
+                    self.tokens
+                        .with_label_values(&[access, bypass, state])
+                        .set(0);
+                }
             }
         }
         for t in tokens {
             let bypass = if t.bypass_2fa { "true" } else { "false" };
+            let state = if t.is_expired(now) { "expired" } else { "live" };
             self.tokens
-                .with_label_values(&[t.access.as_str(), bypass])
+                .with_label_values(&[t.access.as_str(), bypass, state])
                 .inc();
             let labels = [
                 t.id.as_str(),
@@ -533,13 +540,13 @@ mod tests {
         let mut tokens = crate::registry::parse_tokens(&objects, 0).expect("token fixture");
         crate::registry::assign_ids(&mut tokens);
         let m = Metrics::new();
-        m.set_tokens(&tokens);
+        m.set_tokens(&tokens, Utc::now());
         let writer = {
             let m = m.clone();
             let tokens = tokens.clone();
             std::thread::spawn(move || {
                 for _ in 0..300 {
-                    m.set_tokens(&tokens);
+                    m.set_tokens(&tokens, Utc::now());
                 }
             })
         };

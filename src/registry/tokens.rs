@@ -123,6 +123,12 @@ pub struct Token {
 }
 
 impl Token {
+    /// Past its expiry at `now`. npmjs.com keeps listing a token after it expires; it can no longer
+    /// be used, so it is not live (docs/NPM-CONTRACT.md).
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+
     /// `token 82e393 (bulk-hardening)`: how alerts name a token.
     pub fn label(&self) -> String {
         match &self.name {
