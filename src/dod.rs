@@ -174,12 +174,33 @@ fn d2(i: &Input) -> DodRow {
             Verdict::Unverified,
             vec!["some trust configurations could not be read (see D1)".into()],
         ),
-        Some(_) => row(
-            Dod::D2,
-            T,
-            Verdict::Pass,
-            vec!["every trust configuration names a context (CircleCI) or an environment (GitHub, GitLab)".into()],
-        ),
+        Some(t) => {
+            // A configuration this version cannot read the claims of is not bound as far as anyone
+            // here can tell: never a pass.
+            let unknown: Vec<String> = t
+                .iter()
+                .filter_map(|(name, s)| match s {
+                    TrustStatus::Read(cfgs) => Some((name, cfgs)),
+                    _ => None,
+                })
+                .flat_map(|(name, cfgs)| {
+                    cfgs.iter().filter_map(move |c| {
+                        c.not_understood()
+                            .map(|why| format!("{name}: {why}; its binding cannot be judged"))
+                    })
+                })
+                .collect();
+            if unknown.is_empty() {
+                row(
+                    Dod::D2,
+                    T,
+                    Verdict::Pass,
+                    vec!["every trust configuration names a context (CircleCI) or an environment (GitHub, GitLab)".into()],
+                )
+            } else {
+                row(Dod::D2, T, Verdict::Unverified, unknown)
+            }
+        }
     }
 }
 
@@ -472,6 +493,51 @@ mod tests {
             .find(|r| r.id == id)
             .map(|r| r.status)
             .unwrap_or(Verdict::Unverified)
+    }
+
+    /// A trust configuration this version does not understand satisfies D1 (a trusted publisher is
+    /// configured) but leaves D2 UNVERIFIED, naming the package and the type: never a pass.
+    #[test]
+    fn an_unknown_trust_type_is_d1_but_never_a_d2_pass() {
+        use crate::checks::TrustStatus;
+        use crate::registry::parse_trust;
+        let packages = fixtures::packages();
+        let bound = serde_json::json!([{"id": "g", "type": "github", "environment": "release",
+            "claims": {"repository": "acme/a", "workflow_ref": {"file": "release.yml"}}}]);
+        let trust: BTreeMap<String, TrustStatus> = packages
+            .packuments
+            .keys()
+            .map(|name| {
+                let configs = if name == "@acme/cli" {
+                    serde_json::json!([{"id": "b", "type": "buildkite", "claims": {"organization_slug": "acme"}}])
+                } else {
+                    bound.clone()
+                };
+                (name.clone(), TrustStatus::Read(parse_trust(&configs).expect("parses")))
+            })
+            .collect();
+        let policy = fixtures::policy();
+        let hardened = BTreeMap::new();
+        let rows = scorecard(&Input {
+            now: fixtures::now(),
+            policy: &policy,
+            tokens: &[],
+            own_key: None,
+            findings: &[],
+            packages: Some(&packages),
+            orgs: None,
+            trust: Some(&trust),
+            hardened: &hardened,
+            ci: None,
+        });
+        assert_eq!(status(&rows, "D1"), Verdict::Pass);
+        assert_eq!(status(&rows, "D2"), Verdict::Unverified);
+        let d2 = rows.iter().find(|r| r.id == "D2").expect("D2");
+        assert_eq!(
+            d2.evidence,
+            ["@acme/cli: a trusted publisher of type `buildkite`, which this version of npm-watchdog \
+              does not know; its binding cannot be judged"]
+        );
     }
 
     #[test]

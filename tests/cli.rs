@@ -624,6 +624,53 @@ async fn audit_reads_trust_only_with_an_otp_and_never_reads_eotp_as_missing() {
         .any(|r| r.header("npm-otp") == Some("654321")));
 }
 
+/// npm keeps adding trusted-publishing providers. A configuration of a type this version does not
+/// know, or one with an odd entry, is a configured trusted publisher (D1) whose binding cannot be
+/// judged (D2 UNVERIFIED, naming it), and the other packages are judged as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_names_trust_configurations_it_does_not_understand() {
+    let (reg, dir) = hardening_setup().await;
+    let bound = |repo: &str| {
+        json!([{"id": format!("t-{repo}"), "type": "github", "environment": "npm",
+                "claims": {"repository": format!("acme/{repo}"), "workflow_ref": {"file": "release.yml"}}}])
+    };
+    reg.set_trust(
+        "@acme/a",
+        json!([{"id": "t-bk", "type": "buildkite", "claims": {"organization_slug": "acme"}}]),
+    );
+    reg.set_trust("@acme/b", bound("b"));
+    reg.set_trust("@acme/c", json!([{"id": "t-odd"}]));
+    reg.set_valid_otps(["654321"]);
+    let out = run(
+        dir.path(),
+        &["audit", "--otp", "654321", "--format", "json"],
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["dod"][0]["status"], "PASS", "{}", v["dod"][0]);
+    assert_eq!(v["dod"][1]["status"], "UNVERIFIED", "{}", v["dod"][1]);
+    let evidence: Vec<&str> = v["dod"][1]["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        evidence,
+        [
+            "@acme/a: a trusted publisher of type `buildkite`, which this version of npm-watchdog \
+             does not know; its binding cannot be judged",
+            "@acme/c: a trusted publisher of type `?`, which this version of npm-watchdog does not \
+             know; its binding cannot be judged",
+        ]
+    );
+    assert!(!v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| f["check"] == "trusted-publisher-unbound"));
+}
+
 /// Trust reads run side by side after the first; once the code expires, the reads not yet sent are
 /// not sent, and what was not read leaves D1 and D2 unverified instead of passing or failing.
 #[tokio::test(flavor = "multi_thread")]

@@ -7,9 +7,10 @@
 //! the package. A CircleCI context restricted to the release branch, or a protected GitHub/GitLab
 //! environment, is what ties publishing to the reviewed release path.
 //!
-//! Configurations of a type this code does not know (`buildkite`, …) give no finding: their claims are
-//! not understood, so nothing can be said about their binding; they are shown elsewhere, not rejected.
-//! Packages whose trust list could not be read give no finding either.
+//! A configuration this code does not understand (a type it does not know, such as `buildkite`, or
+//! claims of another shape) gives no finding, because nothing can be said about its binding; it is
+//! not passed silently either: the scorecard's D2 is UNVERIFIED and names it
+//! ([`TrustConfig::not_understood`]). Packages whose trust list could not be read give no finding.
 
 use serde_json::Value;
 
@@ -68,6 +69,9 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
 
 /// What the configuration lacks, or `None` when it is bound (or of a type not understood here).
 fn missing_binding(cfg: &TrustConfig) -> Option<&'static str> {
+    if cfg.not_understood().is_some() {
+        return None;
+    }
     let c = &cfg.claims;
     match cfg.kind.as_str() {
         "circleci" => {
@@ -279,9 +283,19 @@ mod tests {
             claims,
             permissions: vec![],
         };
-        assert!(missing_binding(&cfg(serde_json::json!({ CONTEXT_IDS: [""] }))).is_some());
-        assert!(missing_binding(&cfg(serde_json::json!({ CONTEXT_IDS: "c-1" }))).is_some());
-        assert!(missing_binding(&cfg(serde_json::json!({ CONTEXT_IDS: ["c-1"] }))).is_none());
+        let circle = |ids: Value| {
+            cfg(serde_json::json!({
+                "oidc.circleci.com/org-id": "o-1",
+                "oidc.circleci.com/project-id": "p-1",
+                CONTEXT_IDS: ids,
+            }))
+        };
+        assert!(missing_binding(&circle(serde_json::json!([""]))).is_some());
+        assert!(missing_binding(&circle(serde_json::json!("c-1"))).is_some());
+        assert!(missing_binding(&circle(serde_json::json!(["c-1"]))).is_none());
+        // Without the ids that make it a CircleCI configuration it is not understood: no finding,
+        // and the scorecard says D2 cannot be judged.
+        assert!(missing_binding(&cfg(serde_json::json!({ CONTEXT_IDS: [""] }))).is_none());
         let gh = TrustConfig {
             kind: "github".into(),
             ..cfg(serde_json::json!({"repository": "o/r", "environment": null}))

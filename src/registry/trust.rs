@@ -1,8 +1,10 @@
 //! Trusted publishing and publishing access: `GET /-/package/<pkg>/trust` (behind 2FA) and
 //! `POST /-/package/<pkg>/access` (the write-only "Require 2FA and disallow tokens" setting).
 //!
-//! The trust response shape is known from what the npm CLI reads; unknown configuration types
-//! (Buildkite appears in newer CLI tests) are kept and shown, never rejected.
+//! The trust response shape is known from what the npm CLI reads, so it is read tolerantly: an entry
+//! of a type this version does not know (npm keeps adding providers), or one with a missing or
+//! unexpected field, is kept as an entry that is not understood ([`TrustConfig::not_understood`]),
+//! never a failure of the whole list, and the scorecard says D2 cannot be judged for it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,13 +17,43 @@ use crate::credential::Credential;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustConfig {
     pub id: Option<String>,
-    /// `github`, `gitlab`, `circleci`, or a type this version does not know (shown, not rejected).
+    /// `github`, `gitlab`, `circleci`, or a type this version does not know (shown, not rejected);
+    /// `?` when the entry names none.
     pub kind: String,
     pub claims: Value,
     pub permissions: Vec<String>,
 }
 
+/// The claim each known provider's configuration must name to be understood.
+const REQUIRED_CLAIM: [(&str, &str); 4] = [
+    ("github", "repository"),
+    ("gitlab", "project_path"),
+    ("circleci", "oidc.circleci.com/org-id"),
+    ("circleci", "oidc.circleci.com/project-id"),
+];
+
 impl TrustConfig {
+    /// Why this entry cannot be judged, or `None` when its type is known and its claims have the
+    /// shape that type has. Such an entry still counts as a configured trusted publisher (D1).
+    pub fn not_understood(&self) -> Option<String> {
+        if !matches!(self.kind.as_str(), "github" | "gitlab" | "circleci") {
+            return Some(format!(
+                "a trusted publisher of type `{}`, which this version of npm-watchdog does not know",
+                self.kind
+            ));
+        }
+        if !self.claims.is_object() {
+            return Some(format!("a {} trusted publisher without claims", self.kind));
+        }
+        REQUIRED_CLAIM
+            .iter()
+            .filter(|(kind, _)| *kind == self.kind)
+            .find(|(_, claim)| !self.claims[*claim].is_string())
+            .map(|(kind, claim)| {
+                format!("a {kind} trusted publisher whose `{claim}` claim is missing or not text")
+            })
+    }
+
     /// A short description: `github o/r release.yml env=prod`.
     pub fn describe(&self) -> String {
         let c = &self.claims;
@@ -71,34 +103,30 @@ pub fn parse_trust(value: &Value) -> Result<Vec<TrustConfig>, FieldError> {
             })
         }
     };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let kind = v
-                .get("type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| FieldError {
-                    field: format!("trust[{i}].type"),
-                    problem: "missing".into(),
-                })?
-                .to_string();
-            Ok(TrustConfig {
-                id: v.get("id").and_then(Value::as_str).map(str::to_string),
-                kind,
-                claims: v.get("claims").cloned().unwrap_or(Value::Null),
-                permissions: v
-                    .get("permissions")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|p| p.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
-        })
-        .collect()
+    Ok(items.into_iter().map(parse_entry).collect())
+}
+
+/// One entry, as far as it can be read: what is missing or of another shape is left for
+/// [`TrustConfig::not_understood`] to name, so one odd entry does not hide the others.
+fn parse_entry(v: &Value) -> TrustConfig {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let mut claims = v.get("claims").cloned().unwrap_or(Value::Null);
+    // Some answers give `environment` beside `claims` rather than inside it.
+    if let (Some(map), Some(env)) = (claims.as_object_mut(), v.get("environment")) {
+        if env.is_string() && !map.contains_key("environment") {
+            map.insert("environment".into(), env.clone());
+        }
+    }
+    TrustConfig {
+        id: v.get("id").and_then(text),
+        kind: v.get("type").and_then(text).unwrap_or_else(|| "?".into()),
+        claims,
+        permissions: v
+            .get("permissions")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(text).collect())
+            .unwrap_or_default(),
+    }
 }
 
 impl RegistryClient {
@@ -158,12 +186,46 @@ mod tests {
         assert_eq!(t[0].describe(), "github o/r release.yml environment=prod");
         assert_eq!(t[1].describe(), "circleci org o-1 project p-1 contexts=1");
         assert_eq!(t[2].describe(), "buildkite (id t3)");
+        assert_eq!(t[0].not_understood(), None);
+        assert_eq!(t[1].not_understood(), None);
+        assert_eq!(
+            t[2].not_understood().as_deref(),
+            Some("a trusted publisher of type `buildkite`, which this version of npm-watchdog does not know")
+        );
         assert_eq!(
             parse_trust(&json!({"type": "gitlab", "claims": {}}))
                 .expect("one")
                 .len(),
             1
         );
-        assert!(parse_trust(&json!([{"id": "x"}])).is_err());
+        assert!(parse_trust(&json!("nonsense")).is_err());
+    }
+
+    /// One odd entry is one entry not understood; the others are read as usual.
+    #[test]
+    fn an_odd_entry_is_not_understood_and_the_others_stand() {
+        let t = parse_trust(&json!([
+            {"id": "x"},
+            {"id": "y", "type": "github", "claims": "repo o/r"},
+            {"id": "z", "type": "gitlab", "claims": {"project_path": 7}},
+            {"id": "ok", "type": "github", "claims": {"repository": "o/r", "workflow_ref": {"file": "r.yml"}},
+             "environment": "release"},
+        ]))
+        .expect("a list");
+        let why: Vec<Option<String>> = t.iter().map(TrustConfig::not_understood).collect();
+        assert_eq!(
+            why,
+            [
+                Some("a trusted publisher of type `?`, which this version of npm-watchdog does not know".into()),
+                Some("a github trusted publisher without claims".into()),
+                Some("a gitlab trusted publisher whose `project_path` claim is missing or not text".into()),
+                None,
+            ]
+        );
+        assert_eq!(
+            t[3].claims["environment"], "release",
+            "environment beside claims is read"
+        );
+        assert_eq!(t[3].describe(), "github o/r r.yml environment=release");
     }
 }
