@@ -143,6 +143,49 @@ impl RetryPolicy {
     }
 }
 
+/// How long a read may take. A slow answer that keeps coming is read; one that stalls is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting.
+    pub connect: Duration,
+    /// No bytes, before the headers or between two parts of the body.
+    pub idle: Duration,
+    /// What an answer may take beyond its size at `min_throughput`.
+    pub answer: Duration,
+    /// Bytes per second a whole answer is given time for.
+    pub min_throughput: u64,
+}
+
+impl Timeouts {
+    /// Every timeout `t`, with the default throughput: the shape of the old single timeout.
+    pub fn uniform(t: Duration) -> Self {
+        Self {
+            connect: t,
+            idle: t,
+            answer: t,
+            min_throughput: 64 << 10,
+        }
+    }
+
+    /// The whole request's cap for an answer of at most `cap` bytes: a packument of 100 MB on a
+    /// slow link must not fail for taking longer than a token-list page.
+    pub fn overall(&self, cap: u64) -> Duration {
+        let transfer = Duration::from_secs(cap / self.min_throughput.max(1));
+        self.answer.saturating_add(transfer)
+    }
+
+    /// A client with these connect and idle timeouts, no redirects (one could carry a credential
+    /// to another host) and the product's user agent. The overall cap is set per request.
+    pub fn client(&self) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect)
+            .read_timeout(self.idle)
+            .user_agent(concat!("npm-watchdog/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    }
+}
+
 /// How much of an error answer is kept: enough for the server's `{error}` or `{message}` and npm's
 /// one-time-password hint; the rest is not read.
 pub(crate) const ERROR_BODY_KEEP: usize = 64 << 10;
@@ -155,6 +198,8 @@ pub(crate) struct Request<'a> {
     pub headers: HeaderMap,
     /// The largest body read from a 2xx answer.
     pub cap: u64,
+    /// The whole request's time, body included ([`Timeouts::overall`] of `cap`).
+    pub overall: Duration,
     pub retry: &'a RetryPolicy,
     /// Who is asking, for the debug log (`registry`, `github`).
     pub source: &'static str,
@@ -208,6 +253,7 @@ pub(crate) async fn get(r: Request<'_>) -> Result<Reply, Failed> {
             .http
             .get(r.url.clone())
             .headers(r.headers.clone())
+            .timeout(r.overall)
             .send()
             .await;
         let resp = match sent {
@@ -237,16 +283,25 @@ pub(crate) async fn get(r: Request<'_>) -> Result<Reply, Failed> {
                     })
                 }
                 Err(BodyError::TooLarge { declared }) => return Err(Failed::TooLarge { declared }),
+                // A body that stalled past the idle timeout is counted as one.
+                Err(BodyError::Cut(e)) if e.is_timeout() && retries_left => {
+                    (r.observe)("timeout");
+                    pause(&r, r.retry.delay(attempt - 1, None), "answer stalled").await;
+                    continue;
+                }
                 // A body cut off mid-way is a connection error like any other.
                 Err(BodyError::Cut(_)) if retries_left => {
                     pause(&r, r.retry.delay(attempt - 1, None), "answer cut off").await;
                     continue;
                 }
                 Err(BodyError::Cut(e)) => {
+                    if e.is_timeout() {
+                        (r.observe)("timeout");
+                    }
                     return Err(Failed::Network {
                         attempts: attempt,
                         detail: describe_reqwest(&e),
-                    })
+                    });
                 }
             }
         }
@@ -433,6 +488,20 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn the_overall_cap_grows_with_what_an_answer_may_weigh() {
+        let t = Timeouts {
+            connect: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+            answer: Duration::from_secs(10),
+            min_throughput: 64 << 10,
+        };
+        // A 4 MiB API answer: 10 s + 64 s. A 128 MiB packument: 10 s + 2048 s.
+        assert_eq!(t.overall(4 << 20), Duration::from_secs(74));
+        assert_eq!(t.overall(128 << 20), Duration::from_secs(2058));
+        assert_eq!(t.overall(0), Duration::from_secs(10));
     }
 
     #[test]

@@ -232,20 +232,18 @@ impl Runtime {
                 ..RetryPolicy::default()
             },
             observer,
-        )
+        )?
+        .with_timeouts(self.config.registry.timeouts())
         .map(|c| c.with_body_limits(self.config.registry.body_limits()))
     }
 
-    /// The HTTP client for the CI providers' APIs, with the registry's timeout and no redirects (a
+    /// The HTTP client for the CI providers' APIs, with the registry's timeouts and no redirects (a
     /// redirect could carry the token to another host).
     pub fn ci_http(&self) -> Result<reqwest::Client, crate::ci::CiError> {
-        let timeout = self.config.registry.timeout.0;
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("npm-watchdog/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        self.config
+            .registry
+            .timeouts()
+            .client()
             .map_err(|e| crate::ci::CiError::Network {
                 endpoint: "client",
                 attempts: 0,
@@ -258,6 +256,7 @@ impl Runtime {
         crate::ci::http::Limits {
             max_body: self.config.registry.max_body.0,
             retries: self.config.registry.retries,
+            timeouts: self.config.registry.timeouts(),
             ..crate::ci::http::Limits::default()
         }
     }

@@ -291,7 +291,7 @@ async fn config_check_redacts_and_reports_problems() {
     assert_eq!(
         stderr(&out).trim(),
         format!(
-            "npm-watchdog: config file {}: registry.urll: unknown key (expected one of: url, token_file, timeout, concurrency, retries, max_body, max_packument)",
+            "npm-watchdog: config file {}: registry.urll: unknown key (expected one of: url, token_file, timeout, connect_timeout, idle_timeout, min_throughput, concurrency, retries, max_body, max_packument)",
             dir.path().join("config.toml").display()
         )
     );

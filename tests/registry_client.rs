@@ -1138,3 +1138,69 @@ async fn a_huge_error_answer_is_classified_from_its_start() {
     assert_eq!(err.label(), "forbidden");
     assert_not_read_whole(&reg, HUGE);
 }
+
+/// The client's timeouts for the slow-answer tests: one second to connect, one second of silence,
+/// one second beyond what the answer's size needs at 64 KiB/s.
+fn one_second_timeouts() -> npm_watchdog::registry::Timeouts {
+    npm_watchdog::registry::Timeouts {
+        connect: Duration::from_secs(1),
+        idle: Duration::from_secs(1),
+        answer: Duration::from_secs(1),
+        min_throughput: 64 << 10,
+    }
+}
+
+/// An answer that keeps coming, slowly, is read whole even when it takes longer than
+/// `registry.timeout`: the overall cap grows with what the answer may weigh.
+#[tokio::test]
+async fn a_slow_answer_that_keeps_coming_is_read() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(12));
+    reg.set_page_size(100);
+    reg.push_fault(
+        TOKENS_PATH,
+        Fault::Slow {
+            bytes_per_sec: 2_000,
+        },
+    );
+    let (c, metrics) = client(&reg.url);
+    let c = c.with_timeouts(one_second_timeouts()).expect("client");
+    let started = Instant::now();
+    let list = c
+        .list_tokens(&cred())
+        .await
+        .expect("a slow page is still a page");
+    let took = started.elapsed();
+    assert_eq!(list.len(), 12);
+    assert!(
+        took > Duration::from_secs(1),
+        "premise: the answer took longer than registry.timeout ({took:?})"
+    );
+    assert_eq!(metric_line(&metrics, "tokens", "200"), Some(1));
+    assert_eq!(metric_line(&metrics, "tokens", "timeout"), None);
+}
+
+/// Headers, then silence: the connection is dropped after `registry.idle_timeout`, counted as a
+/// timeout, and the read fails (never an empty list).
+#[tokio::test]
+async fn an_answer_that_stalls_is_dropped_after_the_idle_timeout() {
+    let reg = FakeRegistry::start().await;
+    reg.set_tokens(tokens(3));
+    reg.push_faults(TOKENS_PATH, Fault::Stall, 2);
+    let retry = RetryPolicy {
+        retries: 1,
+        ..fast_retry()
+    };
+    let (c, metrics) = client_with(&reg.url, retry, Duration::from_secs(30));
+    let c = c.with_timeouts(one_second_timeouts()).expect("client");
+    let err = tokio::time::timeout(Duration::from_secs(60), c.list_tokens(&cred()))
+        .await
+        .expect("a stalled answer must not hang the read")
+        .expect_err("stalled twice");
+    assert_eq!(err.label(), "unreachable", "{err}");
+    assert!(text(&err).contains("after 2 attempts"), "{err}");
+    assert_eq!(metric_line(&metrics, "tokens", "timeout"), Some(2));
+
+    // The next answer is whole again: read.
+    assert_eq!(c.list_tokens(&cred()).await.expect("whole").len(), 3);
+}

@@ -43,6 +43,9 @@ pub struct Limits {
     pub max_wait: Duration,
     /// Pages of one list followed at most: a provider that keeps sending `next` is an error.
     pub max_pages: usize,
+    /// The registry's timeouts (`registry.timeout`, `connect_timeout`, `idle_timeout`,
+    /// `min_throughput`): the overall cap of one request comes from them and `max_body`.
+    pub timeouts: crate::fetch::Timeouts,
 }
 
 impl Default for Limits {
@@ -52,6 +55,7 @@ impl Default for Limits {
             retries: 3,
             max_wait: Duration::from_secs(300),
             max_pages: 1000,
+            timeouts: crate::fetch::Timeouts::uniform(Duration::from_secs(10)),
         }
     }
 }
@@ -240,6 +244,7 @@ impl Api {
             url: url.clone(),
             headers: self.headers.clone(),
             cap: self.limits.max_body,
+            overall: self.limits.timeouts.overall(self.limits.max_body),
             retry: &retry,
             source: self.kind,
             endpoint,

@@ -322,7 +322,7 @@ path = "/var/lib/npm-watchdog/state.db"
         let table: &[(&str, &str)] = &[
             (
                 "[registry]\nurll = \"x\"\n",
-                "config file F: registry.urll: unknown key (expected one of: url, token_file, timeout, concurrency, retries, max_body, max_packument)",
+                "config file F: registry.urll: unknown key (expected one of: url, token_file, timeout, connect_timeout, idle_timeout, min_throughput, concurrency, retries, max_body, max_packument)",
             ),
             (
                 "[nonsense]\n",
@@ -351,6 +351,14 @@ path = "/var/lib/npm-watchdog/state.db"
             (
                 "[registry]\nconcurrency = 0\n",
                 "config file F: registry.concurrency: must be at least 1",
+            ),
+            (
+                "[registry]\nidle_timeout = \"0s\"\n",
+                "config file F: registry.idle_timeout: `0s`: the duration must be greater than zero",
+            ),
+            (
+                "[registry]\nmin_throughput = 0\n",
+                "config file F: registry.min_throughput: must be greater than zero",
             ),
             (
                 "[registry]\nmax_body = \"lots\"\n",

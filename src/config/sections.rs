@@ -18,7 +18,16 @@ pub struct RegistryConfig {
     pub url: Option<Url>,
     /// `None`: `$CREDENTIALS_DIRECTORY/npm-token`, else the npm user config's `_authToken` for the registry.
     pub token_file: Option<PathBuf>,
+    /// How long an answer may take beyond what its size needs at `min_throughput`: a request's
+    /// whole time is capped at `timeout` + its body cap / `min_throughput`.
     pub timeout: HumanDuration,
+    /// How long connecting may take.
+    pub connect_timeout: HumanDuration,
+    /// How long an answer may send nothing, before its headers or between two parts of its body;
+    /// a connection that stalls is dropped then and counted as `timeout`.
+    pub idle_timeout: HumanDuration,
+    /// The slowest transfer a whole answer is given time for, per second (sizes the overall cap).
+    pub min_throughput: HumanSize,
     pub concurrency: usize,
     /// How many times a failed GET is tried again (408, 420, 429, 5xx, connection errors).
     pub retries: u32,
@@ -37,6 +46,9 @@ impl Default for RegistryConfig {
             url: None,
             token_file: None,
             timeout: HumanDuration::secs(10),
+            connect_timeout: HumanDuration::secs(10),
+            idle_timeout: HumanDuration::secs(30),
+            min_throughput: HumanSize(64 << 10),
             concurrency: 16,
             retries: 3,
             max_body: HumanSize(limits.api),
@@ -56,6 +68,11 @@ impl RegistryConfig {
             ),
             rule("concurrency", self.concurrency == 0, "must be at least 1"),
             rule(
+                "min_throughput",
+                self.min_throughput.0 == 0,
+                "must be greater than zero",
+            ),
+            rule(
                 "max_body",
                 self.max_body.0 == 0,
                 "must be greater than zero",
@@ -66,6 +83,16 @@ impl RegistryConfig {
                 "must be greater than zero",
             ),
         ])
+    }
+
+    /// The HTTP timeouts of the registry and CI clients.
+    pub fn timeouts(&self) -> crate::fetch::Timeouts {
+        crate::fetch::Timeouts {
+            connect: self.connect_timeout.0,
+            idle: self.idle_timeout.0,
+            answer: self.timeout.0,
+            min_throughput: self.min_throughput.0,
+        }
     }
 
     /// The registry client's body caps.

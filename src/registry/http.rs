@@ -131,6 +131,7 @@ impl RegistryClient {
             url,
             headers,
             cap,
+            overall: self.timeouts.overall(cap),
             retry: &self.retry,
             source: "registry",
             endpoint,
@@ -188,6 +189,7 @@ impl RegistryClient {
             .header(ACCEPT, "application/json")
             .header(AUTHORIZATION, format!("Bearer {}", cred.expose()))
             .headers(otp_headers(otp))
+            .timeout(self.timeouts.overall(ERROR_BODY_KEEP as u64))
             .json(body);
         match req.send().await {
             Err(e) => {

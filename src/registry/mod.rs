@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use url::Url;
 
-pub use crate::fetch::RetryPolicy;
+pub use crate::fetch::{RetryPolicy, Timeouts};
 pub use error::{FieldError, RegistryError};
 pub use http::BodyLimits;
 pub use org::{OrgView, TeamView};
@@ -62,34 +62,44 @@ pub struct RegistryClient {
     base: Url,
     retry: RetryPolicy,
     limits: BodyLimits,
+    timeouts: Timeouts,
     observer: Arc<dyn Observer>,
 }
 
 impl RegistryClient {
+    /// A client whose every timeout is `timeout` (see [`Self::with_timeouts`]).
     pub fn new(
         base: Url,
         timeout: Duration,
         retry: RetryPolicy,
         observer: impl Observer + 'static,
     ) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("npm-watchdog/", env!("CARGO_PKG_VERSION")))
-            // Redirects could carry the bearer token to another host; the registry API does not use them.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| RegistryError::Network {
-                endpoint: "client",
-                attempts: 0,
-                detail: e.to_string(),
-            })?;
+        let timeouts = Timeouts::uniform(timeout);
         Ok(Self {
-            http,
+            http: Self::http(&timeouts)?,
             base,
             retry,
             limits: BodyLimits::default(),
+            timeouts,
             observer: Arc::new(observer),
+        })
+    }
+
+    /// The same client with other timeouts (`registry.connect_timeout`, `idle_timeout`, `timeout`
+    /// and `min_throughput`).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Result<Self, RegistryError> {
+        self.http = Self::http(&timeouts)?;
+        self.timeouts = timeouts;
+        Ok(self)
+    }
+
+    fn http(timeouts: &Timeouts) -> Result<reqwest::Client, RegistryError> {
+        // Redirects are off: they could carry the bearer token to another host, and the registry
+        // API does not use them.
+        timeouts.client().map_err(|e| RegistryError::Network {
+            endpoint: "client",
+            attempts: 0,
+            detail: e.to_string(),
         })
     }
 

@@ -120,6 +120,11 @@ pub enum Fault {
     /// The normal answer, cut off after the headers and the first 10 bytes of the body (the connection
     /// is then closed), as on a connection reset during the transfer.
     TruncatedBody,
+    /// The normal answer, its body sent a tenth of `bytes_per_sec` every 100 ms, as over a slow link
+    /// (npmjs.com serving a multi-megabyte packument to a busy host).
+    Slow { bytes_per_sec: usize },
+    /// The normal answer's headers, then nothing, ever: a connection that stalls mid-answer.
+    Stall,
     /// 302 to this location.
     Redirect(String),
     /// 200 with a JSON body of exactly `bytes` bytes (at least a few dozen): an empty token-list
@@ -1218,6 +1223,33 @@ async fn record_and_fault(State(sh): State<Shared>, req: Request, next: Next) ->
             }
             resp
         }
+        Some(Fault::Slow { bytes_per_sec }) => {
+            let (parts, body) = next.run(req).await.into_parts();
+            let whole = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let step = (bytes_per_sec / 10).max(1);
+            let chunks = futures_util::stream::unfold(0usize, move |at| {
+                let whole = whole.clone();
+                async move {
+                    if at >= whole.len() {
+                        return None;
+                    }
+                    if at > 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let end = (at + step).min(whole.len());
+                    Some((Ok::<_, io::Error>(whole.slice(at..end)), end))
+                }
+            });
+            Response::from_parts(parts, Body::from_stream(chunks))
+        }
+        Some(Fault::Stall) => {
+            let (mut parts, _) = next.run(req).await.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let nothing = futures_util::stream::pending::<Result<Bytes, io::Error>>();
+            Response::from_parts(parts, Body::from_stream(nothing))
+        }
         Some(f) => fault_response(f),
     };
     let served = resp.body().size_hint().exact().unwrap_or(0);
@@ -1342,7 +1374,11 @@ fn fault_response(fault: Fault) -> Response {
             resp
         }
         // Handled by the caller.
-        Fault::Delay(_) | Fault::Drop | Fault::TruncatedBody => {
+        Fault::Delay(_)
+        | Fault::Drop
+        | Fault::TruncatedBody
+        | Fault::Slow { .. }
+        | Fault::Stall => {
             unreachable!("handled in record_and_fault")
         }
     }
