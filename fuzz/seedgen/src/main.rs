@@ -14,8 +14,7 @@
 //! A fixture that cannot be read is reported and skipped, so that one moved file costs its seeds only.
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../../testkit/src/fake_registry.rs"]
-mod fake_registry;
+use testkit::fake_registry;
 
 use std::fs;
 use std::io::{Read, Write};
