@@ -506,6 +506,77 @@ async fn hardening_setup() -> (FakeRegistry, tempfile::TempDir) {
     (reg, dir)
 }
 
+/// npmjs.com refuses trust reads and access writes to a read-only token (403), whatever the code.
+/// That refusal is never a verdict: the audit leaves D1 and D2 unverified, naming the 403, and
+/// `harden` changes nothing and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_credential_is_refused_trust_and_writes_and_nothing_is_judged_from_it() {
+    let (reg, dir) = hardening_setup().await;
+    reg.set_trust(
+        "@acme/a",
+        json!([{"id": "t-a", "type": "github", "environment": "npm",
+                "claims": {"repository": "acme/a", "workflow_ref": {"file": "release.yml"}}}]),
+    );
+    reg.set_valid_otps(["654321"]);
+    reg.set_read_only_tokens([TOKEN]);
+
+    let out = run(
+        dir.path(),
+        &["audit", "--otp", "654321", "--format", "json"],
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    for (i, id) in [(0, "D1"), (1, "D2")] {
+        assert_eq!(v["dod"][i]["id"], id);
+        assert_eq!(v["dod"][i]["status"], "UNVERIFIED", "{}", v["dod"][i]);
+    }
+    assert!(
+        v["dod"][0]["evidence"]
+            .to_string()
+            .contains("forbidden (403)"),
+        "{}",
+        v["dod"][0]
+    );
+    assert!(!v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| f["check"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("trusted-publisher")));
+
+    let out = run(dir.path(), &["harden", "--otp", "654321"]).await;
+    let text = stdout(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(reg.access_posts().is_empty(), "nothing was changed");
+    assert!(
+        text.contains("forbidden (403)") || stderr(&out).contains("forbidden (403)"),
+        "{text}"
+    );
+}
+
+/// A TOTP code lives about 30 seconds: the fake stops accepting it after its lifetime, and the
+/// audit's trust reads that come after are unverified, never "no trusted publisher".
+#[tokio::test(flavor = "multi_thread")]
+async fn an_otp_past_its_lifetime_is_challenged_again() {
+    let (reg, dir) = hardening_setup().await;
+    reg.set_valid_otps(["654321"]);
+    reg.expire_otps_after(Duration::ZERO);
+    let out = run(
+        dir.path(),
+        &["audit", "--otp", "654321", "--format", "json"],
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["dod"][0]["status"], "UNVERIFIED", "{}", v["dod"][0]);
+    assert!(!v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| f["check"] == "trusted-publisher-missing"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
     let (reg, dir) = hardening_setup().await;

@@ -13,7 +13,9 @@
 //!   An unknown user, org or team is a 404 `{"error":"Not found"}`; nothing falls back to another route.
 //! - Trust and publishing access (§3.3, §5.1): `GET /-/package/<pkg>/trust` and
 //!   `POST /-/package/<pkg>/access` also want a valid `npm-otp` ([`FakeRegistry::set_valid_otps`],
-//!   optionally a limited number of uses, [`FakeRegistry::otp_uses_left`]); otherwise 401 with
+//!   optionally a limited number of uses, [`FakeRegistry::otp_uses_left`], or a lifetime,
+//!   [`FakeRegistry::expire_otps_after`]); a read-only credential
+//!   ([`FakeRegistry::set_read_only_tokens`]) gets 403 first; otherwise 401 with
 //!   `www-authenticate: OTP`. Accepted access bodies are kept ([`FakeRegistry::access_posts`]).
 //! - Every route above wants `authorization: Bearer <valid token>`; without one the answer is Verdaccio's
 //!   401 `{"error":"no credentials provided"}`, with an unknown one 401 `{"error":"bad token"}`.
@@ -195,6 +197,11 @@ pub struct FakeState {
     pub trust: BTreeMap<String, Value>,
     /// One-time passwords accepted in `npm-otp` (none by default).
     pub valid_otps: Vec<String>,
+    /// Tokens that may read but not write: 403 on trust reads and access writes, as npmjs.com
+    /// answers a read-only granular token.
+    pub read_only_tokens: Vec<String>,
+    /// When the valid OTPs stop being accepted (a TOTP code lives about 30 s).
+    pub otp_valid_until: Option<Instant>,
     /// How many more times a valid OTP is accepted; `None` = without limit.
     pub otp_uses_left: Option<usize>,
     /// Accepted `POST /-/package/<pkg>/access` bodies, in arrival order.
@@ -269,6 +276,8 @@ impl Default for FakeState {
             orgs: BTreeMap::new(),
             trust: BTreeMap::new(),
             valid_otps: Vec::new(),
+            read_only_tokens: Vec::new(),
+            otp_valid_until: None,
             otp_uses_left: None,
             access_posts: Vec::new(),
             latency: Duration::ZERO,
@@ -629,6 +638,18 @@ impl FakeRegistry {
     /// without limit (`None`, the default).
     pub fn otp_uses_left(&self, n: Option<usize>) {
         self.with_state(|s| s.otp_uses_left = n);
+    }
+
+    /// These credentials may read but not write: trust reads and access writes answer 403.
+    pub fn set_read_only_tokens<S: Into<String>>(&self, tokens: impl IntoIterator<Item = S>) {
+        let tokens = tokens.into_iter().map(Into::into).collect();
+        self.with_state(|s| s.read_only_tokens = tokens);
+    }
+
+    /// The valid OTPs expire `lifetime` from now, as a TOTP code does: from then on every OTP route
+    /// answers the challenge again.
+    pub fn expire_otps_after(&self, lifetime: Duration) {
+        self.with_state(|s| s.otp_valid_until = Some(Instant::now() + lifetime));
     }
 
     /// What is left of the [`otp_uses_left`](Self::otp_uses_left) budget.
@@ -1409,6 +1430,20 @@ fn bearer_rejection(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
     (!ok).then(|| error_response(StatusCode::UNAUTHORIZED, "bad token"))
 }
 
+/// 403 for a read-only credential on a route that needs write permission.
+fn read_only_rejection(st: &FakeState, headers: &HeaderMap) -> Option<Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    st.read_only_tokens.iter().any(|t| t == token).then(|| {
+        error_response(
+            StatusCode::FORBIDDEN,
+            "this token does not have permission to perform this action",
+        )
+    })
+}
+
 /// `None` for a valid `npm-otp` (using up one of the budget), else npm's OTP challenge: 401
 /// `www-authenticate: OTP`.
 fn otp_rejection(st: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
@@ -1416,7 +1451,8 @@ fn otp_rejection(st: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
         .get("npm-otp")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let valid = otp.is_some_and(|o| st.valid_otps.iter().any(|v| v == o));
+    let expired = st.otp_valid_until.is_some_and(|t| Instant::now() >= t);
+    let valid = !expired && otp.is_some_and(|o| st.valid_otps.iter().any(|v| v == o));
     if !valid {
         return Some(fault_response(Fault::Otp));
     }
@@ -1644,6 +1680,9 @@ async fn team_packages(
 /// `GET /-/package/<escaped name>/trust`: bearer token, then a valid OTP, then the configurations.
 async fn trust(State(sh): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     let mut st = sh.lock();
+    if let Some(resp) = read_only_rejection(&st, &headers) {
+        return resp;
+    }
     if let Some(resp) = otp_rejection(&mut st, &headers) {
         return resp;
     }
@@ -1662,6 +1701,9 @@ async fn access(
     body: Bytes,
 ) -> Response {
     let mut st = sh.lock();
+    if let Some(resp) = read_only_rejection(&st, &headers) {
+        return resp;
+    }
     if let Some(resp) = otp_rejection(&mut st, &headers) {
         return resp;
     }
