@@ -94,6 +94,11 @@ fn trust_status(read: Result<Vec<TrustConfig>, RegistryError>) -> TrustStatus {
     match read {
         Ok(cfgs) => TrustStatus::Read(cfgs),
         Err(RegistryError::OtpRequired { .. }) => TrustStatus::NeedsOtp,
+        // Not a verdict: the credential may not read trust. Say which permission is missing.
+        Err(e @ RegistryError::Forbidden { .. }) => TrustStatus::Failed(format!(
+            "{e}; reading trust configurations needs a credential that can write (npmjs.com \
+             refuses a read-only token)"
+        )),
         Err(e) => TrustStatus::Failed(e.to_string()),
     }
 }

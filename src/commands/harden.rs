@@ -79,6 +79,14 @@ pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, C
                 stopped = Some("the one-time password was rejected or has expired".to_string());
                 not_done.push(name.clone());
             }
+            // The credential itself may not write: every other package would be refused alike.
+            Err(e @ (RegistryError::Forbidden { .. } | RegistryError::Unauthorized { .. })) => {
+                stopped = Some(format!(
+                    "{e}; changing a package's settings needs a credential that can write \
+                     (npmjs.com refuses a read-only token)"
+                ));
+                not_done.push(name.clone());
+            }
             Err(e) => {
                 let _ = writeln!(out, "FAILED  {name}: {e}");
                 failed.push(name.clone());
@@ -96,7 +104,7 @@ pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, C
     if let Some(why) = stopped {
         let _ = writeln!(
             out,
-            "stopped: {why}; run again with a fresh code to finish:"
+            "stopped: {why}; run again when that is fixed to finish:"
         );
         for n in &not_done {
             let _ = writeln!(out, "  not done: {n}");
