@@ -131,6 +131,25 @@ pub enum CredentialError {
     NotFound { nerf: String, where_: String },
 }
 
+/// The credential of an attended command that reads trust or changes settings (`audit --otp`,
+/// `harden`), for that run only: `file` when given (`--write-token-file`), else the user's own
+/// session in the npm user config (`npm login`). Never the daemon's own token file or systemd
+/// credential, which should be read-only.
+pub fn resolve_write(
+    file: Option<&Path>,
+    registry: &Url,
+    env: &Environment,
+) -> Result<Credential, CredentialError> {
+    if let Some(path) = file {
+        return read_token_file(path).map(|t| Credential::new(t, Source::TokenFile(path.into())));
+    }
+    let session_only = Environment {
+        credentials_directory: None,
+        ..env.clone()
+    };
+    resolve(None, registry, &session_only)
+}
+
 /// Read the credential the configured way. Called before every cycle.
 pub fn resolve(
     token_file: Option<&Path>,

@@ -57,6 +57,10 @@ enum Command {
         /// A one-time password, to read the packages' trusted-publisher configurations (behind 2FA).
         #[arg(long, value_name = "CODE")]
         otp: Option<String>,
+        /// A file holding a token that can write, for the trust reads of this run only (npmjs.com
+        /// refuses them to a read-only token). Default: your own session in the npm user config.
+        #[arg(long, value_name = "FILE", env = "NPM_WATCHDOG_WRITE_TOKEN_FILE")]
+        write_token_file: Option<PathBuf>,
     },
     /// Set "Require 2FA and disallow tokens" on every watched package (attended: needs an OTP).
     Harden {
@@ -66,6 +70,10 @@ enum Command {
         /// Print what would be changed and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// A file holding a token that can write, for this run only (the daemon's own credential
+        /// should be read-only). Default: your own session in the npm user config (`npm login`).
+        #[arg(long, value_name = "FILE", env = "NPM_WATCHDOG_WRITE_TOKEN_FILE")]
+        write_token_file: Option<PathBuf>,
     },
     /// Inspect the configuration.
     Config {
@@ -165,13 +173,22 @@ async fn main() -> ExitCode {
             Ok(o) => print(o),
             Err(e) => fail(e),
         },
-        Command::Audit { format, otp } => {
-            match commands::audit(&runtime, as_format(format), otp.as_deref()).await {
+        Command::Audit {
+            format,
+            otp,
+            write_token_file,
+        } => {
+            let write = write_token_file.as_deref();
+            match commands::audit(&runtime, as_format(format), otp.as_deref(), write).await {
                 Ok(o) => print(o),
                 Err(e) => fail(e),
             }
         }
-        Command::Harden { otp, dry_run } => match commands::harden(&runtime, &otp, dry_run).await {
+        Command::Harden {
+            otp,
+            dry_run,
+            write_token_file,
+        } => match commands::harden(&runtime, &otp, dry_run, write_token_file.as_deref()).await {
             Ok(o) => print(o),
             Err(e) => fail(e),
         },

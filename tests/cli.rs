@@ -506,11 +506,12 @@ async fn hardening_setup() -> (FakeRegistry, tempfile::TempDir) {
     (reg, dir)
 }
 
-/// npmjs.com refuses trust reads and access writes to a read-only token (403), whatever the code.
-/// That refusal is never a verdict: the audit leaves D1 and D2 unverified, naming the 403, and
-/// `harden` changes nothing and says so.
+/// The daemon's credential is read-only, as README advises; npmjs.com refuses it trust reads and
+/// writes (403). That refusal is never a verdict, and the attended commands take a credential that can
+/// write for their run only.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_read_only_credential_is_refused_trust_and_writes_and_nothing_is_judged_from_it() {
+async fn a_read_only_credential_needs_a_write_credential_for_trust_and_harden() {
+    const WRITER: &str = "npm_WriterSessionToken000000000000000000";
     let (reg, dir) = hardening_setup().await;
     reg.set_trust(
         "@acme/a",
@@ -518,8 +519,17 @@ async fn a_read_only_credential_is_refused_trust_and_writes_and_nothing_is_judge
                 "claims": {"repository": "acme/a", "workflow_ref": {"file": "release.yml"}}}]),
     );
     reg.set_valid_otps(["654321"]);
+    reg.set_valid_tokens(vec![TOKEN.to_string(), WRITER.to_string()]);
     reg.set_read_only_tokens([TOKEN]);
+    let writer_file = dir.path().join("write-token");
+    std::fs::write(&writer_file, WRITER).expect("write token file");
+    let writer = writer_file.to_str().expect("utf-8 path");
+    let no_writer = |out: &Output| {
+        let all = format!("{}{}", stdout(out), stderr(out));
+        testkit::secrets::assert_absent(&[WRITER], [("the output", all)]);
+    };
 
+    // Trust read with the read-only credential: D1 and D2 unverified, saying what is missing.
     let out = run(
         dir.path(),
         &["audit", "--otp", "654321", "--format", "json"],
@@ -530,12 +540,12 @@ async fn a_read_only_credential_is_refused_trust_and_writes_and_nothing_is_judge
         assert_eq!(v["dod"][i]["id"], id);
         assert_eq!(v["dod"][i]["status"], "UNVERIFIED", "{}", v["dod"][i]);
     }
+    let evidence = v["dod"][0]["evidence"].to_string();
+    assert!(evidence.contains("forbidden (403)"), "{evidence}");
     assert!(
-        v["dod"][0]["evidence"]
-            .to_string()
-            .contains("forbidden (403)"),
-        "{}",
-        v["dod"][0]
+        evidence.contains("reading trust configurations needs a credential that can write")
+            && evidence.contains("--write-token-file"),
+        "{evidence}"
     );
     assert!(!v["findings"]
         .as_array()
@@ -546,14 +556,77 @@ async fn a_read_only_credential_is_refused_trust_and_writes_and_nothing_is_judge
             .unwrap_or("")
             .starts_with("trusted-publisher")));
 
+    // With the write credential: judged. @acme/b and @acme/c have no trusted publisher.
+    let out = run(
+        dir.path(),
+        &[
+            "audit",
+            "--otp",
+            "654321",
+            "--format",
+            "json",
+            "--write-token-file",
+            writer,
+        ],
+    )
+    .await;
+    no_writer(&out);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["dod"][0]["status"], "FAIL", "{}", v["dod"][0]);
+
+    // harden without a write credential changes nothing and says how to give one.
     let out = run(dir.path(), &["harden", "--otp", "654321"]).await;
-    let text = stdout(&out);
-    assert_ne!(out.status.code(), Some(0), "{text}");
-    assert!(reg.access_posts().is_empty(), "nothing was changed");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
     assert!(
-        text.contains("forbidden (403)") || stderr(&out).contains("forbidden (403)"),
+        err.contains("harden needs a credential that can write")
+            && err.contains("holds no session for //127.0.0.1:")
+            && err.contains("--write-token-file FILE (or NPM_WATCHDOG_WRITE_TOKEN_FILE)"),
+        "{err}"
+    );
+    assert!(reg.access_posts().is_empty());
+
+    // Given the read-only token as the write credential: the first 403 stops the run.
+    let read_only = dir.path().join("token");
+    let read_only = read_only.to_str().expect("utf-8 path");
+    let out = run(
+        dir.path(),
+        &["harden", "--otp", "654321", "--write-token-file", read_only],
+    )
+    .await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("stopped: access: forbidden (403)")
+            && text.contains("needs a credential that can write"),
         "{text}"
     );
+    assert!(text.contains("  not done: @acme/c"), "{text}");
+    assert!(reg.access_posts().is_empty(), "nothing was changed");
+
+    // With the write credential, harden does every package.
+    let out = run(
+        dir.path(),
+        &["harden", "--otp", "654321", "--write-token-file", writer],
+    )
+    .await;
+    no_writer(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(reg.access_posts().len(), 3);
+    let writes: Vec<_> = reg
+        .requests_to("/-/package/")
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    let bearer = format!("Bearer {WRITER}");
+    assert_eq!(
+        writes.len(),
+        4,
+        "one refused with the read-only token, then three"
+    );
+    assert!(writes[1..]
+        .iter()
+        .all(|r| r.header("authorization") == Some(bearer.as_str())));
 }
 
 /// A TOTP code lives about 30 seconds: the fake stops accepting it after its lifetime, and the
@@ -591,7 +664,17 @@ async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
     // The code is accepted twice, then expires.
     reg.set_valid_otps(["123456"]);
     reg.otp_uses_left(Some(2));
-    let out = run(dir.path(), &["harden", "--otp", "123456"]).await;
+    let out = run(
+        dir.path(),
+        &[
+            "harden",
+            "--otp",
+            "123456",
+            "--write-token-file",
+            &token_file(&dir),
+        ],
+    )
+    .await;
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
@@ -626,7 +709,17 @@ async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
 
     // A fresh code finishes the job, and the audit shows when it was enforced.
     reg.otp_uses_left(None);
-    let out = run(dir.path(), &["harden", "--otp", "123456"]).await;
+    let out = run(
+        dir.path(),
+        &[
+            "harden",
+            "--otp",
+            "123456",
+            "--write-token-file",
+            &token_file(&dir),
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let out = run(dir.path(), &["audit", "--format", "json"]).await;
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -1183,7 +1276,16 @@ async fn a_second_daemon_or_harden_on_the_same_state_exits_2_naming_the_holder()
 
     let harden = tokio::time::timeout(
         Duration::from_secs(10),
-        run(dir.path(), &["harden", "--otp", "123456"]),
+        run(
+            dir.path(),
+            &[
+                "harden",
+                "--otp",
+                "123456",
+                "--write-token-file",
+                &token_file(&dir),
+            ],
+        ),
     )
     .await
     .expect("harden exits at once");
@@ -1212,7 +1314,17 @@ async fn a_second_daemon_or_harden_on_the_same_state_exits_2_naming_the_holder()
     let out = terminate(first).await;
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let harden = run(dir.path(), &["harden", "--otp", "123456"]).await;
+    let harden = run(
+        dir.path(),
+        &[
+            "harden",
+            "--otp",
+            "123456",
+            "--write-token-file",
+            &token_file(&dir),
+        ],
+    )
+    .await;
     assert_eq!(harden.status.code(), Some(0), "{}", stderr(&harden));
     assert_eq!(reg.access_posts().len(), 1);
 
@@ -1409,4 +1521,10 @@ async fn run_warns_about_a_too_open_token_file_and_strict_refuses_to_start() {
 fn days_from_now(days: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::days(days))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The test account's token file, as `harden --write-token-file` takes it (where the fake's token
+/// can write).
+fn token_file(dir: &tempfile::TempDir) -> String {
+    dir.path().join("token").display().to_string()
 }

@@ -66,7 +66,7 @@ async fn read_trust(
     out.insert(first.clone(), probe);
     let reads = names.into_iter().skip(1).map(|name| {
         let client = session.client.clone();
-        let cred = session.cred.clone();
+        let cred = session.trust_cred().clone();
         let otp = otp.map(str::to_string);
         let refused = Arc::clone(&refused);
         async move {
@@ -97,7 +97,8 @@ fn trust_status(read: Result<Vec<TrustConfig>, RegistryError>) -> TrustStatus {
         // Not a verdict: the credential may not read trust. Say which permission is missing.
         Err(e @ RegistryError::Forbidden { .. }) => TrustStatus::Failed(format!(
             "{e}; reading trust configurations needs a credential that can write (npmjs.com \
-             refuses a read-only token)"
+             refuses a read-only token): {}",
+            super::WRITE_CREDENTIAL_HINT
         )),
         Err(e) => TrustStatus::Failed(e.to_string()),
     }
@@ -124,7 +125,7 @@ async fn read_watched(session: &Session<'_>, otp: Option<&str>) -> Watched {
         let probe = async {
             match found.packages.first() {
                 Some(name) => Some(trust_status(
-                    session.client.trust(name, &session.cred, otp).await,
+                    session.client.trust(name, session.trust_cred(), otp).await,
                 )),
                 None => None,
             }
@@ -185,8 +186,19 @@ pub async fn audit(
     rt: &Runtime,
     format: Format,
     otp: Option<&str>,
+    write_token_file: Option<&std::path::Path>,
 ) -> Result<Outcome, CommandError> {
-    let session = Session::open(rt)?;
+    let mut session = Session::open(rt)?;
+    if otp.is_some() {
+        // Trust reads need a credential that can write; without one they go out with the read
+        // credential, and a refusal says what is missing. A named file that cannot be read is an
+        // error: the user asked for it.
+        session = match (session.with_write(write_token_file), write_token_file) {
+            (Ok(s), _) => s,
+            (Err(e), Some(_)) => return Err(e),
+            (Err(_), None) => Session::open(rt)?,
+        };
+    }
     let cfg = &rt.config;
     let (live, watched, ci) = tokio::join!(
         session.read_tokens(),

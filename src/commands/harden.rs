@@ -14,8 +14,23 @@ use crate::registry::RegistryError;
 use crate::runtime::Runtime;
 use crate::state::State;
 
-pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, CommandError> {
-    let session = Session::open(rt)?;
+pub async fn harden(
+    rt: &Runtime,
+    otp: &str,
+    dry_run: bool,
+    write_token_file: Option<&std::path::Path>,
+) -> Result<Outcome, CommandError> {
+    let mut session = Session::open(rt)?;
+    if !dry_run {
+        // Before anything is asked of the registry: a run that cannot write changes nothing.
+        session = session.with_write(write_token_file).map_err(|e| {
+            CommandError(format!(
+                "harden needs a credential that can write, and none could be used ({}): {}",
+                e.0,
+                super::WRITE_CREDENTIAL_HINT
+            ))
+        })?;
+    }
     // It records into the state, so not while a daemon (or another harden) works on it; taken before
     // the registry is asked anything, so a refused run has changed nothing. A dry run writes nothing
     // and needs no lock.
@@ -65,7 +80,7 @@ pub async fn harden(rt: &Runtime, otp: &str, dry_run: bool) -> Result<Outcome, C
         }
         match session
             .client
-            .require_2fa_disallow_tokens(name, &session.cred, otp)
+            .require_2fa_disallow_tokens(name, session.trust_cred(), otp)
             .await
         {
             Ok(()) => {

@@ -24,7 +24,9 @@ pub use notify_test::notify_test;
 pub use tokens::tokens;
 
 use crate::checks::{self, Group, Snapshot};
-use crate::credential::Credential;
+use std::path::Path;
+
+use crate::credential::{self, Credential, CredentialError};
 use crate::finding::Finding;
 use crate::registry::{Profile, RegistryClient, RegistryError, Token};
 use crate::runtime::Runtime;
@@ -96,11 +98,19 @@ impl CommandError {
     }
 }
 
+/// How to give an attended command the credential that can write, for its messages.
+pub const WRITE_CREDENTIAL_HINT: &str = "give one with --write-token-file FILE (or \
+    NPM_WATCHDOG_WRITE_TOKEN_FILE), or log in with `npm login` so that your npm user config holds \
+    your own session; it is used for this run only and never stored";
+
 /// What a verb that reads the registry needs, set up once: the configuration, the credential as it
 /// is now, and a client (one-shot commands export no metrics, so it observes nothing).
 struct Session<'a> {
     rt: &'a Runtime,
+    /// The read credential (the daemon's own).
     cred: Credential,
+    /// The write credential of an attended run, when one was given or found.
+    write: Option<Credential>,
     client: RegistryClient,
 }
 
@@ -122,8 +132,31 @@ impl<'a> Session<'a> {
         Ok(Self {
             rt,
             cred: rt.credential().map_err(CommandError::from)?,
+            write: None,
             client: rt.client(()).map_err(CommandError::from)?,
         })
+    }
+
+    /// With the write credential of an attended run (see [`credential::resolve_write`]); why none
+    /// could be had is the error.
+    fn with_write(mut self, file: Option<&Path>) -> Result<Self, CommandError> {
+        match credential::resolve_write(file, &self.rt.registry, &self.rt.env) {
+            Ok(c) => {
+                self.write = Some(c);
+                Ok(self)
+            }
+            Err(CredentialError::NotFound { nerf, where_ }) => Err(CommandError(format!(
+                "no --write-token-file was given, and the npm user config{where_} holds no \
+                 session for {nerf}"
+            ))),
+            Err(e) => Err(CommandError::from(e)),
+        }
+    }
+
+    /// The credential trust reads go out with: the write credential when there is one (npmjs.com
+    /// refuses trust reads to a read-only token), else the read credential.
+    fn trust_cred(&self) -> &Credential {
+        self.write.as_ref().unwrap_or(&self.cred)
     }
 
     /// A registry error; when the registry refused the credential, it says where the credential came
