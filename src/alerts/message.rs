@@ -134,7 +134,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Webhook body, schema version 1 (documented in the README).
+/// Webhook body, schema version 1 (documented in docs/ALERTING.md).
 #[derive(Debug, Serialize)]
 pub struct WebhookPayload<'a> {
     pub version: &'static str,

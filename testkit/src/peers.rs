@@ -1219,7 +1219,7 @@ impl Tmpfs {
         assert!(
             out.status.success(),
             "cannot mount a tmpfs ({options}) on {}: {}\nthis test mounts a file system of its own \
-             and needs root (CAP_SYS_ADMIN): run the tests as root (see the README's Test section)",
+             and needs root (CAP_SYS_ADMIN): run the tests as root (see the README's Set up section)",
             path.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
