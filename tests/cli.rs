@@ -272,7 +272,7 @@ async fn config_check_redacts_and_reports_problems() {
     let out = run(dir.path(), &["config", "check"]).await;
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(!text.contains("HOOKSECRET"), "{text}");
+    testkit::secrets::assert_absent(&["HOOKSECRET"], [("config check's output", &text)]);
     assert!(
         text.contains("url = \"https://hooks.example.com/<redacted>\""),
         "{text}"
@@ -1406,7 +1406,7 @@ async fn config_check_warns_about_secret_files_others_can_read_and_strict_refuse
         text.contains(&format!("# WARNING: {hook_line}\n")),
         "{text}"
     );
-    assert!(!text.contains("k3y"), "{text}");
+    testkit::secrets::assert_absent(&["k3y"], [("config check's output", &text)]);
 
     let out = run(dir.path(), &["config", "check", "--strict"]).await;
     let text = stdout(&out);
@@ -1478,7 +1478,10 @@ async fn config_check_lists_ci_sources_and_checks_their_token_files() {
         )),
         "{text}"
     );
-    assert!(!text.contains("gh-token-never-printed"), "{text}");
+    testkit::secrets::assert_absent(
+        &["gh-token-never-printed"],
+        [("config check's output", &text)],
+    );
 }
 
 /// `run --strict` with a token file others can read exits 2 naming it, before it opens or locks the

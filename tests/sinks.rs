@@ -4,6 +4,7 @@
 mod outbox_harness;
 use testkit::peers;
 use testkit::receiver;
+use testkit::secrets::assert_absent;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -159,9 +160,9 @@ async fn webhook_posts_schema_v1_json_signed_with_the_secret() {
         !verify(HOOK_SECRET.as_bytes(), b"{\"tampered\":true}", sig),
         "the signature covers the exact body"
     );
-    assert!(
-        !String::from_utf8_lossy(&req.body).contains(HOOK_SECRET),
-        "the key is never sent"
+    assert_absent(
+        &[HOOK_SECRET],
+        [("the webhook body", String::from_utf8_lossy(&req.body))],
     );
 }
 
@@ -243,8 +244,7 @@ async fn webhook_500_is_an_error_with_the_status_and_no_secret() {
     assert_eq!(rx.requests().len(), 1);
     assert!(err.contains("500"), "{err}");
     assert!(err.contains("boom"), "the receiver's reason is kept: {err}");
-    assert!(!err.contains(PATH_SECRET), "{err}");
-    assert!(!err.contains(HOOK_SECRET), "{err}");
+    assert_absent(&[PATH_SECRET, HOOK_SECRET], [("the error", &err)]);
     assert!(!err.chars().any(char::is_control), "{err:?}");
     assert!(
         err.len() < 400,
@@ -253,9 +253,10 @@ async fn webhook_500_is_an_error_with_the_status_and_no_secret() {
     );
     assert!(err.contains(&format!("{base}/<redacted>")), "{err}");
 
-    let debug = format!("{sink:?}");
-    assert!(!debug.contains(PATH_SECRET), "{debug}");
-    assert!(!debug.contains(HOOK_SECRET), "{debug}");
+    assert_absent(
+        &[PATH_SECRET, HOOK_SECRET],
+        [("the sink's Debug", format!("{sink:?}"))],
+    );
 }
 
 #[tokio::test]
@@ -273,7 +274,7 @@ async fn webhook_redirect_is_not_followed() {
         .expect_err("302 is a failure")
         .to_string();
     assert!(err.contains("302"), "{err}");
-    assert!(!err.contains(PATH_SECRET), "{err}");
+    assert_absent(&[PATH_SECRET], [("the error", &err)]);
     assert_eq!(rx.requests().len(), 1);
 }
 
@@ -296,7 +297,7 @@ async fn webhook_slow_receiver_hits_the_timeout() {
         started.elapsed()
     );
     assert!(err.contains("timed out"), "{err}");
-    assert!(!err.contains(PATH_SECRET), "{err}");
+    assert_absent(&[PATH_SECRET], [("the error", &err)]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,8 +422,13 @@ async fn email_credentials_on_a_server_without_auth_fail_without_leaking_the_pas
         .to_string();
     assert!(err.contains("no AUTH mechanism"), "{err}");
     assert!(err.contains("credentials were not sent"), "{err}");
-    assert!(!err.contains(PASSWORD), "{err}");
-    assert!(!format!("{sink:?}").contains(PASSWORD));
+    assert_absent(
+        &[PASSWORD],
+        [
+            ("the error", err.clone()),
+            ("the sink's Debug", format!("{sink:?}")),
+        ],
+    );
 
     // Nothing was delivered: give the server a moment to write anything it might have accepted.
     tokio::time::sleep(Duration::from_millis(300)).await;
