@@ -37,9 +37,16 @@ impl TrustConfig {
     /// shape that type has. Such an entry still counts as a configured trusted publisher (D1).
     pub fn not_understood(&self) -> Option<String> {
         if !matches!(self.kind.as_str(), "github" | "gitlab" | "circleci") {
+            // The type is the registry's text, shown in the scorecard on a terminal: control
+            // characters escaped, length bounded.
+            let shown: String = self
+                .kind
+                .chars()
+                .flat_map(char::escape_debug)
+                .take(80)
+                .collect();
             return Some(format!(
-                "a trusted publisher of type `{}`, which this version of npm-watchdog does not know",
-                self.kind
+                "a trusted publisher of type `{shown}`, which this version of npm-watchdog does not know"
             ));
         }
         if !self.claims.is_object() {
@@ -199,6 +206,17 @@ mod tests {
             1
         );
         assert!(parse_trust(&json!("nonsense")).is_err());
+    }
+
+    /// A hostile type cannot write to the terminal: control characters are escaped, length bounded.
+    #[test]
+    fn an_unknown_type_is_shown_inert() {
+        let t = parse_trust(&json!([{"type": format!("x\u{1b}[2J\n{}", "y".repeat(500))}]))
+            .expect("a list");
+        let why = t[0].not_understood().expect("not understood");
+        assert!(!why.chars().any(char::is_control), "{why:?}");
+        assert!(why.contains("x\\u{1b}[2J\\n"), "{why}");
+        assert!(why.len() < 200, "{}", why.len());
     }
 
     /// One odd entry is one entry not understood; the others are read as usual.
