@@ -193,11 +193,11 @@ pub async fn audit(
         // Trust reads need a credential that can write; without one they go out with the read
         // credential, and a refusal says what is missing. A named file that cannot be read is an
         // error: the user asked for it.
-        session = match (session.with_write(write_token_file), write_token_file) {
-            (Ok(s), _) => s,
-            (Err(e), Some(_)) => return Err(e),
-            (Err(_), None) => Session::open(rt)?,
-        };
+        if let Err(e) = session.with_write(write_token_file) {
+            if write_token_file.is_some() {
+                return Err(e);
+            }
+        }
     }
     let cfg = &rt.config;
     let (live, watched, ci) = tokio::join!(

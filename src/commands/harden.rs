@@ -23,7 +23,7 @@ pub async fn harden(
     let mut session = Session::open(rt)?;
     if !dry_run {
         // Before anything is asked of the registry: a run that cannot write changes nothing.
-        session = session.with_write(write_token_file).map_err(|e| {
+        session.with_write(write_token_file).map_err(|e| {
             CommandError(format!(
                 "harden needs a credential that can write, and none could be used ({}): {}",
                 e.0,

@@ -139,11 +139,11 @@ impl<'a> Session<'a> {
 
     /// With the write credential of an attended run (see [`credential::resolve_write`]); why none
     /// could be had is the error.
-    fn with_write(mut self, file: Option<&Path>) -> Result<Self, CommandError> {
+    fn with_write(&mut self, file: Option<&Path>) -> Result<(), CommandError> {
         match credential::resolve_write(file, &self.rt.registry, &self.rt.env) {
             Ok(c) => {
                 self.write = Some(c);
-                Ok(self)
+                Ok(())
             }
             Err(CredentialError::NotFound { nerf, where_ }) => Err(CommandError(format!(
                 "no --write-token-file was given, and the npm user config{where_} holds no \
