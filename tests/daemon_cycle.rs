@@ -973,6 +973,11 @@ async fn the_daemons_own_token_is_recognised_by_its_sha512_key() {
     let own_key = registry_key_of(SECRET);
     // A write token with no CIDR: the other token checks would fire for any other token like it.
     let own = token(&own_key, "watchdog", false);
+    // The expiry the registry lists for it, as the metric must export it.
+    let listed = chrono::DateTime::parse_from_rfc3339(own["expiry"].as_str().expect("expiry"))
+        .expect("an RFC 3339 expiry")
+        .timestamp()
+        .to_string();
     s.registry
         .set_tokens(vec![own, token("abcdef12121212121212", "laptop", false)]);
     let wd = s.watchdog();
@@ -1012,7 +1017,6 @@ async fn the_daemons_own_token_is_recognised_by_its_sha512_key() {
         "npm_watchdog_credential_expiry_timestamp_seconds{{token=\"{}\"}}",
         &own_key[..6]
     );
-    let listed = fixture_expiry().timestamp().to_string();
     assert_eq!(metric(&wd, &expiry).as_deref(), Some(listed.as_str()));
 
     // Accepted on purpose: the finding resolves, the credential is still known as the daemon's own.
