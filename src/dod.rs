@@ -96,7 +96,8 @@ fn failing(i: &Input, dod: Dod, title: &'static str) -> Option<DodRow> {
 
 const NO_PACKAGES: &str =
     "no package is watched (set watch.own_account, watch.users, watch.orgs or watch.packages)";
-const NEEDS_OTP: &str = "unverified: needs --otp (trust configurations are behind 2FA)";
+const NEEDS_OTP: &str = "unverified: needs --otp, or a terminal to ask for a one-time password \
+     (trust configurations are behind 2FA)";
 
 pub fn scorecard(i: &Input) -> Vec<DodRow> {
     vec![

@@ -1,5 +1,6 @@
 //! The `npm-watchdog` binary: parse the command line, set up logging, load the configuration, call the
-//! library. Exit codes: 0 fine, 1 findings (or a failed sink), 2 could not run.
+//! library. Exit codes: 0 fine, 1 findings (or a failed sink), 2 could not run, 3 stopped for a
+//! one-time password.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +24,8 @@ use npm_watchdog::secret::PermissionPolicy;
                   Configuration: --config PATH, else /etc/npm-watchdog/config.toml if it exists, else built-in \
                   defaults; NPM_WATCHDOG_<SECTION>__<KEY> variables override both. The daemon reads it again \
                   on SIGHUP.\n\
-                  Exit codes: 0 fine, 1 findings, 2 could not run."
+                  Exit codes: 0 fine, 1 findings, 2 could not run, 3 `audit` or `harden` stopped for a \
+                  one-time password it could not ask for (no terminal) and lists what remains."
 )]
 struct Cli {
     /// Configuration file (TOML).
@@ -55,6 +57,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
         /// A one-time password, to read the packages' trusted-publisher configurations (behind 2FA).
+        /// On a terminal one is asked for when needed; off one, without it trust stays UNVERIFIED,
+        /// and when it expires part-way the audit exits 3.
         #[arg(long, value_name = "CODE")]
         otp: Option<String>,
         /// A file holding a token that can write, for the trust reads of this run only (npmjs.com
@@ -62,11 +66,13 @@ enum Command {
         #[arg(long, value_name = "FILE", env = "NPM_WATCHDOG_WRITE_TOKEN_FILE")]
         write_token_file: Option<PathBuf>,
     },
-    /// Set "Require 2FA and disallow tokens" on every watched package (attended: needs an OTP).
+    /// Set "Require 2FA and disallow tokens" on every watched package (attended: asks for one-time
+    /// passwords on a terminal; off one, exit 3 when a code is needed and lists what remains).
     Harden {
-        /// A one-time password from the account's authenticator.
+        /// A one-time password to start with. When it expires part-way, a fresh one is asked for on
+        /// a terminal; off a terminal the run stops (exit 3) and a second run does only what remains.
         #[arg(long, value_name = "CODE")]
-        otp: String,
+        otp: Option<String>,
         /// Print what would be changed and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -178,8 +184,13 @@ async fn main() -> ExitCode {
             otp,
             write_token_file,
         } => {
-            let write = write_token_file.as_deref();
-            match commands::audit(&runtime, as_format(format), otp.as_deref(), write).await {
+            let args = commands::AuditArgs {
+                format: as_format(format),
+                otp: otp.as_deref(),
+                attended: commands::Attended::detect(),
+                write_token_file: write_token_file.as_deref(),
+            };
+            match commands::audit(&runtime, args).await {
                 Ok(o) => print(o),
                 Err(e) => fail(e),
             }
@@ -188,10 +199,18 @@ async fn main() -> ExitCode {
             otp,
             dry_run,
             write_token_file,
-        } => match commands::harden(&runtime, &otp, dry_run, write_token_file.as_deref()).await {
-            Ok(o) => print(o),
-            Err(e) => fail(e),
-        },
+        } => {
+            let args = commands::HardenArgs {
+                otp: otp.as_deref(),
+                attended: commands::Attended::detect(),
+                dry_run,
+                write_token_file: write_token_file.as_deref(),
+            };
+            match commands::harden(&runtime, args).await {
+                Ok(o) => print(o),
+                Err(e) => fail(e),
+            }
+        }
         Command::Config {
             action: ConfigAction::Check { strict },
         } => print(commands::config_check(&loaded, &runtime, secrets(strict))),

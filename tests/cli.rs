@@ -291,7 +291,7 @@ async fn config_check_redacts_and_reports_problems() {
     assert_eq!(
         stderr(&out).trim(),
         format!(
-            "npm-watchdog: config file {}: registry.urll: unknown key (expected one of: url, token_file, timeout, connect_timeout, idle_timeout, min_throughput, concurrency, retries, max_body, max_packument)",
+            "npm-watchdog: config file {}: registry.urll: unknown key (expected one of: url, token_file, timeout, connect_timeout, idle_timeout, min_throughput, concurrency, retries, max_body, max_packument, write_interval)",
             dir.path().join("config.toml").display()
         )
     );
@@ -543,7 +543,7 @@ async fn a_read_only_credential_needs_a_write_credential_for_trust_and_harden() 
     let evidence = v["dod"][0]["evidence"].to_string();
     assert!(evidence.contains("forbidden (403)"), "{evidence}");
     assert!(
-        evidence.contains("reading trust configurations needs a credential that can write")
+        evidence.contains("reading trust configurations needs the write credential")
             && evidence.contains("--write-token-file"),
         "{evidence}"
     );
@@ -661,7 +661,8 @@ async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
     );
     assert!(reg.access_posts().is_empty(), "a dry run changes nothing");
 
-    // The code is accepted twice, then expires.
+    // The code is accepted twice, then expires. Off a terminal nothing can ask for another: the
+    // run stops with its own exit code and says what remains.
     reg.set_valid_otps(["123456"]);
     reg.otp_uses_left(Some(2));
     let out = run(
@@ -676,19 +677,23 @@ async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
     )
     .await;
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(
         text.starts_with("ok      @acme/a\nok      @acme/b\n"),
         "{text}"
     );
     assert!(
         text.contains(
-            "2 of 3 package(s) now require 2FA and disallow tokens; 0 failed; 1 not attempted"
+            "2 of 3 package(s) now require 2FA and disallow tokens (2 by this run, 0 skipped as \
+             done before); 0 failed; 1 not attempted"
         ),
         "{text}"
     );
     assert!(
-        text.contains("stopped: the one-time password was rejected or has expired"),
+        text.contains(
+            "stopped: the registry refused the one-time password (one-time codes expire after \
+             about 30 seconds), and there is no terminal to ask for another: run again with --otp"
+        ),
         "{text}"
     );
     assert!(text.contains("  not done: @acme/c"), "{text}");
@@ -698,7 +703,6 @@ async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
         posts[0].1,
         json!({"publish_requires_tfa": true, "automation_token_overrides_tfa": false})
     );
-
     // Before every package is done, D7 cannot pass.
     let out = run(dir.path(), &["audit"]).await;
     assert!(
@@ -707,20 +711,41 @@ async fn harden_sets_every_package_and_stops_cleanly_when_the_otp_expires() {
         stdout(&out)
     );
 
-    // A fresh code finishes the job, and the audit shows when it was enforced.
-    reg.otp_uses_left(None);
+    // A fresh code finishes the job: only what remains is done, the rest is named as skipped.
+    reg.add_otp("234567");
     let out = run(
         dir.path(),
         &[
             "harden",
             "--otp",
-            "123456",
+            "234567",
             "--write-token-file",
             &token_file(&dir),
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("skipped @acme/a: done at 20")
+            && text.contains("skipped @acme/b: done at ")
+            && text.contains("ok      @acme/c\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 of 3 package(s) now require 2FA and disallow tokens (1 by this run, 2 skipped as done before)"),
+        "{text}"
+    );
+    let posts = reg.access_posts();
+    assert_eq!(
+        posts.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["@acme/a", "@acme/b", "@acme/c"],
+        "each package was changed once"
+    );
+    // The run finished: the next one does every package again (the setting cannot be read back, so
+    // a complete run re-applies it).
+    let out = run(dir.path(), &["harden", "--otp", "234567", "--dry-run"]).await;
+    assert!(stdout(&out).contains("on 3 package(s)"), "{}", stdout(&out));
     let out = run(dir.path(), &["audit", "--format", "json"]).await;
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["dod"][6]["id"], "D7");
@@ -883,6 +908,15 @@ async fn audit_stops_reading_trust_once_the_otp_expires() {
         );
     }
     assert_eq!(v["dod"][1]["status"], "UNVERIFIED", "{}", v["dod"][1]);
+    // Off a terminal no fresh code can be asked for: the audit says so and exits with its own code.
+    assert_eq!(out.status.code(), Some(3));
+    let stopped = v["stopped"].as_str().expect("the stop is in the report");
+    assert!(
+        stopped.starts_with(
+            "reading trust configurations stopped: the registry refused the one-time password"
+        ) && stopped.ends_with("2 package(s) were not read (UNVERIFIED in D1 and D2)"),
+        "{stopped}"
+    );
 }
 
 /// D3 from the CI providers: PASS on a complete read without npm tokens, UNVERIFIED naming the list

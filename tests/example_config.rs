@@ -141,6 +141,7 @@ fn fully_populated() -> Config {
             retries: 1,
             max_body: HumanSize(512 << 10),
             max_packument: HumanSize(64_000_000),
+            write_interval: HumanDuration::secs(1),
         },
         watch: WatchConfig {
             own_account: false,

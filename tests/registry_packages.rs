@@ -467,7 +467,13 @@ async fn trust_without_otp_is_otp_required() {
 
     let err = c.trust("@acme/a", &cred(), None).await.expect_err("EOTP");
     assert!(
-        matches!(err, RegistryError::OtpRequired { endpoint: "trust" }),
+        matches!(
+            err,
+            RegistryError::OtpRequired {
+                endpoint: "trust",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(err.label(), "otp_required");
@@ -564,7 +570,7 @@ async fn access_post_body_headers_and_record() {
     reg.set_valid_otps(vec![OTP]);
     let (c, metrics) = client(&reg.url);
 
-    c.require_2fa_disallow_tokens("@acme/a", &cred(), OTP)
+    c.require_2fa_disallow_tokens("@acme/a", &cred(), Some(OTP))
         .await
         .expect("access");
 
@@ -608,7 +614,7 @@ async fn access_post_body_bytes_match_npm() {
     reg.add_packument("@acme/a", acme_a_doc());
     reg.set_valid_otps(vec![OTP]);
     let (c, _) = client(&reg.url);
-    c.require_2fa_disallow_tokens("@acme/a", &cred(), OTP)
+    c.require_2fa_disallow_tokens("@acme/a", &cred(), Some(OTP))
         .await
         .expect("access");
     assert_eq!(
@@ -626,7 +632,7 @@ async fn access_post_is_never_retried() {
 
     reg.push_faults("/-/package/@acme%2fa/access", Fault::Status(500), 3);
     let err = c
-        .require_2fa_disallow_tokens("@acme/a", &cred(), OTP)
+        .require_2fa_disallow_tokens("@acme/a", &cred(), Some(OTP))
         .await
         .expect_err("500");
     assert!(
@@ -657,13 +663,13 @@ async fn access_post_is_never_retried() {
         },
     );
     let err = c
-        .require_2fa_disallow_tokens("@acme/a", &cred(), OTP)
+        .require_2fa_disallow_tokens("@acme/a", &cred(), Some(OTP))
         .await
         .expect_err("429");
     assert_eq!(err.label(), "rate_limited");
     reg.push_fault("/-/package/", Fault::Drop);
     let err = c
-        .require_2fa_disallow_tokens("@acme/a", &cred(), OTP)
+        .require_2fa_disallow_tokens("@acme/a", &cred(), Some(OTP))
         .await
         .expect_err("dropped");
     assert_eq!(err.label(), "unreachable");
@@ -679,15 +685,21 @@ async fn access_post_otp_and_unknown_package() {
     let (c, _) = client(&reg.url);
 
     let err = c
-        .require_2fa_disallow_tokens("@acme/a", &cred(), "999999")
+        .require_2fa_disallow_tokens("@acme/a", &cred(), Some("999999"))
         .await
         .expect_err("wrong otp");
     assert!(
-        matches!(err, RegistryError::OtpRequired { endpoint: "access" }),
+        matches!(
+            err,
+            RegistryError::OtpRequired {
+                endpoint: "access",
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = c
-        .require_2fa_disallow_tokens("@acme/none", &cred(), OTP)
+        .require_2fa_disallow_tokens("@acme/none", &cred(), Some(OTP))
         .await
         .expect_err("unknown");
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
@@ -782,7 +794,7 @@ async fn per_endpoint_metric_labels() {
         .await
         .expect("packument");
     c.trust("@acme/a", &k, Some(OTP)).await.expect("trust");
-    c.require_2fa_disallow_tokens("@acme/a", &k, OTP)
+    c.require_2fa_disallow_tokens("@acme/a", &k, Some(OTP))
         .await
         .expect("access");
     c.org_packages("acme", &k).await.expect("org packages");
@@ -831,7 +843,7 @@ async fn token_never_appears_in_error_text() {
         c.org_packages("acme", &k).await.expect_err("401"),
         c.team_packages("acme", "devs", &k).await.expect_err("401"),
         c.trust("@acme/p", &k, Some(OTP)).await.expect_err("401"),
-        c.require_2fa_disallow_tokens("@acme/p", &k, OTP)
+        c.require_2fa_disallow_tokens("@acme/p", &k, Some(OTP))
             .await
             .expect_err("401"),
     ];

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::otp::{Attended, Otp, Stop, EXIT_NEEDS_OTP};
 use super::{CommandError, Format, Outcome, Session, Stdout, EXIT_FINDINGS, EXIT_OK};
 use crate::checks::{self, Group, PackageSet, Snapshot, TrustStatus};
 use crate::ci::{self, CiInventory};
@@ -35,23 +36,29 @@ struct AuditReport {
     packages: Vec<String>,
     dod: Vec<DodRow>,
     findings: Vec<Finding>,
+    /// Why the trust reads stopped before the end (no fresh one-time password could be had); the
+    /// packages not read are UNVERIFIED in D1/D2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
 }
 
-/// Read trust configs, which the registry keeps behind 2FA. The first package is the probe, read
-/// while the packuments are (see [`read_watched`]): one EOTP without a code says so for all, and the
-/// rest are not asked. Then the others, at most `registry.concurrency` at a time; once a code is
-/// rejected (one-time codes expire), the reads not yet sent are not sent.
+/// Read trust configs, which the registry keeps behind 2FA, in rounds: every package not read yet,
+/// at most `registry.concurrency` at a time, with the current code. The first package is the probe,
+/// read while the packuments are (see [`read_watched`]); when it is challenged the others are not
+/// asked with the same code. Once a code is refused (one-time codes expire), the reads not yet sent
+/// are not sent; a fresh code is got ([`Otp::renew`]: asked on a terminal) and the refused and
+/// unsent ones are read in the next round. When no code can be had, they stay `NeedsOtp` and the
+/// stop says why.
 async fn read_trust(
     session: &Session<'_>,
     names: impl Iterator<Item = &String>,
-    probe: Option<TrustStatus>,
-    otp: Option<&str>,
-) -> BTreeMap<String, TrustStatus> {
+    probe: Option<TrustRead>,
+    otp: &mut Otp,
+) -> (BTreeMap<String, TrustStatus>, Option<Stop>) {
     let names: Vec<String> = names.cloned().collect();
     let (Some(first), Some(probe)) = (names.first(), probe) else {
-        return BTreeMap::new();
+        return (BTreeMap::new(), None);
     };
-    let refused = Arc::new(AtomicBool::new(matches!(probe, TrustStatus::NeedsOtp)));
     // Every package starts as not read, so one whose read never finishes (a panicked task) keeps
     // D1 and D2 from passing.
     let mut out: BTreeMap<String, TrustStatus> = names
@@ -63,41 +70,99 @@ async fn read_trust(
             )
         })
         .collect();
-    out.insert(first.clone(), probe);
-    let reads = names.into_iter().skip(1).map(|name| {
-        let client = session.client.clone();
-        let cred = session.trust_cred().clone();
-        let otp = otp.map(str::to_string);
-        let refused = Arc::clone(&refused);
-        async move {
-            if refused.load(Ordering::Relaxed) {
-                return (name, TrustStatus::NeedsOtp);
-            }
-            let status = trust_status(client.trust(&name, &cred, otp.as_deref()).await);
-            if matches!(status, TrustStatus::NeedsOtp) {
-                refused.store(true, Ordering::Relaxed);
-            }
-            (name, status)
+    let cred = session.trust_cred();
+    let mut challenge = None;
+    let mut pending: Vec<String> = match probe {
+        Err(RegistryError::OtpRequired { web, .. }) => {
+            challenge = Some(web);
+            names.clone()
         }
-    });
-    let concurrency = session.rt.config.registry.concurrency;
-    collect::bounded(reads, concurrency, |joined| {
-        if let Ok((name, status)) = joined {
-            out.insert(name, status);
+        read => {
+            otp.accepted_if(read.is_ok());
+            out.insert(first.clone(), trust_status(read));
+            names[1..].to_vec()
         }
-    })
-    .await;
-    out
+    };
+    loop {
+        if let Some(web) = challenge.take() {
+            // Without a code and without a terminal to ask for one there is nothing to renew: the
+            // scorecard says what is needed, and that is not a stop.
+            if !otp.has_code() && !otp.can_ask() {
+                mark_needs_otp(&mut out, &pending);
+                return (out, None);
+            }
+            if let Err(stop) = otp.renew(&session.client, cred, web.as_ref()).await {
+                mark_needs_otp(&mut out, &pending);
+                return (out, Some(stop));
+            }
+        }
+        if pending.is_empty() {
+            return (out, None);
+        }
+        let refused = Arc::new(AtomicBool::new(false));
+        let reads = std::mem::take(&mut pending).into_iter().map(|name| {
+            let client = session.client.clone();
+            let cred = cred.clone();
+            let code = otp.code().map(str::to_string);
+            let refused = Arc::clone(&refused);
+            async move {
+                if refused.load(Ordering::Relaxed) {
+                    return (name, None);
+                }
+                let read = client.trust(&name, &cred, code.as_deref()).await;
+                if matches!(read, Err(RegistryError::OtpRequired { .. })) {
+                    refused.store(true, Ordering::Relaxed);
+                }
+                (name, Some(read))
+            }
+        });
+        let mut web = None;
+        let mut any_read = false;
+        collect::bounded(reads, session.rt.config.registry.concurrency, |joined| {
+            match joined {
+                // Refused, or not sent because another was: read again with a fresh code.
+                Ok((name, None)) => pending.push(name),
+                Ok((name, Some(Err(RegistryError::OtpRequired { web: w, .. })))) => {
+                    web = web.take().or(w);
+                    pending.push(name);
+                }
+                Ok((name, Some(read))) => {
+                    any_read |= read.is_ok();
+                    out.insert(name, trust_status(read));
+                }
+                Err(_) => {}
+            }
+        })
+        .await;
+        otp.accepted_if(any_read);
+        if !pending.is_empty() {
+            challenge = Some(web);
+        }
+    }
 }
 
-fn trust_status(read: Result<Vec<TrustConfig>, RegistryError>) -> TrustStatus {
+/// The result of one trust read, before it is judged.
+type TrustRead = Result<Vec<TrustConfig>, RegistryError>;
+
+fn mark_needs_otp(out: &mut BTreeMap<String, TrustStatus>, names: &[String]) {
+    for n in names {
+        out.insert(n.clone(), TrustStatus::NeedsOtp);
+    }
+}
+
+fn trust_status(read: TrustRead) -> TrustStatus {
     match read {
         Ok(cfgs) => TrustStatus::Read(cfgs),
         Err(RegistryError::OtpRequired { .. }) => TrustStatus::NeedsOtp,
         // Not a verdict: the credential may not read trust. Say which permission is missing.
         Err(e @ RegistryError::Forbidden { .. }) => TrustStatus::Failed(format!(
-            "{e}; reading trust configurations needs a credential that can write (npmjs.com \
-             refuses a read-only token): {}",
+            "{e}; reading trust configurations needs the write credential (npmjs.com refuses a \
+             read-only token): {}",
+            super::WRITE_CREDENTIAL_HINT
+        )),
+        Err(e @ RegistryError::Unauthorized { .. }) => TrustStatus::Failed(format!(
+            "{e}; reading trust configurations needs your own npm login session as the write \
+             credential (npmjs.com refuses granular tokens there, bypass-2FA or not): {}",
             super::WRITE_CREDENTIAL_HINT
         )),
         Err(e) => TrustStatus::Failed(e.to_string()),
@@ -109,7 +174,7 @@ struct Watched {
     packages: Option<PackageSet>,
     orgs: Option<Vec<OrgView>>,
     /// The first package's trust configuration, read beside the packuments.
-    trust_probe: Option<TrustStatus>,
+    trust_probe: Option<TrustRead>,
     errors: Vec<collect::ReadError>,
 }
 
@@ -124,9 +189,7 @@ async fn read_watched(session: &Session<'_>, otp: Option<&str>) -> Watched {
         let found = collect::discover(&session.client, &cfg.watch, &session.cred).await;
         let probe = async {
             match found.packages.first() {
-                Some(name) => Some(trust_status(
-                    session.client.trust(name, session.trust_cred(), otp).await,
-                )),
+                Some(name) => Some(session.client.trust(name, session.trust_cred(), otp).await),
                 None => None,
             }
         };
@@ -182,14 +245,25 @@ async fn read_ci(rt: &Runtime) -> Result<Option<CiInventory>, CommandError> {
     Ok(Some(ci::assemble(entries, &BTreeMap::new()).inventory))
 }
 
-pub async fn audit(
-    rt: &Runtime,
-    format: Format,
-    otp: Option<&str>,
-    write_token_file: Option<&std::path::Path>,
-) -> Result<Outcome, CommandError> {
+/// How `audit` runs.
+pub struct AuditArgs<'a> {
+    pub format: Format,
+    /// The one-time password for the trust reads; on a terminal one is asked for when needed.
+    pub otp: Option<&'a str>,
+    pub attended: Attended,
+    pub write_token_file: Option<&'a std::path::Path>,
+}
+
+pub async fn audit(rt: &Runtime, args: AuditArgs<'_>) -> Result<Outcome, CommandError> {
+    let AuditArgs {
+        format,
+        otp,
+        attended,
+        write_token_file,
+    } = args;
     let mut session = Session::open(rt)?;
-    if otp.is_some() {
+    let mut otp = Otp::new(otp, attended);
+    if otp.has_code() || otp.can_ask() {
         // Trust reads need a credential that can write; without one they go out with the read
         // credential, and a refusal says what is missing. A named file that cannot be read is an
         // error: the user asked for it.
@@ -202,7 +276,7 @@ pub async fn audit(
     let cfg = &rt.config;
     let (live, watched, ci) = tokio::join!(
         session.read_tokens(),
-        read_watched(&session, otp),
+        read_watched(&session, otp.code()),
         read_ci(rt)
     );
     let live = live?;
@@ -220,15 +294,16 @@ pub async fn audit(
             lines.join("\n  ")
         )));
     }
-    let trust = match &packages {
+    let (trust, stop) = match &packages {
         Some(p) if !p.packuments.is_empty() => {
-            Some(read_trust(&session, p.packuments.keys(), trust_probe, otp).await)
+            let (t, stop) = read_trust(&session, p.packuments.keys(), trust_probe, &mut otp).await;
+            (Some(t), stop)
         }
-        _ => None,
+        _ => (None, None),
     };
-    // Without an OTP and with the registry refusing, there is nothing to judge: leave D1/D2 unverified.
+    // Without a code and with the registry refusing, there is nothing to judge: leave D1/D2 unverified.
     let trust =
-        trust.filter(|t| otp.is_some() || t.values().any(|s| matches!(s, TrustStatus::Read(_))));
+        trust.filter(|t| otp.has_code() || t.values().any(|s| matches!(s, TrustStatus::Read(_))));
     let snap = Snapshot {
         tokens: Some(&live.live),
         profile: Some(&live.profile),
@@ -262,6 +337,22 @@ pub async fn audit(
         ci: ci.as_ref(),
     });
     let failed = rows.iter().any(|r| r.status == Verdict::Fail) || !findings.is_empty();
+    let not_read = trust.as_ref().map_or(0, |t| {
+        t.values()
+            .filter(|s| matches!(s, TrustStatus::NeedsOtp))
+            .count()
+    });
+    let stopped = stop.map(|Stop(why)| {
+        format!(
+            "reading trust configurations stopped: {why}; {not_read} package(s) were not read \
+             (UNVERIFIED in D1 and D2)"
+        )
+    });
+    let code = match (&stopped, failed) {
+        (Some(_), _) => EXIT_NEEDS_OTP,
+        (None, true) => EXIT_FINDINGS,
+        (None, false) => EXIT_OK,
+    };
     let stdout = match format {
         Format::Json => {
             let report = AuditReport {
@@ -276,6 +367,7 @@ pub async fn audit(
                     .unwrap_or_default(),
                 dod: rows,
                 findings,
+                stopped,
             };
             // The packages' slim copies are no longer needed while the report is written.
             drop(packages);
@@ -310,11 +402,11 @@ pub async fn audit(
                 let _ = writeln!(out, "      {}", f.summary);
                 let _ = writeln!(out, "      fix: {}", f.fix);
             }
+            if let Some(why) = stopped {
+                let _ = writeln!(out, "\n{why}");
+            }
             Stdout::Text(out)
         }
     };
-    Ok(Outcome {
-        code: if failed { EXIT_FINDINGS } else { EXIT_OK },
-        stdout,
-    })
+    Ok(Outcome { code, stdout })
 }

@@ -3,7 +3,7 @@
 //!
 //! Each returns what to print and the exit code instead of printing, so tests can read the output.
 //! Exit codes: 0 all is well, 1 findings (or a failed sink, or work left undone), 2 the command could
-//! not run. The verbs that read the registry share one `Session`: the credential and a client, set
+//! not run, 3 an attended command stopped for a one-time password it could not get ([`otp`]). The verbs that read the registry share one `Session`: the credential and a client, set
 //! up once.
 
 mod audit;
@@ -11,16 +11,18 @@ mod config_check;
 mod harden;
 mod healthcheck;
 mod notify_test;
+mod otp;
 mod table;
 mod tokens;
 
 use chrono::{DateTime, Utc};
 
-pub use audit::audit;
+pub use audit::{audit, AuditArgs};
 pub use config_check::config_check;
-pub use harden::harden;
+pub use harden::{harden, HardenArgs};
 pub use healthcheck::healthcheck;
 pub use notify_test::notify_test;
+pub use otp::{Attended, EXIT_NEEDS_OTP, WEB_2FA_WAIT};
 pub use tokens::tokens;
 
 use crate::checks::{self, Group, Snapshot};

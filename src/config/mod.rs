@@ -322,7 +322,7 @@ path = "/var/lib/npm-watchdog/state.db"
         let table: &[(&str, &str)] = &[
             (
                 "[registry]\nurll = \"x\"\n",
-                "config file F: registry.urll: unknown key (expected one of: url, token_file, timeout, connect_timeout, idle_timeout, min_throughput, concurrency, retries, max_body, max_packument)",
+                "config file F: registry.urll: unknown key (expected one of: url, token_file, timeout, connect_timeout, idle_timeout, min_throughput, concurrency, retries, max_body, max_packument, write_interval)",
             ),
             (
                 "[nonsense]\n",

@@ -36,6 +36,9 @@ pub struct RegistryConfig {
     pub max_body: HumanSize,
     /// The largest packument read; a larger one fails that package's read.
     pub max_packument: HumanSize,
+    /// The pause between two writes of an attended command (`harden`): writes go one at a time, so
+    /// a run over hundreds of packages does not look like a burst to the registry.
+    pub write_interval: HumanDuration,
 }
 
 impl Default for RegistryConfig {
@@ -53,6 +56,7 @@ impl Default for RegistryConfig {
             retries: 3,
             max_body: HumanSize(limits.api),
             max_packument: HumanSize(limits.packument),
+            write_interval: HumanDuration(std::time::Duration::from_millis(250)),
         }
     }
 }

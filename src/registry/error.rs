@@ -7,7 +7,11 @@ use crate::fetch::Reason;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{endpoint}: the registry wants a one-time password (EOTP); an unattended run cannot give one")]
-    OtpRequired { endpoint: &'static str },
+    OtpRequired {
+        endpoint: &'static str,
+        /// The registry offered web-based 2FA instead of a typed code.
+        web: Option<WebChallenge>,
+    },
     #[error("{endpoint}: refused from this IP address (EAUTHIP): the credential's CIDR list excludes this host")]
     IpBlocked { endpoint: &'static str },
     #[error("{endpoint}: unauthorized (401): the credential was rejected{detail}")]
@@ -66,6 +70,46 @@ pub enum RegistryError {
         /// What `Content-Length` announced, when the registry sent one.
         declared: Option<u64>,
     },
+}
+
+/// A web-2FA challenge: the body of an OTP challenge that carries `authUrl` and `doneUrl`. The user
+/// opens `auth_url` in a browser; `done_url` is polled until the registry hands out a code. Both are
+/// the registry's text: `auth_url` is only ever shown (escaped), and `done_url` is only polled when
+/// it is on the registry's own origin (the credential goes with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebChallenge {
+    pub auth_url: String,
+    pub done_url: String,
+}
+
+/// The longest URL taken from a challenge; a longer one is not a web challenge we act on.
+const MAX_CHALLENGE_URL: usize = 2048;
+
+impl WebChallenge {
+    /// `{authUrl, doneUrl}` from a challenge's body, when both are there, are http(s) URLs and are of
+    /// a sane length.
+    pub(crate) fn from_body(body: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body {
+            auth_url: String,
+            done_url: String,
+        }
+        let b: Body = serde_json::from_slice(body).ok()?;
+        // Kept as the URL parser writes them back: ASCII, control characters percent-encoded, so
+        // printing one on a terminal cannot move the cursor or forge a line.
+        let usable = |u: &str| {
+            (u.len() <= MAX_CHALLENGE_URL)
+                .then(|| url::Url::parse(u).ok())
+                .flatten()
+                .filter(|p| matches!(p.scheme(), "http" | "https"))
+                .map(String::from)
+        };
+        Some(Self {
+            auth_url: usable(&b.auth_url)?,
+            done_url: usable(&b.done_url)?,
+        })
+    }
 }
 
 /// The message of [`RegistryError::TooLarge`]: the cap by its key and size, and what to do about it.
@@ -154,6 +198,34 @@ impl FieldError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_web_challenge_is_taken_only_whole_and_printable() {
+        let ok = WebChallenge::from_body(
+            br#"{"authUrl":"https://www.example.test/auth/cli/abc","doneUrl":"https://registry.example.test/-/v1/done?id=abc"}"#,
+        )
+        .expect("a web challenge");
+        assert_eq!(ok.auth_url, "https://www.example.test/auth/cli/abc");
+        assert!(WebChallenge::from_body(br#"{"authUrl":"https://a.test/x"}"#).is_none());
+        assert!(WebChallenge::from_body(br#"{"error":"otp"}"#).is_none());
+        assert!(WebChallenge::from_body(
+            br#"{"authUrl":"javascript:alert(1)","doneUrl":"https://a.test/d"}"#
+        )
+        .is_none());
+        let long = format!(
+            r#"{{"authUrl":"https://a.test/{}","doneUrl":"https://a.test/d"}}"#,
+            "x".repeat(3000)
+        );
+        assert!(WebChallenge::from_body(long.as_bytes()).is_none());
+        let hostile = WebChallenge::from_body(
+            br#"{"authUrl":"https://a.test/\u001b[2Jfake\u0007","doneUrl":"https://a.test/d"}"#,
+        )
+        .expect("still a URL");
+        assert!(
+            !hostile.auth_url.chars().any(char::is_control),
+            "{hostile:?}"
+        );
+    }
 
     #[test]
     fn too_large_names_the_key_and_the_sizes() {

@@ -16,7 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use super::{RegistryClient, RegistryError};
+use super::{RegistryClient, RegistryError, WebChallenge};
 use crate::credential::Credential;
 use crate::fetch::{self, body_detail, describe_reqwest, read_prefix, Failed, ERROR_BODY_KEEP};
 
@@ -236,12 +236,16 @@ fn classify(
                 .flat_map(|v| v.split(','))
                 .map(|s| s.trim().to_ascii_lowercase())
                 .collect();
+            let otp = || RegistryError::OtpRequired {
+                endpoint,
+                web: WebChallenge::from_body(bytes),
+            };
             if www.iter().any(|s| s == "otp") {
-                RegistryError::OtpRequired { endpoint }
+                otp()
             } else if www.iter().any(|s| s == "ipaddress") {
                 RegistryError::IpBlocked { endpoint }
             } else if www.is_empty() && String::from_utf8_lossy(bytes).contains("one-time pass") {
-                RegistryError::OtpRequired { endpoint }
+                otp()
             } else {
                 RegistryError::Unauthorized { endpoint, detail }
             }

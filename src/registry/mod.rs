@@ -22,6 +22,7 @@ mod org;
 mod packument;
 mod tokens;
 mod trust;
+mod webauth;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use crate::fetch::{RetryPolicy, Timeouts};
-pub use error::{FieldError, RegistryError};
+pub use error::{FieldError, RegistryError, WebChallenge};
 pub use http::BodyLimits;
 pub use org::{OrgView, TeamView};
 pub use packument::{
@@ -38,6 +39,7 @@ pub use packument::{
 };
 pub use tokens::{Access, Profile, TfaMode, Token, TokenKind, MAX_TOKEN_PAGES};
 pub use trust::TrustConfig;
+pub use webauth::WebPoll;
 
 #[cfg(test)]
 pub(crate) use tokens::{assign_ids, parse_profile, parse_tokens};

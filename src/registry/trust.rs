@@ -159,7 +159,7 @@ impl RegistryClient {
         &self,
         name: &str,
         cred: &Credential,
-        otp: &str,
+        otp: Option<&str>,
     ) -> Result<(), RegistryError> {
         const EP: &str = "access";
         let url = self.endpoint_url(EP, &format!("/-/package/{}/access", escape_package(name)))?;
@@ -173,7 +173,7 @@ impl RegistryClient {
             publish_requires_tfa: true,
             automation_token_overrides_tfa: false,
         };
-        self.post_json(EP, url, cred, Some(otp), &body).await
+        self.post_json(EP, url, cred, otp, &body).await
     }
 }
 

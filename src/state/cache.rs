@@ -14,6 +14,9 @@ use crate::ci::CiSecret;
 use crate::collect::StoredPackument;
 use crate::registry::{OrgView, ProvenanceSource};
 
+/// The meta key of [`State::unfinished_harden`].
+const UNFINISHED_HARDEN: &str = "harden_unfinished_since";
+
 impl State {
     /// Stored slim packuments with their ETags.
     pub fn packuments(&self) -> Result<BTreeMap<String, StoredPackument>, StateError> {
@@ -50,6 +53,26 @@ impl State {
             )
             .map(|_| ())
         })
+    }
+
+    /// When the `harden` run that left work undone started, if the last one did: the packages it
+    /// recorded since then are done, and the next run skips them.
+    pub fn unfinished_harden(&self) -> Result<Option<DateTime<Utc>>, StateError> {
+        Ok(self
+            .meta(UNFINISHED_HARDEN)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(from_ts))
+    }
+
+    /// Mark (with the time the unfinished run started) or clear the unfinished `harden` run.
+    pub fn set_unfinished_harden(&self, since: Option<DateTime<Utc>>) -> Result<(), StateError> {
+        match since {
+            Some(t) => self.set_meta(UNFINISHED_HARDEN, &ts(t).to_string()),
+            None => self.with(|c| {
+                c.execute("DELETE FROM meta WHERE key = ?1", [UNFINISHED_HARDEN])
+                    .map(|_| ())
+            }),
+        }
     }
 
     pub fn hardened(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StateError> {

@@ -195,15 +195,19 @@ pub struct FakeState {
     pub orgs: BTreeMap<String, FakeOrg>,
     /// `GET /-/package/<pkg>/trust` replies (the configuration array as given).
     pub trust: BTreeMap<String, Value>,
-    /// One-time passwords accepted in `npm-otp` (none by default).
-    pub valid_otps: Vec<String>,
-    /// Tokens that may read but not write: 403 on trust reads and access writes, as npmjs.com
-    /// answers a read-only granular token.
-    pub read_only_tokens: Vec<String>,
-    /// When the valid OTPs stop being accepted (a TOTP code lives about 30 s).
-    pub otp_valid_until: Option<Instant>,
-    /// How many more times a valid OTP is accepted; `None` = without limit.
-    pub otp_uses_left: Option<usize>,
+    /// One-time passwords accepted in `npm-otp` (none by default), each with its own lifetime and
+    /// number of uses.
+    pub otps: Vec<FakeOtp>,
+    /// What each credential is, by token; a token not listed is an npm login session.
+    pub credential_kinds: BTreeMap<String, CredentialKind>,
+    /// Tokens past their expiry: still valid strings, refused with 401 on every authed route.
+    pub expired_tokens: BTreeSet<String>,
+    /// Web-based 2FA: OTP challenges carry `{authUrl, doneUrl}` and `doneUrl` answers 202 this many
+    /// times before it hands out a code.
+    pub web_2fa: Option<usize>,
+    /// Open web-2FA logins: id → polls left before `doneUrl` answers the code.
+    pub web_logins: BTreeMap<u64, usize>,
+    pub web_login_seq: u64,
     /// Accepted `POST /-/package/<pkg>/access` bodies, in arrival order.
     pub access_posts: Vec<(String, Value)>,
     /// Added to every response (before the answer, after the request is recorded).
@@ -275,10 +279,12 @@ impl Default for FakeState {
             user_packages: BTreeMap::new(),
             orgs: BTreeMap::new(),
             trust: BTreeMap::new(),
-            valid_otps: Vec::new(),
-            read_only_tokens: Vec::new(),
-            otp_valid_until: None,
-            otp_uses_left: None,
+            otps: Vec::new(),
+            credential_kinds: BTreeMap::new(),
+            expired_tokens: BTreeSet::new(),
+            web_2fa: None,
+            web_logins: BTreeMap::new(),
+            web_login_seq: 0,
             access_posts: Vec::new(),
             latency: Duration::ZERO,
             bytes_served: 0,
@@ -286,6 +292,45 @@ impl Default for FakeState {
         }
     }
 }
+
+/// A one-time password the fake accepts, as an authenticator shows it.
+#[derive(Debug, Clone)]
+pub struct FakeOtp {
+    pub code: String,
+    /// When it stops being accepted (a TOTP code lives about 30 s); `None` = never.
+    pub valid_until: Option<Instant>,
+    /// How many more requests it is accepted on; `None` = without limit.
+    pub uses_left: Option<usize>,
+}
+
+impl FakeOtp {
+    fn new(code: String) -> Self {
+        Self {
+            code,
+            valid_until: None,
+            uses_left: None,
+        }
+    }
+}
+
+/// What a credential may do, as npmjs.com sorts them (the registry API notes, section 8;
+/// `docs/NPM-CONTRACT.md` has the sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// The user's own `npm login` session: trust reads and access writes want a valid OTP.
+    Session,
+    /// A read-only granular token: 403 on trust reads and access writes.
+    ReadOnly,
+    /// A read-write granular token without bypass-2FA: access writes want an OTP; trust answers
+    /// 401 without an OTP challenge (npm/cli #9957: granular tokens are refused there).
+    Write,
+    /// A read-write granular token with bypass-2FA: 401 without an OTP challenge on trust and on
+    /// access (account-management actions, refused to such tokens since August 2026).
+    WriteBypass2fa,
+}
+
+/// The 401 npmjs.com gives a granular token on an action it may not take with one (npm/cli #9957).
+const GRANULAR_REFUSED: &str = "npm tokens that bypass 2FA are being restricted";
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -627,34 +672,58 @@ impl FakeRegistry {
         self.with_state(|s| s.trust.insert(name.to_string(), configs));
     }
 
-    /// The one-time passwords accepted in `npm-otp` (none by default, so every OTP route answers
-    /// 401 `www-authenticate: OTP` until this is called).
+    /// The one-time passwords accepted in `npm-otp`, without limit (none by default, so every OTP
+    /// route answers 401 `www-authenticate: OTP` until this is called). Replaces the earlier ones.
     pub fn set_valid_otps<S: Into<String>>(&self, otps: impl IntoIterator<Item = S>) {
-        let otps = otps.into_iter().map(Into::into).collect();
-        self.with_state(|s| s.valid_otps = otps);
+        let otps = otps.into_iter().map(|c| FakeOtp::new(c.into())).collect();
+        self.with_state(|s| s.otps = otps);
     }
 
-    /// Let a valid OTP be used `n` more times in all (then it is refused like an expired one), or
-    /// without limit (`None`, the default).
+    /// One more accepted code, without limit, beside the earlier ones (the authenticator's next code).
+    pub fn add_otp(&self, code: &str) {
+        self.with_state(|s| s.otps.push(FakeOtp::new(code.to_string())));
+    }
+
+    /// Let each code accepted so far be used `n` more times (then it is refused like an expired one),
+    /// or without limit (`None`, the default). Codes added later are not limited by this.
     pub fn otp_uses_left(&self, n: Option<usize>) {
-        self.with_state(|s| s.otp_uses_left = n);
+        self.with_state(|s| s.otps.iter_mut().for_each(|o| o.uses_left = n));
+    }
+
+    /// The codes accepted so far expire `lifetime` from now, as a TOTP code does: from then on they
+    /// are answered with the challenge again. Codes added later are not touched.
+    pub fn expire_otps_after(&self, lifetime: Duration) {
+        let until = Instant::now() + lifetime;
+        self.with_state(|s| s.otps.iter_mut().for_each(|o| o.valid_until = Some(until)));
+    }
+
+    /// What is left of the first code's [`otp_uses_left`](Self::otp_uses_left) budget.
+    pub fn remaining_otp_uses(&self) -> Option<usize> {
+        self.with_state(|s| s.otps.first().and_then(|o| o.uses_left))
     }
 
     /// These credentials may read but not write: trust reads and access writes answer 403.
     pub fn set_read_only_tokens<S: Into<String>>(&self, tokens: impl IntoIterator<Item = S>) {
-        let tokens = tokens.into_iter().map(Into::into).collect();
-        self.with_state(|s| s.read_only_tokens = tokens);
+        for t in tokens {
+            self.set_credential_kind(&t.into(), CredentialKind::ReadOnly);
+        }
     }
 
-    /// The valid OTPs expire `lifetime` from now, as a TOTP code does: from then on every OTP route
-    /// answers the challenge again.
-    pub fn expire_otps_after(&self, lifetime: Duration) {
-        self.with_state(|s| s.otp_valid_until = Some(Instant::now() + lifetime));
+    /// What this credential may do (a token not named is an npm login session).
+    pub fn set_credential_kind(&self, token: &str, kind: CredentialKind) {
+        self.with_state(|s| s.credential_kinds.insert(token.to_string(), kind));
     }
 
-    /// What is left of the [`otp_uses_left`](Self::otp_uses_left) budget.
-    pub fn remaining_otp_uses(&self) -> Option<usize> {
-        self.with_state(|s| s.otp_uses_left)
+    /// This credential is past its expiry: every authed route answers 401, no OTP challenge.
+    pub fn expire_credential(&self, token: &str) {
+        self.with_state(|s| s.expired_tokens.insert(token.to_string()));
+    }
+
+    /// Offer web-based 2FA on every OTP challenge (`None`: plain challenges, the default). The
+    /// challenge's `doneUrl` answers 202 `retry-after: 1` `polls_before_done` times, then 200 with a
+    /// code that is then accepted as `npm-otp`.
+    pub fn set_web_2fa(&self, polls_before_done: Option<usize>) {
+        self.with_state(|s| s.web_2fa = polls_before_done);
     }
 
     /// The accepted `POST /-/package/<pkg>/access` bodies: `(package name, JSON body)`.
@@ -1112,6 +1181,7 @@ fn routes(shared: &Shared) -> Router {
         .route("/-/team/{org}/{team}/package", get(team_packages))
         .route("/-/package/{pkg}/trust", get(trust))
         .route("/-/package/{pkg}/access", post(access))
+        .route("/-/v1/done", get(web_done))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_auth));
     // Public routes; a private packument checks the credential itself.
     let public = Router::new()
@@ -1424,46 +1494,111 @@ fn bearer_rejection(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
             "no credentials provided",
         ));
     };
-    let ok = auth
-        .strip_prefix("Bearer ")
-        .is_some_and(|t| sh.lock().valid_tokens.iter().any(|v| v == t));
+    let token = auth.strip_prefix("Bearer ");
+    let st = sh.lock();
+    if token.is_some_and(|t| st.expired_tokens.contains(t)) {
+        return Some(error_response(StatusCode::UNAUTHORIZED, "token expired"));
+    }
+    let ok = token.is_some_and(|t| st.valid_tokens.iter().any(|v| v == t));
     (!ok).then(|| error_response(StatusCode::UNAUTHORIZED, "bad token"))
 }
 
-/// 403 for a read-only credential on a route that needs write permission.
-fn read_only_rejection(st: &FakeState, headers: &HeaderMap) -> Option<Response> {
+/// Which route of the two behind 2FA a request is on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TwoFactorRoute {
+    Trust,
+    Access,
+}
+
+/// The refusal of a credential that may not take this action at all, whatever the OTP: 403 for a
+/// read-only token, a 401 without an OTP challenge for a granular token where npmjs.com wants a
+/// session (see [`CredentialKind`]).
+fn credential_rejection(
+    st: &FakeState,
+    headers: &HeaderMap,
+    route: TwoFactorRoute,
+) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))?;
-    st.read_only_tokens.iter().any(|t| t == token).then(|| {
-        error_response(
+    let kind = st
+        .credential_kinds
+        .get(token)
+        .copied()
+        .unwrap_or(CredentialKind::Session);
+    match (kind, route) {
+        (CredentialKind::Session, _) | (CredentialKind::Write, TwoFactorRoute::Access) => None,
+        (CredentialKind::ReadOnly, _) => Some(error_response(
             StatusCode::FORBIDDEN,
             "this token does not have permission to perform this action",
-        )
-    })
+        )),
+        (CredentialKind::Write, TwoFactorRoute::Trust) | (CredentialKind::WriteBypass2fa, _) => {
+            Some(error_response(StatusCode::UNAUTHORIZED, GRANULAR_REFUSED))
+        }
+    }
 }
 
-/// `None` for a valid `npm-otp` (using up one of the budget), else npm's OTP challenge: 401
-/// `www-authenticate: OTP`.
-fn otp_rejection(st: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
-    let otp = headers
+/// `None` for a valid `npm-otp` (using up one of its uses), else npm's OTP challenge: 401
+/// `www-authenticate: OTP`, with a web-2FA body when that is offered.
+fn otp_rejection(st: &mut FakeState, headers: &HeaderMap, url: &str) -> Option<Response> {
+    let given = headers
         .get("npm-otp")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let expired = st.otp_valid_until.is_some_and(|t| Instant::now() >= t);
-    let valid = !expired && otp.is_some_and(|o| st.valid_otps.iter().any(|v| v == o));
-    if !valid {
-        return Some(fault_response(Fault::Otp));
-    }
-    match &mut st.otp_uses_left {
-        Some(0) => Some(fault_response(Fault::Otp)),
-        Some(n) => {
+    let now = Instant::now();
+    let accepted = given.and_then(|g| {
+        st.otps.iter_mut().find(|o| {
+            o.code == g
+                && o.valid_until.is_none_or(|t| now < t)
+                && o.uses_left.is_none_or(|n| n > 0)
+        })
+    });
+    if let Some(otp) = accepted {
+        if let Some(n) = &mut otp.uses_left {
             *n -= 1;
-            None
         }
-        None => None,
+        return None;
     }
+    let mut resp = match st.web_2fa {
+        None => fault_response(Fault::Otp),
+        Some(polls) => {
+            st.web_login_seq += 1;
+            let id = st.web_login_seq;
+            st.web_logins.insert(id, polls);
+            // authUrl is only shown to the user, never fetched; doneUrl is on the registry.
+            json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({
+                    "authUrl": format!("{url}-/auth/cli/{id}"),
+                    "doneUrl": format!("{url}-/v1/done?authId={id}"),
+                }),
+            )
+        }
+    };
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("OTP"));
+    Some(resp)
+}
+
+/// `GET /-/v1/done?authId=N`: 202 `retry-after: 1` until the login has been polled enough, then
+/// 200 `{token}` with a code the OTP routes accept from then on.
+async fn web_done(State(sh): State<Shared>, req: Request) -> Response {
+    let id = query_param(req.uri().query(), "authId").and_then(|v| v.parse::<u64>().ok());
+    let mut st = sh.lock();
+    let Some(left) = id.and_then(|id| st.web_logins.get_mut(&id)) else {
+        return error_response(StatusCode::NOT_FOUND, "Not found");
+    };
+    if *left > 0 {
+        *left -= 1;
+        let mut resp = StatusCode::ACCEPTED.into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
+    let code = format!("web-{}", id.unwrap_or_default());
+    st.otps.push(FakeOtp::new(code.clone()));
+    json_response(StatusCode::OK, &json!({ "token": code }))
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
@@ -1680,10 +1815,10 @@ async fn team_packages(
 /// `GET /-/package/<escaped name>/trust`: bearer token, then a valid OTP, then the configurations.
 async fn trust(State(sh): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     let mut st = sh.lock();
-    if let Some(resp) = read_only_rejection(&st, &headers) {
+    if let Some(resp) = credential_rejection(&st, &headers, TwoFactorRoute::Trust) {
         return resp;
     }
-    if let Some(resp) = otp_rejection(&mut st, &headers) {
+    if let Some(resp) = otp_rejection(&mut st, &headers, &sh.url) {
         return resp;
     }
     match st.trust.get(&name) {
@@ -1701,10 +1836,10 @@ async fn access(
     body: Bytes,
 ) -> Response {
     let mut st = sh.lock();
-    if let Some(resp) = read_only_rejection(&st, &headers) {
+    if let Some(resp) = credential_rejection(&st, &headers, TwoFactorRoute::Access) {
         return resp;
     }
-    if let Some(resp) = otp_rejection(&mut st, &headers) {
+    if let Some(resp) = otp_rejection(&mut st, &headers, &sh.url) {
         return resp;
     }
     if !st.packuments.contains_key(&name) && !st.trust.contains_key(&name) {
