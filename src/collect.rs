@@ -35,11 +35,30 @@ pub struct ReadError {
 }
 
 impl ReadError {
+    /// A registry read made with the read credential (the daemon's own) that failed. A refusal
+    /// says which credential it was and what it lacks, since that is what the operator must change.
     pub fn registry(what: impl Into<String>, e: &RegistryError) -> Self {
+        let mut detail = e.to_string();
+        let hint = match e {
+            RegistryError::Forbidden { .. } => Some(
+                "the read credential may not read this: give its granular token read-only \
+                 access to the package or org (npm token create --packages-all or --packages, \
+                 --orgs ORG --orgs-permission=read-only)",
+            ),
+            RegistryError::Unauthorized { .. } => Some(
+                "the registry refused the read credential itself (expired, revoked or mistyped): \
+                 replace it",
+            ),
+            _ => None,
+        };
+        if let Some(hint) = hint {
+            detail.push_str("; ");
+            detail.push_str(hint);
+        }
         Self {
             what: what.into(),
             reason: e.reason(),
-            detail: e.to_string(),
+            detail,
         }
     }
 }

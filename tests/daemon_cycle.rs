@@ -471,6 +471,95 @@ async fn a_rejected_credential_is_never_read_as_no_tokens() {
     assert_absent(&[SECRET], [("the group's last error", &err)]);
 }
 
+/// npmjs.com keeps listing a token after its expiry, but no longer takes it as a credential: the
+/// daemon's own expired token is a refusal counted as `unauthorized`, never "no tokens", and the
+/// error says which credential to replace.
+#[tokio::test]
+async fn an_expired_read_credential_is_refused_and_named() {
+    let s = Setup::new().await;
+    s.registry
+        .set_tokens(vec![token("abcdef78787878787878", "ci", false)]);
+    let wd = s.watchdog_with(|c| c.watch.own_account = false);
+    cycle(&wd).await;
+    assert_eq!(s.hook.take().len(), 2);
+    s.registry.expire_credential(SECRET);
+    cycle(&wd).await;
+    cycle(&wd).await;
+    assert_eq!(
+        s.hook.take(),
+        vec!["FIRING watchdog-blind check group tokens"],
+        "nothing resolved: a refusal is not an empty list"
+    );
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_check_errors_total{check=\"tokens\",group=\"tokens\",reason=\"unauthorized\"}"
+        )
+        .as_deref(),
+        Some("4")
+    );
+    let health = wd.state().group_health().expect("health");
+    let err = health[0].last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains("unauthorized (401): the credential was rejected: token expired")
+            && err.contains("the registry refused the read credential itself"),
+        "{err}"
+    );
+    assert_absent(&[SECRET], [("the group's last error", &err)]);
+}
+
+/// A read credential without permission on an org (a granular token that does not name it) gets
+/// 403: the stored view still judges, nothing resolves, and the refusal is counted as `forbidden` and
+/// names the credential and what it lacks.
+#[tokio::test]
+async fn an_org_list_refused_to_the_read_credential_keeps_the_stored_view() {
+    let s = Setup::new().await;
+    s.registry
+        .set_org_packages("acme", [("@acme/widget", "write")]);
+    s.registry
+        .set_org_roster("acme", [("alice", "owner"), ("bob", "developer")]);
+    s.registry.set_org_teams("acme", &["developers"]);
+    s.registry
+        .set_team_packages("acme", "developers", [("@acme/widget", "write")]);
+    let wd = s.watchdog_with(|c| {
+        c.watch.orgs = vec!["acme".into()];
+        c.policy.expected_owners = vec!["alice".into()];
+    });
+    cycle_group(&wd, Group::Org).await;
+    assert_eq!(
+        s.hook.take(),
+        vec!["FIRING team-write-access team @acme:developers"]
+    );
+    s.registry
+        .push_faults("/-/org/acme/team", Fault::Status(403), 50);
+    cycle_group(&wd, Group::Org).await;
+    assert!(s.hook.take().is_empty(), "nothing resolved on a refusal");
+    assert_eq!(
+        metric(
+            &wd,
+            "npm_watchdog_check_errors_total{check=\"org\",group=\"org\",reason=\"forbidden\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    let health = wd.state().group_health().expect("health");
+    let org = health
+        .iter()
+        .find(|h| h.group == "org")
+        .expect("org health");
+    assert!(
+        org.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("forbidden (403): Forbidden; the read credential may not read this"),
+        "{org:?}"
+    );
+    // Back: the same view, nothing fires again.
+    s.registry.clear_faults();
+    cycle_group(&wd, Group::Org).await;
+    assert!(s.hook.take().is_empty());
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
