@@ -249,11 +249,13 @@ print(f"    created a {access} token usable from {cidr} (npm printed its secret;
 PY
 
 step "Waiting for the FIRING email in the Maildir"
-wait_for "a [FIRING:critical] token-created email" "$DPID" find_mail has "[FIRING:critical] token-created: token "
+# One message for everything the new token trips (grouped by check group).
+FIRING="[FIRING:critical] 4 findings on token "
+wait_for "a [FIRING:critical] email about the new token" "$DPID" find_mail has "$FIRING"
 echo "    arrived $((SECONDS - T1))s after the token was made:"
 echo
-find_mail show "[FIRING:critical] token-created: token " | sed 's/^/    /'
-ID="$(first_subject "[FIRING:critical] token-created: token " | awk '{print $4}')"
+find_mail show "$FIRING" | sed 's/^/    /'
+ID="$(first_subject "$FIRING" | awk '{print $6}' | tr -d ':')"
 [[ -n "$ID" ]] || die "cannot read the token id from the subject"
 
 step "What the daemon sees now: npm-watchdog tokens"
@@ -274,10 +276,10 @@ T2=$SECONDS
 sed 's/^/    /' "$WORK/token-revoke.out"
 
 step "Waiting for the RESOLVED email"
-wait_for "a [RESOLVED] token-present email" "$DPID" find_mail has "[RESOLVED] token-present: token $ID"
+wait_for "a [RESOLVED] email about the token" "$DPID" find_mail has "[RESOLVED] 3 findings on token $ID"
 echo "    arrived $((SECONDS - T2))s after the token was revoked:"
 echo
-find_mail show "[RESOLVED] token-present: token $ID" | sed 's/^/    /'
+find_mail show "[RESOLVED] 3 findings on token $ID" | sed 's/^/    /'
 
 step "Every email the SMTP server received"
 python3 - "$WORK/maildir" <<'PY'

@@ -11,14 +11,16 @@
 //! not hold back the next one. A row whose sink is no longer configured (a reload removed it) is
 //! counted as `dropped` and never sent elsewhere.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
-use crate::alerts::{Failure, Notification, Route, Sink, SinkError, Target};
+use crate::alerts::{
+    Failure, Grouping, Notification, Route, Sink, SinkError, SinkGrouping, Target,
+};
 use crate::metrics::{Delivery, Metrics};
 use crate::state::{OutboxItem, State};
 
@@ -74,6 +76,27 @@ impl Dispatcher {
             .into_iter()
             .map(|t| (t.sink.name().to_string(), t.route))
             .collect()
+    }
+
+    /// How each sink groups a run's notifications (see [`crate::alerts::group`]); `groups` names
+    /// each check's group.
+    pub fn grouping(&self, groups: BTreeMap<String, String>) -> Grouping {
+        let sinks = self
+            .targets()
+            .into_iter()
+            .filter_map(|t| {
+                let (by, max_items) = t.grouping?;
+                Some((
+                    t.sink.name().to_string(),
+                    SinkGrouping {
+                        by,
+                        max_items,
+                        route: t.route,
+                    },
+                ))
+            })
+            .collect();
+        Grouping { sinks, groups }
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -264,7 +287,7 @@ impl Dispatcher {
                     return false;
                 }
             }
-            match sink.send(&item.notification).await {
+            match sink.deliver(&item.message).await {
                 Ok(()) => {
                     self.count(name, Delivery::Sent);
                     if let Err(e) = self.state.mark_delivered(item.id, now, None) {
@@ -298,9 +321,8 @@ impl Dispatcher {
         self.count(name, Delivery::Rejected);
         tracing::error!(
             sink = name,
-            check = %item.notification.finding.check,
-            subject = %item.notification.finding.subject,
-            status = item.notification.status.as_str(),
+            about = %about(&item.message),
+            status = item.message.status.as_str(),
             error = %e,
             "notification rejected by the receiver; it will not be retried: fix the sink's configuration"
         );
@@ -347,6 +369,14 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// What a message is about, for a log line: its one finding, or its group and how many.
+fn about(m: &crate::alerts::Message) -> String {
+    match m.only() {
+        Some(n) => format!("{}: {}", n.finding.check, n.finding.subject),
+        None => format!("{} finding(s) [{}]", m.total, m.key_text()),
     }
 }
 

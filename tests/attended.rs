@@ -21,6 +21,8 @@ const PACKAGES: [&str; 3] = ["@acme/a", "@acme/b", "@acme/c"];
 struct Setup {
     reg: FakeRegistry,
     dir: tempfile::TempDir,
+    /// The daemon's `/metrics` port (for the one test that runs it).
+    port: u16,
 }
 
 impl Setup {
@@ -53,18 +55,31 @@ impl Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
         std::fs::write(dir.path().join("writer"), WRITER).expect("writer file");
+        let port = testkit::peers::free_port();
         TestConfig::new(
             &reg.url,
             &dir.path().join("token"),
             &dir.path().join("state.db"),
         )
+        .listen(port)
         .no_retries()
         .with(&format!(
             "[watch]\npackages = [\"@acme/a\", \"@acme/b\", \"@acme/c\"]\n\
              [registry]\nwrite_interval = \"{write_interval}\"\n"
         ))
         .write(&dir.path().join("config.toml"));
-        Self { reg, dir }
+        Self { reg, dir, port }
+    }
+
+    /// The user's npm config (absent until written: see [`Self::login`]).
+    fn npmrc(&self) -> PathBuf {
+        self.dir.path().join("npmrc")
+    }
+
+    /// What `npm login` leaves in the npm user config: the session for this registry.
+    fn login(&self) {
+        let nerf = self.reg.url.trim_start_matches("http:");
+        std::fs::write(self.npmrc(), format!("{nerf}:_authToken={WRITER}\n")).expect("npmrc");
     }
 
     fn writer(&self) -> PathBuf {
@@ -76,7 +91,7 @@ impl Setup {
         c.arg("--config")
             .arg(self.dir.path().join("config.toml"))
             .args(args)
-            .env("NPM_CONFIG_USERCONFIG", self.dir.path().join("no-npmrc"))
+            .env("NPM_CONFIG_USERCONFIG", self.npmrc())
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("NPM_WATCHDOG_WRITE_TOKEN_FILE");
         c
@@ -366,4 +381,68 @@ async fn granular_tokens_are_refused_where_npm_wants_a_session() {
         "{shown}"
     );
     assert!(s.posted().is_empty());
+}
+
+/// README's credential section, followed: the daemon runs on a read-only token and reads every
+/// group with it; the user's own `npm login` session (in the npm user config, no flag) is what
+/// `harden` and the audit's trust reads use; each credential goes only where it is needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_credentials_least_privilege_for_the_daemon_the_session_for_attended_runs() {
+    let s = Setup::new("1ms").await;
+    s.reg.set_valid_otps(["777777"]);
+    s.reg.set_tokens(vec![]);
+    let log = s.dir.path().join("daemon.log");
+    let (metrics, stopped) = tokio::task::block_in_place(|| {
+        let mut daemon = testkit::peers::Daemon::start(
+            &s.dir.path().join("config.toml"),
+            s.port,
+            &log,
+            &s.npmrc(),
+        );
+        for group in ["tokens", "packages"] {
+            daemon.wait_metric(
+                &format!("npm_watchdog_check_success{{check=\"{group}\",group=\"{group}\"}}"),
+                1.0,
+            );
+        }
+        let metrics = daemon.metrics();
+        (metrics, daemon.stop().0)
+    });
+    assert!(stopped.success());
+    assert!(
+        !metrics.contains("npm_watchdog_check_errors_total{"),
+        "the read-only token reads everything the daemon reads:\n{metrics}"
+    );
+    let bearer = |t: &str| format!("Bearer {t}");
+    let daemon_requests = s.reg.requests();
+    assert!(!daemon_requests.is_empty());
+    assert!(
+        daemon_requests
+            .iter()
+            .all(|r| r.header("authorization").is_none_or(|a| a == bearer(TOKEN))),
+        "the daemon only ever sends its own read-only token"
+    );
+    s.reg.clear_requests();
+
+    // `npm login`, then the attended commands with no credential flag.
+    s.login();
+    let out = s
+        .run(&["audit", "--otp", "777777", "--format", "json"])
+        .await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["dod"][0]["status"], "PASS", "{}", v["dod"][0]);
+    let out = s.run(&["harden", "--otp", "777777"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(s.posted(), PACKAGES);
+    for r in s.reg.requests() {
+        let sent = r.header("authorization");
+        let what = format!("{} {}", r.method, r.path_and_query);
+        if r.path_and_query.starts_with("/-/package/") {
+            assert_eq!(sent, Some(bearer(WRITER).as_str()), "{what}");
+        } else {
+            assert!(sent.is_none_or(|a| a == bearer(TOKEN)), "{what}");
+        }
+    }
+    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    no_credential("the daemon's log", &daemon_log);
 }

@@ -177,9 +177,11 @@ fn released(log: &str) -> usize {
 type OutboxRow = (String, String, Option<i64>, Option<String>, i64);
 
 /// (fingerprint, status): one notification as the receiver tells them apart.
+/// The one finding of a message (`group_by = ["finding"]`), and its status.
 fn ident(v: &Value) -> (String, String) {
+    let f = &v["findings"][0];
     let s = |k: &str| {
-        v[k].as_str()
+        f[k].as_str()
             .unwrap_or_else(|| panic!("no {k} in webhook body {v}"))
             .to_string()
     };
@@ -212,7 +214,7 @@ async fn sigkill_mid_delivery_loses_nothing_and_resends_at_most_the_message_in_f
         .listen(port)
         .no_retries()
         .with(&format!(
-            "[watch]\nown_account = false\n[[alerts.webhook]]\nurl = \"{hook}\"\n"
+            "[watch]\nown_account = false\n[[alerts.webhook]]\nurl = \"{hook}\"\ngroup_by = [\"finding\"]\n"
         ))
         .write(&dir.path().join("config.toml"));
 
@@ -289,13 +291,20 @@ async fn sigkill_mid_delivery_loses_nothing_and_resends_at_most_the_message_in_f
         .collect::<Result<_, _>>()
         .expect("rows");
     let mut expected = BTreeSet::new();
-    for (fingerprint, body, delivered, error, attempts) in &rows {
+    for (about, body, delivered, error, attempts) in &rows {
         assert!(
             delivered.is_some() && error.is_none(),
-            "outbox row {fingerprint} (attempts {attempts}) not delivered cleanly: {error:?}"
+            "outbox row {about} (attempts {attempts}) not delivered cleanly: {error:?}"
         );
-        let note: Value = serde_json::from_str(body).expect("outbox body");
-        let status = note["status"].as_str().expect("status").to_string();
+        let message: Value = serde_json::from_str(body).expect("outbox body");
+        assert_eq!(message["total"], 1, "one finding per message: {message}");
+        let status = message["status"].as_str().expect("status").to_string();
+        let finding = &message["notes"][0]["finding"];
+        let fingerprint = format!(
+            "{}:{}",
+            finding["check"].as_str().expect("check"),
+            finding["subject_key"].as_str().expect("subject key")
+        );
         assert!(
             expected.insert((fingerprint.clone(), status)),
             "{fingerprint} was queued twice for one change: a restart re-queued it"

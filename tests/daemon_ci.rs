@@ -94,6 +94,8 @@ impl Setup {
             checks: Vec::new(),
             exclude_checks: Vec::new(),
             repeat_interval: None,
+            group_by: None,
+            max_items: None,
             timeout: HumanDuration::secs(5),
         });
         let rt = Runtime::new(cfg, Environment::default()).expect("runtime");
@@ -106,6 +108,7 @@ impl Setup {
         let bodies = self.hook.bodies();
         let new = bodies[*seen..]
             .iter()
+            .flat_map(testkit::receiver::webhook_findings)
             .map(|v| {
                 format!(
                     "{} {} {}",
@@ -311,7 +314,7 @@ async fn the_running_daemon_schedules_the_ci_group() {
         );
         if let Some(v) = s
             .hook
-            .bodies()
+            .findings()
             .into_iter()
             .find(|v| v["check"] == "ci-npm-secret")
         {

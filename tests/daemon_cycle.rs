@@ -68,6 +68,7 @@ impl Hook {
         let mut b = self.bodies.lock().expect("lock");
         let out = b
             .iter()
+            .flat_map(testkit::receiver::webhook_findings)
             .map(|v| {
                 let mut s = format!(
                     "{} {} {}",
@@ -161,6 +162,8 @@ impl Setup {
             checks: Vec::new(),
             exclude_checks: Vec::new(),
             repeat_interval: None,
+            group_by: None,
+            max_items: None,
             timeout: HumanDuration::secs(5),
         });
         adjust(&mut cfg);
@@ -333,9 +336,10 @@ async fn a_down_sink_keeps_notifications_until_it_is_back_and_sends_each_once() 
     let wd = s.watchdog();
     cycle(&wd).await;
     assert!(s.hook.take().is_empty());
+    // The token's two findings are one message (grouped by check group).
     assert_eq!(
         metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(),
-        Some("2")
+        Some("1")
     );
     assert_eq!(
         metric(
@@ -409,7 +413,14 @@ async fn an_expired_token_is_still_listed_but_no_longer_judged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cycle(&wd).await;
-    let resolved: Vec<Value> = s.hook.bodies.lock().expect("lock").clone();
+    let resolved: Vec<Value> = s
+        .hook
+        .bodies
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(testkit::receiver::webhook_findings)
+        .collect();
     assert_eq!(
         sorted(s.hook.take()),
         vec![
@@ -1071,7 +1082,14 @@ async fn the_daemons_own_token_is_recognised_by_its_sha512_key() {
         .set_tokens(vec![own, token("abcdef12121212121212", "laptop", false)]);
     let wd = s.watchdog();
     cycle(&wd).await;
-    let bodies: Vec<Value> = s.hook.bodies.lock().expect("lock").clone();
+    let bodies: Vec<Value> = s
+        .hook
+        .bodies
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(testkit::receiver::webhook_findings)
+        .collect();
     let about_own: Vec<&Value> = bodies
         .iter()
         .filter(|b| {
@@ -1142,7 +1160,8 @@ async fn a_reload_swaps_sinks_watch_lists_and_policy_between_cycles() {
     cycle(&wd).await;
     assert_eq!(
         metric(&wd, "npm_watchdog_notification_queue{sink=\"webhook\"}").as_deref(),
-        Some("2")
+        Some("1"),
+        "one message for the token's two findings"
     );
 
     // The webhook is replaced by another one (named differently) and a package is watched now.
@@ -1156,6 +1175,8 @@ async fn a_reload_swaps_sinks_watch_lists_and_policy_between_cycles() {
         checks: Vec::new(),
         exclude_checks: Vec::new(),
         repeat_interval: None,
+        group_by: None,
+        max_items: None,
         timeout: HumanDuration::secs(5),
     }];
     cfg.watch.packages = vec!["@acme/widget".into()];
@@ -1181,7 +1202,7 @@ async fn a_reload_swaps_sinks_watch_lists_and_policy_between_cycles() {
             "npm_watchdog_notifications_total{outcome=\"dropped\",sink=\"webhook\"}"
         )
         .as_deref(),
-        Some("2")
+        Some("1")
     );
     assert!(other.take().is_empty());
     cycle(&wd).await;
@@ -1270,6 +1291,8 @@ async fn each_sink_gets_only_what_its_route_asks_for() {
             checks: vec!["token-bypass-2fa".into(), "token-present".into()],
             exclude_checks: Vec::new(),
             repeat_interval: None,
+            group_by: None,
+            max_items: None,
             timeout: HumanDuration::secs(5),
         });
     });

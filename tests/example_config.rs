@@ -19,6 +19,7 @@ use npm_watchdog::alerts::email::EmailSinkConfig;
 use npm_watchdog::alerts::pagerduty::PagerDutySinkConfig;
 use npm_watchdog::alerts::slack::SlackSinkConfig;
 use npm_watchdog::alerts::webhook::WebhookSinkConfig;
+use npm_watchdog::alerts::GroupDim;
 use npm_watchdog::ci::circleci::CircleciConfig;
 use npm_watchdog::ci::github::GithubConfig;
 use npm_watchdog::ci::gitlab::GitlabConfig;
@@ -190,6 +191,8 @@ fn fully_populated() -> Config {
             repeat_interval: HumanDuration::secs(3600),
             send_resolved: false,
             log: true,
+            group_by: vec![GroupDim::Check, GroupDim::Severity],
+            max_items: 20,
             email: vec![EmailSinkConfig {
                 name: Some("security-mail".into()),
                 smtp_url: url("smtps://mail.example.com:465"),
@@ -202,6 +205,8 @@ fn fully_populated() -> Config {
                 checks: vec!["token-created".into()],
                 exclude_checks: vec!["token-unused".into()],
                 repeat_interval: Some(HumanDuration::secs(3600)),
+                group_by: Some(vec![GroupDim::Group]),
+                max_items: Some(10),
             }],
             webhook: vec![WebhookSinkConfig {
                 name: Some("chat".into()),
@@ -212,6 +217,8 @@ fn fully_populated() -> Config {
                 checks: vec!["token-created".into()],
                 exclude_checks: vec!["token-unused".into()],
                 repeat_interval: Some(HumanDuration::secs(3600)),
+                group_by: Some(vec![GroupDim::Group]),
+                max_items: Some(10),
             }],
             pagerduty: vec![PagerDutySinkConfig {
                 name: Some("pager".into()),
@@ -222,6 +229,8 @@ fn fully_populated() -> Config {
                 checks: vec!["token-created".into()],
                 exclude_checks: vec!["token-unused".into()],
                 repeat_interval: Some(HumanDuration::secs(3600)),
+                group_by: Some(vec![GroupDim::Group]),
+                max_items: Some(10),
             }],
             slack: vec![SlackSinkConfig {
                 name: Some("chat-2".into()),
@@ -231,6 +240,8 @@ fn fully_populated() -> Config {
                 checks: vec!["token-created".into()],
                 exclude_checks: vec!["token-unused".into()],
                 repeat_interval: Some(HumanDuration::secs(3600)),
+                group_by: Some(vec![GroupDim::Group]),
+                max_items: Some(10),
             }],
             alertmanager: vec![AlertmanagerSinkConfig {
                 name: Some("am".into()),
@@ -241,6 +252,9 @@ fn fully_populated() -> Config {
                 checks: vec!["token-created".into()],
                 exclude_checks: vec!["token-unused".into()],
                 repeat_interval: Some(HumanDuration::secs(3600)),
+                // Not grouped: Alertmanager groups alerts itself.
+                group_by: None,
+                max_items: None,
             }],
         },
         ci: CiConfig {

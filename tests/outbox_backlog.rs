@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use npm_watchdog::alerts::{Notification, Sink, SinkError, Status};
+use npm_watchdog::alerts::{Message, Notification, Sink, SinkError, Status};
 use npm_watchdog::finding::{Finding, Severity};
 use outbox_harness::Outbox;
 
@@ -29,7 +29,7 @@ impl Sink for Recording {
         "recording"
     }
 
-    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
         let mut calls = self.calls.lock().expect("calls");
         *calls += 1;
         let mut fail_at = self.fail_at.lock().expect("fail_at");
@@ -37,10 +37,8 @@ impl Sink for Recording {
             *fail_at = None;
             return Err(SinkError::new("receiver busy"));
         }
-        self.seen
-            .lock()
-            .expect("seen")
-            .push(n.finding.subject.clone());
+        let mut seen = self.seen.lock().expect("seen");
+        seen.extend(m.notes.iter().map(|n| n.finding.subject.clone()));
         Ok(())
     }
 }

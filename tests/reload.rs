@@ -131,7 +131,10 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_running_one_on_error() {
         wait_until(
             "the webhook receives the finding",
             Duration::from_secs(30),
-            || received.lock().expect("lock").first().cloned(),
+            || {
+                let bodies = received.lock().expect("lock");
+                bodies.first().map(|b| b["findings"][0].clone())
+            },
         )
     });
     assert_eq!(first["check"], "publish-untrusted");

@@ -77,6 +77,8 @@ fn webhook_config(url: &str, secret_file: Option<&Path>) -> WebhookSinkConfig {
         checks: Vec::new(),
         exclude_checks: Vec::new(),
         repeat_interval: None,
+        group_by: None,
+        max_items: None,
         timeout: HumanDuration::secs(5),
     }
 }
@@ -97,7 +99,7 @@ const PATH_SECRET: &str = "B0PATHSECRETxyz";
 const HOOK_SECRET: &str = "whsec-Hook-Key-4f1d9c";
 
 #[tokio::test]
-async fn webhook_posts_schema_v1_json_signed_with_the_secret() {
+async fn webhook_posts_schema_v2_json_signed_with_the_secret() {
     let (rx, base) = Receiver::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("hook-secret");
@@ -118,8 +120,12 @@ async fn webhook_posts_schema_v1_json_signed_with_the_secret() {
             .and_then(|v| v.to_str().ok()),
         Some("application/json")
     );
-    let v: serde_json::Value = serde_json::from_slice(&req.body).expect("json body");
-    assert_eq!(v["version"], "1");
+    let whole: serde_json::Value = serde_json::from_slice(&req.body).expect("json body");
+    assert_eq!(whole["version"], "2");
+    assert_eq!(whole["status"], "firing");
+    assert_eq!(whole["total"], 1);
+    assert_eq!(whole["omitted"], 0);
+    let v = &whole["findings"][0];
     assert_eq!(v["status"], "firing");
     assert_eq!(v["check"], "token-bypass-2fa");
     assert_eq!(v["severity"], "critical");
@@ -223,7 +229,7 @@ async fn webhook_without_secret_file_sends_no_signature() {
         got[0].headers
     );
     let v: serde_json::Value = serde_json::from_slice(&got[0].body).expect("json");
-    assert_eq!(v["check"], "token-bypass-2fa");
+    assert_eq!(v["findings"][0]["check"], "token-bypass-2fa");
 }
 
 #[tokio::test]
@@ -316,6 +322,8 @@ fn email_config(port: u16) -> EmailSinkConfig {
         checks: Vec::new(),
         exclude_checks: Vec::new(),
         repeat_interval: None,
+        group_by: None,
+        max_items: None,
         timeout: HumanDuration::secs(5),
     }
 }

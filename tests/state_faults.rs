@@ -39,7 +39,7 @@ fn readyz(port: u16) -> u16 {
 
 /// `STATUS check subject` of each notification the webhook got.
 fn received(hook: &Receiver) -> Vec<String> {
-    hook.bodies()
+    hook.findings()
         .iter()
         .map(|b: &Value| {
             format!(
@@ -106,7 +106,7 @@ async fn a_locked_state_database_is_loud_and_recovers_by_itself() {
         Some(0.0)
     );
     let body = hook
-        .bodies()
+        .findings()
         .into_iter()
         .find(|b| b["check"] == "watchdog-blind")
         .expect("the alert");
@@ -467,7 +467,7 @@ async fn a_full_disk_at_run_time_is_loud_and_nothing_found_meanwhile_is_lost() {
         Some(0.0)
     );
     let body = hook
-        .bodies()
+        .findings()
         .into_iter()
         .find(|b| b["check"] == "watchdog-blind")
         .expect("the alert");

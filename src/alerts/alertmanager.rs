@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::http::Poster;
-use super::{Mirror, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
+use super::{Message, Mirror, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::secret::SecretUrl;
 use crate::config::types::{check, rule, HumanDuration, Invalid};
 
@@ -78,6 +78,11 @@ impl AlertmanagerSinkConfig {
 }
 
 impl SinkConfig for AlertmanagerSinkConfig {
+    /// Alertmanager groups alerts itself (`group_by` in its route): one alert per finding.
+    fn groups(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
@@ -202,24 +207,35 @@ impl Sink for AlertmanagerSink {
         &self.name
     }
 
-    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
+    /// Alertmanager groups alerts itself: every notification is its own alert, all of a message in
+    /// one post.
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
         let now = Utc::now();
-        let ends = match n.status {
-            Status::Firing => now + self.lifetime(),
-            Status::Resolved => n.at,
-        };
-        self.post(vec![alert(n, ends, &self.ctx)]).await?;
-        let fp = n.fingerprint();
+        let alerts = m
+            .notes
+            .iter()
+            .map(|n| {
+                let ends = match n.status {
+                    Status::Firing => now + self.lifetime(),
+                    Status::Resolved => n.at,
+                };
+                alert(n, ends, &self.ctx)
+            })
+            .collect();
+        self.post(alerts).await?;
         let mut book = self.book();
-        match n.status {
-            Status::Firing if !n.event && !n.test => {
-                book.resolved.remove(&fp);
-                book.firing.insert(fp, n.clone());
-            }
-            Status::Firing => {}
-            Status::Resolved => {
-                book.firing.remove(&fp);
-                book.resolved.insert(fp, n.clone());
+        for n in &m.notes {
+            let fp = n.fingerprint();
+            match n.status {
+                Status::Firing if !n.event && !n.test => {
+                    book.resolved.remove(&fp);
+                    book.firing.insert(fp, n.clone());
+                }
+                Status::Firing => {}
+                Status::Resolved => {
+                    book.firing.remove(&fp);
+                    book.resolved.insert(fp, n.clone());
+                }
             }
         }
         Ok(())
@@ -357,6 +373,8 @@ mod tests {
             checks: Vec::new(),
             exclude_checks: Vec::new(),
             repeat_interval: None,
+            group_by: None,
+            max_items: None,
         }
     }
 

@@ -28,7 +28,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError};
+use super::{message, Sink, SinkConfig, SinkContext, SinkError};
 use crate::secret;
 use crate::config::types::{check, one_or_many, rule, HumanDuration, Invalid};
 
@@ -284,21 +284,22 @@ impl EmailSink {
 
     /// The message for a notification: subject and body from [`message`], plus headers that mail
     /// filters can match on.
-    fn build_message(&self, n: &Notification) -> Result<Message, SinkError> {
+    fn build_message(&self, m: &super::Message) -> Result<Message, SinkError> {
+        let checks: Vec<&str> = m.checks.keys().map(String::as_str).collect();
         let mut b = Message::builder()
             .from(self.from.clone())
-            .subject(message::subject(n))
-            .raw_header(header(HEADER_CHECK, &n.finding.check))
-            .raw_header(header(HEADER_SEVERITY, n.finding.severity.as_str()))
-            .raw_header(header(HEADER_STATUS, n.status.as_str()));
+            .subject(message::message_subject(m))
+            .raw_header(header(HEADER_CHECK, &checks.join(", ")))
+            .raw_header(header(HEADER_SEVERITY, m.severity().as_str()))
+            .raw_header(header(HEADER_STATUS, m.status.as_str()));
         for to in &self.to {
             b = b.to(to.clone());
         }
         // Plain text first, HTML second: clients show the last part they can render, and the plain
         // part stays what filters, pagers' mail bridges and `mail` read.
         b.multipart(MultiPart::alternative_plain_html(
-            message::body(n),
-            message::html(n),
+            message::message_body(m),
+            message::message_html(m),
         ))
         .map_err(|e| self.error(format!("cannot build the message: {e}")))
     }
@@ -334,8 +335,8 @@ impl Sink for EmailSink {
         &self.name
     }
 
-    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
-        let email = self.build_message(n)?;
+    async fn deliver(&self, m: &super::Message) -> Result<(), SinkError> {
+        let email = self.build_message(m)?;
         let (transport, password) = self.transport()?;
         let server = self.endpoint.shown();
         let outcome = tokio::time::timeout(self.timeout.0, transport.send(email)).await;
@@ -449,6 +450,8 @@ mod tests {
             checks: Vec::new(),
             exclude_checks: Vec::new(),
             repeat_interval: None,
+            group_by: None,
+            max_items: None,
         }
     }
 
@@ -508,7 +511,7 @@ mod tests {
     fn message_has_subject_recipients_filter_headers_and_body() {
         let sink = EmailSink::new("email".into(), &config("smtp://127.0.0.1:2525")).expect("sink");
         let raw = String::from_utf8(
-            sink.build_message(&note(Status::Firing, false))
+            sink.build_message(&crate::alerts::Message::single(note(Status::Firing, false)))
                 .expect("message")
                 .formatted(),
         )

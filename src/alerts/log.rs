@@ -1,7 +1,7 @@
 //! The log sink: notifications as structured log lines. Used when no other sink is configured, so a
 //! finding is never dropped for want of somewhere to send it.
 
-use super::{message, Notification, Sink, SinkError};
+use super::{message, Message, Sink, SinkError};
 
 pub struct LogSink;
 
@@ -11,9 +11,11 @@ impl Sink for LogSink {
         "log"
     }
 
-    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
-        let f = &n.finding;
-        tracing::warn!(
+    /// One line per notification: the log is not grouped, so each stays greppable on its own.
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
+        for n in &m.notes {
+            let f = &n.finding;
+            tracing::warn!(
             target: "npm_watchdog::alert",
             status = n.status.as_str(),
             check = %f.check,
@@ -23,7 +25,11 @@ impl Sink for LogSink {
             "{}: {}",
             message::subject(n),
             f.summary
-        );
+            );
+        }
+        if m.omitted() > 0 {
+            tracing::warn!(target: "npm_watchdog::alert", omitted = m.omitted(), "and more findings not shown");
+        }
         Ok(())
     }
 }

@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Notification, SinkContext, Status};
+use std::collections::BTreeMap;
+
+use super::{Message, Notification, SinkContext, Status};
 
 /// `[FIRING:critical] token-bypass-2fa: token 82e393 (bulk-hardening)`, `[RESOLVED] token-present: …`.
 pub fn subject(n: &Notification) -> String {
@@ -134,10 +136,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Webhook body, schema version 1 (documented in docs/ALERTING.md).
+/// One notification in a webhook message's `findings` (documented in docs/ALERTING.md).
 #[derive(Debug, Serialize)]
 pub struct WebhookPayload<'a> {
-    pub version: &'static str,
     pub status: &'static str,
     pub reminder: bool,
     pub event: bool,
@@ -161,7 +162,6 @@ pub struct WebhookPayload<'a> {
 pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
     let f = &n.finding;
     WebhookPayload {
-        version: "1",
         status: n.status.as_str(),
         reminder: n.reminder,
         event: n.event,
@@ -178,6 +178,199 @@ pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
         at: rfc3339(n.at),
         title: subject(n),
         resolution: n.resolution.as_deref(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages: a group of notifications (see `group.rs`). A message that is exactly one notification
+// reads as that notification always has.
+
+/// `[FIRING:critical] 4 findings on token 6ce2dc (ci): token-created, token-present, …`, or
+/// `[FIRING:warning] 212 findings (group=packages): trusted-publisher-missing (212)`.
+pub fn message_subject(m: &Message) -> String {
+    if let Some(n) = m.only() {
+        return subject(n);
+    }
+    let state = match (m.status, m.reminder) {
+        (Status::Resolved, _) => "[RESOLVED]".to_string(),
+        (Status::Firing, false) => format!("[FIRING:{}]", m.severity()),
+        (Status::Firing, true) => format!("[FIRING:{}] (reminder)", m.severity()),
+    };
+    let test = if m.is_test() { "[TEST] " } else { "" };
+    let first = m.notes.first().map(|n| n.finding.subject.as_str());
+    let one_subject =
+        m.omitted() == 0 && first.is_some_and(|s| m.notes.iter().all(|n| n.finding.subject == s));
+    let about = match (one_subject, first) {
+        (true, Some(s)) => format!(" on {s}"),
+        _ if !m.key_text().is_empty() => format!(" ({})", m.key_text()),
+        _ => String::new(),
+    };
+    let checks: Vec<String> = m
+        .checks
+        .iter()
+        .map(|(c, n)| {
+            if *n > 1 {
+                format!("{c} ({n})")
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    format!(
+        "{test}{state} {} finding{}{about}: {}",
+        m.total,
+        if m.total == 1 { "" } else { "s" },
+        checks.join(", ")
+    )
+}
+
+/// Where to see every finding, for the end of a message that could not carry them all.
+pub const SEE_ALL: &str =
+    "Every active finding: `npm-watchdog audit` (or `--format json`), and the \
+     daemon's /metrics (npm_watchdog_findings).";
+
+/// The plain-text body of a message: each notification it carries, then how many more.
+pub fn message_body(m: &Message) -> String {
+    if let Some(n) = m.only() {
+        return body(n);
+    }
+    let mut out = String::new();
+    let what = match (m.status, m.reminder) {
+        (Status::Resolved, _) => "resolved",
+        (Status::Firing, false) => "firing",
+        (Status::Firing, true) => "still firing",
+    };
+    out.push_str(&format!("{} finding(s) {what}", m.total));
+    if !m.key_text().is_empty() {
+        out.push_str(&format!(" ({})", m.key_text()));
+    }
+    out.push_str(".\n");
+    if m.status == Status::Resolved && m.still_active > 0 {
+        out.push_str(&format!(
+            "{} finding(s) of this group are still active.\n",
+            m.still_active
+        ));
+    }
+    for n in &m.notes {
+        let f = &n.finding;
+        out.push_str(&format!("\n[{}] {}: {}\n", f.severity, f.check, f.subject));
+        match n.status {
+            Status::Firing => {
+                out.push_str(&format!("    {}\n", f.summary));
+                out.push_str(&format!("    Fix: {}\n", f.fix));
+            }
+            Status::Resolved => {
+                out.push_str(&format!(
+                    "    Resolved{}. It was: {}\n",
+                    because(n),
+                    f.summary
+                ));
+            }
+        }
+        out.push_str(&format!("    First seen: {}\n", rfc3339(n.first_seen)));
+        out.push_str(&format!("    Fingerprint: {}\n", n.fingerprint()));
+    }
+    if m.omitted() > 0 {
+        out.push_str(&format!("\n... and {} more.\n", m.omitted()));
+    }
+    out.push_str(&format!("\n{SEE_ALL}\n\n-- npm-watchdog\n"));
+    out
+}
+
+/// The HTML part of a message: the same content as [`message_body`].
+pub fn message_html(m: &Message) -> String {
+    if let Some(n) = m.only() {
+        return html(n);
+    }
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head>\n\
+         <body style=\"font-family: sans-serif; line-height: 1.4; max-width: 40em; margin: 0 auto; padding: 1em;\">\n",
+    );
+    out.push_str(&format!(
+        "<h2 style=\"font-size: 1.1em;\">{}</h2>\n",
+        escape(&message_subject(m))
+    ));
+    if m.status == Status::Resolved && m.still_active > 0 {
+        out.push_str(&format!(
+            "<p>{} finding(s) of this group are still active.</p>\n",
+            m.still_active
+        ));
+    }
+    out.push_str("<ul style=\"padding-left: 1.2em;\">\n");
+    for n in &m.notes {
+        let f = &n.finding;
+        out.push_str(&format!(
+            "<li><strong>[{}] {}</strong>: {}<br>",
+            escape(f.severity.as_str()),
+            escape(&f.check),
+            escape(&f.subject)
+        ));
+        match n.status {
+            Status::Firing => out.push_str(&format!(
+                "{}<br><strong>Fix:</strong> {}",
+                escape(&f.summary),
+                escape(&f.fix)
+            )),
+            Status::Resolved => out.push_str(&format!(
+                "Resolved{}. It was: {}",
+                escape(&because(n)),
+                escape(&f.summary)
+            )),
+        }
+        out.push_str(&format!(
+            "<br><span style=\"color: #777;\">{}</span></li>\n",
+            escape(&n.fingerprint())
+        ));
+    }
+    out.push_str("</ul>\n");
+    if m.omitted() > 0 {
+        out.push_str(&format!("<p>... and {} more.</p>\n", m.omitted()));
+    }
+    out.push_str(&format!(
+        "<p>{}</p>\n<p style=\"color: #777;\">-- npm-watchdog</p>\n</body></html>\n",
+        escape(SEE_ALL)
+    ));
+    out
+}
+
+/// Webhook body, schema version 2 (documented in docs/ALERTING.md): one message with every
+/// notification it carries as `findings`, the group key and the counts.
+#[derive(Debug, Serialize)]
+pub struct WebhookMessage<'a> {
+    pub version: &'static str,
+    pub status: &'static str,
+    pub reminder: bool,
+    pub test: bool,
+    pub title: String,
+    /// The group key (`{"group": "tokens"}`); `null` when the message is not grouped.
+    pub group_key: Option<&'a BTreeMap<String, String>>,
+    pub severity: &'static str,
+    pub total: usize,
+    /// Notifications counted in `total` but not listed (past `max_items`).
+    pub omitted: usize,
+    pub checks: &'a BTreeMap<String, usize>,
+    pub severities: BTreeMap<&'static str, usize>,
+    /// For `resolved`: findings of the same group still active.
+    pub still_active: usize,
+    pub findings: Vec<WebhookPayload<'a>>,
+}
+
+pub fn webhook_message(m: &Message) -> WebhookMessage<'_> {
+    WebhookMessage {
+        version: "2",
+        status: m.status.as_str(),
+        reminder: m.reminder,
+        test: m.is_test(),
+        title: message_subject(m),
+        group_key: m.key.as_ref(),
+        severity: m.severity().as_str(),
+        total: m.total,
+        omitted: m.omitted(),
+        checks: &m.checks,
+        severities: m.severities.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+        still_active: m.still_active,
+        findings: m.notes.iter().map(webhook_payload).collect(),
     }
 }
 
@@ -284,9 +477,12 @@ mod tests {
 
     #[test]
     fn webhook_payload_is_stable() {
-        let v =
-            serde_json::to_value(webhook_payload(&note(Status::Resolved, false))).expect("json");
-        assert_eq!(v["version"], "1");
+        let m = Message::single(note(Status::Resolved, false));
+        let whole = serde_json::to_value(webhook_message(&m)).expect("json");
+        assert_eq!(whole["version"], "2");
+        assert_eq!(whole["total"], 1);
+        assert_eq!(whole["group_key"], serde_json::Value::Null);
+        let v = &whole["findings"][0];
         assert_eq!(v["status"], "resolved");
         assert_eq!(v["severity"], "critical");
         assert_eq!(

@@ -14,6 +14,7 @@
 
 #[macro_use]
 pub(crate) mod route;
+pub mod group;
 pub(crate) mod http;
 pub(crate) mod lifecycle;
 pub(crate) mod log;
@@ -32,6 +33,7 @@ use url::Url;
 use crate::config::types::{check, rule, HumanDuration, Invalid};
 use crate::finding::{Finding, Severity};
 
+pub use group::{GroupDim, Grouping, Message, SinkGrouping};
 pub use lifecycle::{Active, Outgoing, Plan};
 pub use route::{Route, Routed};
 
@@ -50,6 +52,10 @@ macro_rules! sink_kinds {
             /// Also write notifications to the log when other sinks exist (the log is always used
             /// when none do).
             pub log: bool,
+            /// What a run's notifications are grouped by, per sink (see [`group`]).
+            pub group_by: Vec<group::GroupDim>,
+            /// Notifications carried in full per grouped message; the rest are counted.
+            pub max_items: usize,
             $(pub $kind: Vec<$kind::$config>,)+
         }
 
@@ -59,6 +65,8 @@ macro_rules! sink_kinds {
                     repeat_interval: HumanDuration::secs(4 * 3600),
                     send_resolved: true,
                     log: false,
+                    group_by: group::default_group_by(),
+                    max_items: group::DEFAULT_MAX_ITEMS,
                     $($kind: Vec::new(),)+
                 }
             }
@@ -260,7 +268,12 @@ impl SinkError {
 pub trait Sink: Send + Sync {
     /// Unique among the configured sinks; used in metrics and the outbox.
     fn name(&self) -> &str;
-    async fn send(&self, n: &Notification) -> Result<(), SinkError>;
+    /// Deliver one message: a group of notifications (see [`group`]), or one on its own.
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError>;
+    /// Deliver one notification on its own.
+    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
+        self.deliver(&Message::single(n.clone())).await
+    }
     /// The sink's [`Mirror`], when it has one (Alertmanager). Only then does a cycle read every
     /// active finding back from the state (at 90,000 findings that is hundreds of megabytes).
     fn mirror(&self) -> Option<&dyn Mirror> {
@@ -321,6 +334,11 @@ pub trait SinkConfig: Routed + fmt::Debug + Send + Sync {
     fn validate(&self) -> Result<(), Invalid> {
         Ok(())
     }
+    /// Whether this kind of sink takes grouped messages. Alertmanager does not: it groups alerts
+    /// itself, so it gets one alert per finding.
+    fn groups(&self) -> bool {
+        true
+    }
     /// The secret files the entry names, by key, so `config check` can say whether each is readable.
     fn secret_files(&self) -> Vec<(&'static str, &Path)> {
         Vec::new()
@@ -330,11 +348,13 @@ pub trait SinkConfig: Routed + fmt::Debug + Send + Sync {
     fn build(&self, name: String, ctx: &SinkContext) -> Result<Vec<Arc<dyn Sink>>, SinkError>;
 }
 
-/// A built sink with the route its entry asked for.
+/// A built sink with the route its entry asked for, and how it groups (`None`: one message per
+/// notification).
 #[derive(Clone)]
 pub struct Target {
     pub sink: Arc<dyn Sink>,
     pub route: Route,
+    pub grouping: Option<(Vec<GroupDim>, usize)>,
 }
 
 /// A configured sink entry with where it sits in the configuration.
@@ -360,6 +380,11 @@ impl SinkEntry<'_> {
     }
 }
 
+fn has_repeats(by: &[GroupDim]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    by.iter().any(|d| !seen.insert(*d))
+}
+
 pub(crate) fn default_sink_timeout() -> HumanDuration {
     HumanDuration::secs(10)
 }
@@ -381,8 +406,37 @@ impl AlertsConfig {
                 .route()
                 .validate(known_checks)
                 .map_err(|i| i.under(&e.key()))?;
+            let (by, max_items) = e.config.group_overrides();
+            check([
+                rule(
+                    "group_by",
+                    by.is_some() && !e.config.groups(),
+                    "this sink is not grouped: it sends one alert per finding and its receiver \
+                     groups them (set group_by there)",
+                ),
+                rule(
+                    "max_items",
+                    max_items.is_some() && !e.config.groups(),
+                    "this sink is not grouped: it sends one alert per finding",
+                ),
+                rule("max_items", max_items == Some(0), "must be at least 1"),
+                rule(
+                    "group_by",
+                    by.as_ref().is_some_and(|b| has_repeats(b)),
+                    "names a dimension twice",
+                ),
+            ])
+            .map_err(|i| i.under(&e.key()))?;
         }
-        Ok(())
+        check([
+            rule("max_items", self.max_items == 0, "must be at least 1"),
+            rule(
+                "group_by",
+                has_repeats(&self.group_by),
+                "names a dimension twice",
+            ),
+        ])
+        .map_err(|i| i.under("alerts"))
     }
 
     /// Build the sinks the configuration asks for, each with its route. With no other sink the log
@@ -391,17 +445,27 @@ impl AlertsConfig {
         let mut targets = Vec::new();
         for e in self.entries() {
             let route = e.config.route();
+            let (by, max_items) = e.config.group_overrides();
+            let grouping = e.config.groups().then(|| {
+                (
+                    by.unwrap_or_else(|| self.group_by.clone()),
+                    max_items.unwrap_or(self.max_items),
+                )
+            });
             for sink in e.config.build(e.name(), ctx)? {
                 targets.push(Target {
                     sink,
                     route: route.clone(),
+                    grouping: grouping.clone(),
                 });
             }
         }
+        // The log keeps one line per finding, greppable on its own.
         if targets.is_empty() || self.log {
             targets.push(Target {
                 sink: Arc::new(log::LogSink),
                 route: Route::default(),
+                grouping: None,
             });
         }
         Ok(targets)

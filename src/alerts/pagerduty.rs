@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::http::{snippet, Answer, Poster};
-use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
+use super::{message, Message, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::finding::Severity;
 use crate::secret::{self, SecretUrl};
 use crate::config::types::{HumanDuration, Invalid};
@@ -171,9 +171,17 @@ impl Sink for PagerDutySink {
         &self.name
     }
 
-    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
         let key = self.routing_key()?;
-        let body = serde_json::to_vec(&event(n, &key, &self.ctx))
+        let event = match (&m.key, m.only()) {
+            (None, Some(n)) => event(n, &key, &self.ctx),
+            _ => match group_event(m, &self.name, &key, &self.ctx) {
+                Some(e) => e,
+                // Findings of the group are still active: its incident stays open.
+                None => return Ok(()),
+            },
+        };
+        let body = serde_json::to_vec(&event)
             .map_err(|e| self.poster.error(&format!("cannot encode the event: {e}")))?;
         let answer = self.poster.post(body, &[], &[&key]).await?;
         if answer.status.is_success() {
@@ -213,7 +221,7 @@ pub struct Payload<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<&'static str>,
     pub class: &'static str,
-    pub custom_details: Details<'a>,
+    pub custom_details: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -274,7 +282,7 @@ pub fn event<'a>(n: &'a Notification, routing_key: &'a str, ctx: &'a SinkContext
             component: &f.check,
             group: def.map(|d| d.group),
             class: def.and_then(|d| d.subject).unwrap_or("watchdog"),
-            custom_details: Details {
+            custom_details: serde_json::to_value(Details {
                 subject: &f.subject,
                 why: &f.why,
                 fix: &f.fix,
@@ -283,12 +291,89 @@ pub fn event<'a>(n: &'a Notification, routing_key: &'a str, ctx: &'a SinkContext
                 fingerprint,
                 reminder: n.reminder,
                 test: n.test,
-            },
+            })
+            .unwrap_or_default(),
         }),
         client: Some(CLIENT),
         client_url: ctx.external_url.as_ref().map(Url::as_str),
         links,
     }
+}
+
+/// The longest text of one finding put in a grouped event's details, so that `max_items` findings
+/// stay far inside PagerDuty's 512 KB event limit whatever the names are.
+const DETAIL_CHARS: usize = 1000;
+
+/// The event for a grouped message: one incident per sink and group key (its dedup key), which new
+/// findings of the group update; `resolve` once none of the group's findings is active, else `None`
+/// (nothing to tell PagerDuty).
+pub fn group_event<'a>(
+    m: &Message,
+    sink: &str,
+    routing_key: &'a str,
+    ctx: &'a SinkContext,
+) -> Option<Event<'a>> {
+    let dedup_key = dedup_key(&format!("npm-watchdog:{sink}:{}", m.key_text()));
+    if m.status == Status::Resolved {
+        if m.still_active > 0 {
+            return None;
+        }
+        return Some(Event {
+            routing_key,
+            event_action: "resolve",
+            dedup_key,
+            payload: None,
+            client: None,
+            client_url: None,
+            links: Vec::new(),
+        });
+    }
+    let findings: Vec<serde_json::Value> = m
+        .notes
+        .iter()
+        .map(|n| {
+            let f = &n.finding;
+            serde_json::json!({
+                "check": f.check,
+                "severity": f.severity.as_str(),
+                "subject": cut(&f.subject, DETAIL_CHARS),
+                "fix": cut(&f.fix, DETAIL_CHARS),
+                "fingerprint": cut(&n.fingerprint(), DETAIL_CHARS),
+            })
+        })
+        .collect();
+    let group = m
+        .key
+        .as_ref()
+        .and_then(|k| k.get("group"))
+        .and_then(|g| ctx.checks.values().map(|c| c.group).find(|c| c == g));
+    let at = m.notes.iter().map(|n| n.at).max().unwrap_or_else(Utc::now);
+    Some(Event {
+        routing_key,
+        event_action: "trigger",
+        dedup_key,
+        payload: Some(Payload {
+            summary: cut(&message::message_subject(m), SUMMARY_CHARS),
+            source: &ctx.watched,
+            severity: severity(m.severity()),
+            timestamp: rfc3339(at),
+            component: "npm-watchdog",
+            group,
+            class: "findings",
+            custom_details: serde_json::json!({
+                "group_key": m.key,
+                "total": m.total,
+                "omitted": m.omitted(),
+                "checks": m.checks,
+                "reminder": m.reminder,
+                "findings": findings,
+                "see_all": message::SEE_ALL,
+            }),
+        }),
+        client: Some(CLIENT),
+        client_url: ctx.external_url.as_ref().map(Url::as_str),
+        links: Vec::new(),
+    })
 }
 
 /// PagerDuty's severity for ours; its `error` level has no counterpart here.

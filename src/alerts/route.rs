@@ -1,7 +1,7 @@
 //! Routing: which findings a sink is told about, and how often it is reminded of one still active.
 //!
 //! Every `[[alerts.<kind>]]` section takes the same routing keys (`min_severity`, `checks`,
-//! `exclude_checks`, `repeat_interval`). A sink file declares its section with [`sink_section!`],
+//! `exclude_checks`, `repeat_interval`) and grouping keys (`group_by`, `max_items`). A sink file declares its section with [`sink_section!`],
 //! which adds those keys to the sink's own, so they are spelled, defaulted and checked the same way
 //! everywhere and an unknown key is still refused.
 
@@ -36,6 +36,12 @@ macro_rules! sink_section {
             /// Overrides `alerts.repeat_interval` for this sink.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub repeat_interval: Option<$crate::config::types::HumanDuration>,
+            /// Overrides `alerts.group_by` for this sink.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub group_by: Option<Vec<$crate::alerts::group::GroupDim>>,
+            /// Overrides `alerts.max_items` for this sink.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub max_items: Option<usize>,
         }
 
         impl $crate::alerts::route::Routed for $name {
@@ -46,6 +52,12 @@ macro_rules! sink_section {
                     exclude_checks: self.exclude_checks.clone(),
                     repeat_interval: self.repeat_interval,
                 }
+            }
+
+            fn group_overrides(
+                &self,
+            ) -> (Option<Vec<$crate::alerts::group::GroupDim>>, Option<usize>) {
+                (self.group_by.clone(), self.max_items)
             }
         }
     };
@@ -58,6 +70,8 @@ pub(crate) fn default_min_severity() -> Severity {
 /// A section that carries the routing keys (implemented by [`sink_section!`]).
 pub trait Routed {
     fn route(&self) -> Route;
+    /// The section's own `group_by` and `max_items`, when it sets them.
+    fn group_overrides(&self) -> (Option<Vec<crate::alerts::group::GroupDim>>, Option<usize>);
 }
 
 /// What one sink wants to hear.
@@ -84,9 +98,14 @@ impl Default for Route {
 impl Route {
     /// Whether this sink is told about `f` at all.
     pub fn wants(&self, f: &Finding) -> bool {
-        f.severity >= self.min_severity
-            && (self.checks.is_empty() || self.checks.contains(&f.check))
-            && !self.exclude_checks.contains(&f.check)
+        self.wants_kind(&f.check, f.severity)
+    }
+
+    /// Whether this sink is told about findings of `check` at `severity`: routes look at nothing else.
+    pub fn wants_kind(&self, check: &str, severity: Severity) -> bool {
+        severity >= self.min_severity
+            && (self.checks.is_empty() || self.checks.iter().any(|c| c == check))
+            && !self.exclude_checks.iter().any(|c| c == check)
     }
 
     /// Whether a finding first seen at `first_seen`, last looked at `last_seen`, is due a reminder

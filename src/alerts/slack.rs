@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::http::Poster;
-use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
+use super::{message, Message, Notification, Sink, SinkConfig, SinkContext, SinkError, Status};
 use crate::secret::{self, SecretUrl};
 use crate::config::types::{check, rule, HumanDuration, Invalid};
 
@@ -135,8 +135,8 @@ impl Sink for SlackSink {
         &self.name
     }
 
-    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
-        let body = serde_json::to_vec(&payload(n))
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
+        let body = serde_json::to_vec(&message_payload(m))
             .map_err(|e| self.fail(&format!("cannot encode the message: {e}")))?;
         let mut last = self.last_post.lock().await;
         if let Some(t) = *last {
@@ -207,6 +207,78 @@ pub fn payload(n: &Notification) -> Value {
     blocks.push(json!({ "type": "section", "fields": fields }));
     json!({
         "text": cut(&escape(&format!("{title} — {}", f.summary)), TEXT_MAX),
+        "blocks": blocks,
+    })
+}
+
+/// Slack accepts at most 50 blocks in a message; a grouped message lists its findings in sections
+/// of a few each, so it stays far below that.
+const LIST_SECTIONS: usize = 40;
+
+/// The JSON for a message: a notification on its own as [`payload`]; a group as a header, the
+/// findings it carries (one line each, several to a section), "and N more" and where to see all.
+pub fn message_payload(m: &Message) -> Value {
+    if let Some(n) = m.only() {
+        return payload(n);
+    }
+    let title = message::message_subject(m);
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": { "type": "plain_text", "text": cut(&escape(&title), HEADER_MAX), "emoji": false },
+    })];
+    if m.status == Status::Resolved && m.still_active > 0 {
+        blocks.push(section(&format!(
+            "{} finding(s) of this group are still active.",
+            m.still_active
+        )));
+    }
+    let lines: Vec<String> = m
+        .notes
+        .iter()
+        .map(|n| {
+            let f = &n.finding;
+            let what = match n.status {
+                Status::Firing => escape(&f.fix),
+                Status::Resolved => format!("resolved{}", escape(&message::because(n))),
+            };
+            // Each line is cut on its own, so one long name cannot push the others out.
+            cut(
+                &format!(
+                    "• *{}* `{}` {} — {what}",
+                    f.severity,
+                    escape(&f.check),
+                    escape(&f.subject)
+                ),
+                SECTION_MAX / 4,
+            )
+        })
+        .collect();
+    let mut shown = 0;
+    let mut section_text = String::new();
+    for line in &lines {
+        if section_text.len() + line.len() + 1 > SECTION_MAX {
+            if blocks.len() >= LIST_SECTIONS {
+                break;
+            }
+            blocks.push(section(&section_text));
+            section_text.clear();
+        }
+        section_text.push_str(line);
+        section_text.push('\n');
+        shown += 1;
+    }
+    if !section_text.is_empty() && blocks.len() < LIST_SECTIONS {
+        blocks.push(section(&section_text));
+    } else if !section_text.is_empty() {
+        shown -= section_text.lines().count();
+    }
+    let more = m.total.saturating_sub(shown);
+    if more > 0 {
+        blocks.push(section(&format!("… and {more} more.")));
+    }
+    blocks.push(section(&escape(message::SEE_ALL)));
+    json!({
+        "text": cut(&escape(&title), TEXT_MAX),
         "blocks": blocks,
     })
 }

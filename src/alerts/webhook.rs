@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::http::Poster;
-use super::{message, Notification, Sink, SinkConfig, SinkContext, SinkError};
+use super::{message, Message, Sink, SinkConfig, SinkContext, SinkError};
 use crate::secret::{self, SecretUrl};
 use crate::config::types::{HumanDuration, Invalid};
 
@@ -86,8 +86,8 @@ impl Sink for WebhookSink {
         &self.name
     }
 
-    async fn send(&self, n: &Notification) -> Result<(), SinkError> {
-        let body = serde_json::to_vec(&message::webhook_payload(n))
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
+        let body = serde_json::to_vec(&message::webhook_message(m))
             .map_err(|e| self.poster.error(&format!("cannot encode the payload: {e}")))?;
         let key = match &self.secret_file {
             Some(path) => {
@@ -141,6 +141,8 @@ mod tests {
             checks: Vec::new(),
             exclude_checks: Vec::new(),
             repeat_interval: None,
+            group_by: None,
+            max_items: None,
         }
     }
 

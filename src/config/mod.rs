@@ -446,7 +446,27 @@ path = "/var/lib/npm-watchdog/state.db"
             ),
             (
                 "[[alerts.webhook]]\nurl = \"https://example.com/a\"\nroute = \"x\"\n",
-                "config file F: alerts.webhook[0].route: unknown key (expected one of: name, url, secret_file, timeout, min_severity, checks, exclude_checks, repeat_interval)",
+                "config file F: alerts.webhook[0].route: unknown key (expected one of: name, url, secret_file, timeout, min_severity, checks, exclude_checks, repeat_interval, group_by, max_items)",
+            ),
+            (
+                "[alerts]\ngroup_by = [\"team\"]\n",
+                "config file F: alerts.group_by[0]: unknown value `team` (expected one of: group, check, severity, finding)",
+            ),
+            (
+                "[alerts]\ngroup_by = [\"check\", \"check\"]\n",
+                "config file F: alerts.group_by: names a dimension twice",
+            ),
+            (
+                "[alerts]\nmax_items = 0\n",
+                "config file F: alerts.max_items: must be at least 1",
+            ),
+            (
+                "[[alerts.slack]]\nurl_file = \"/run/slack\"\nmax_items = 0\n",
+                "config file F: alerts.slack[0].max_items: must be at least 1",
+            ),
+            (
+                "[[alerts.alertmanager]]\nurls = [\"http://127.0.0.1:9093\"]\ngroup_by = [\"check\"]\n",
+                "config file F: alerts.alertmanager[0].group_by: this sink is not grouped: it sends one alert per finding and its receiver groups them (set group_by there)",
             ),
             (
                 "[[alerts.alertmanager]]\nurls = []\n",

@@ -305,8 +305,15 @@ impl Watchdog {
             .tokens
             .as_deref()
             .map(|t| t.iter().map(|t| t.key.clone()).collect());
+        let grouping = self.outbox.grouping(
+            checks::all()
+                .iter()
+                .map(|c| (c.id.to_string(), c.group.as_str().to_string()))
+                .collect(),
+        );
         self.state.commit_cycle(&CycleRecord {
             group: group.as_str(),
+            grouping: &grouping,
             error: error.as_deref(),
             copies: std::mem::take(&mut g.copies),
             plan: &plan,

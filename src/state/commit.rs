@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
 
 use super::{outbox, ts, State, StateError};
+use crate::alerts::group::Grouping;
 use crate::alerts::lifecycle::Plan;
 use crate::checks::GroupHealth;
 use crate::ci::CiSecret;
@@ -54,6 +55,8 @@ pub struct CycleRecord<'a> {
     pub plan: &'a Plan,
     /// The token keys of a complete token list (`None`: the list was not read this cycle).
     pub seen_tokens: Option<&'a HashSet<String>>,
+    /// How each sink groups the plan's notifications into messages.
+    pub grouping: &'a Grouping,
     /// Delivered outbox rows older than this are forgotten.
     pub prune_before: DateTime<Utc>,
     pub now: DateTime<Utc>,
@@ -99,7 +102,7 @@ impl State {
             let tx = c.transaction()?;
             write_copies(&tx, &r.copies, r.now)?;
             record_run(&tx, r.group, r.error, r.now)?;
-            let queued = write_plan(&tx, r.plan, r.seen_tokens, r.now)?;
+            let queued = write_plan(&tx, r.plan, r.grouping, r.seen_tokens, r.now)?;
             tx.execute(
                 "DELETE FROM outbox WHERE delivered IS NOT NULL AND delivered < ?1",
                 [ts(r.prune_before)],
@@ -110,7 +113,8 @@ impl State {
     }
 
     /// Record a plan alone (findings, outbox rows, seen token keys) in one transaction: for what
-    /// is not a group's cycle (the state alert's RESOLVED) and for tests.
+    /// is not a group's cycle (the state alert's RESOLVED, sent on its own like its FIRING) and for
+    /// tests. Nothing is grouped.
     pub fn commit(
         &self,
         plan: &Plan,
@@ -119,7 +123,7 @@ impl State {
     ) -> Result<usize, StateError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let queued = write_plan(&tx, plan, seen_tokens, now)?;
+            let queued = write_plan(&tx, plan, &Grouping::default(), seen_tokens, now)?;
             tx.commit()?;
             Ok(queued)
         })
@@ -233,6 +237,7 @@ fn record_run(
 fn write_plan(
     tx: &Transaction<'_>,
     plan: &Plan,
+    grouping: &Grouping,
     seen_tokens: Option<&HashSet<String>>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<usize> {
@@ -263,7 +268,7 @@ fn write_plan(
     for fp in &plan.resolved {
         tx.execute("DELETE FROM findings WHERE fingerprint = ?1", [fp])?;
     }
-    let queued = outbox::queue(tx, &plan.notifications, now)?;
+    let queued = outbox::queue(tx, &plan.notifications, grouping, now)?;
     if let Some(keys) = seen_tokens {
         // The table holds exactly the keys of the last complete list: a revoked token's key is
         // dropped (keys are never reused, so it cannot come back unannounced), which keeps the
@@ -332,6 +337,7 @@ mod tests {
             error: Some("b"),
             copies: Copies::default(),
             plan: &plan,
+            grouping: &crate::alerts::Grouping::default(),
             seen_tokens: None,
             prune_before: now,
             now,

@@ -1,4 +1,4 @@
-//! The outbox table: notifications waiting for a sink. Rows are added inside the transaction that
+//! The outbox table: messages (grouped notifications) waiting for a sink. Rows are added inside the transaction that
 //! records the cycle causing them ([`queue`], called from [`State::commit`]), so a notification is
 //! never lost and never queued twice for one state change; [`crate::outbox`] delivers them.
 //!
@@ -10,38 +10,72 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
 
 use super::{from_ts, ts, State, StateError};
+use std::collections::BTreeMap;
+
+use crate::alerts::group::{self, Grouping, Message};
 use crate::alerts::lifecycle::Outgoing;
 use crate::alerts::Notification;
+use crate::finding::Severity;
 
-/// One undelivered notification for one sink.
+/// One undelivered message for one sink.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
     pub id: i64,
     pub sink: String,
-    pub notification: Notification,
+    pub message: Message,
     pub attempts: u32,
     pub next_attempt: DateTime<Utc>,
 }
 
-/// Queue each encoded notification for the sinks the plan chose for it. Returns how many rows were
-/// added.
+/// Queue the plan's notifications as messages: grouped per sink as `grouping` says (see
+/// [`crate::alerts::group`]), one row per message. Called after the cycle's findings are written,
+/// so the counts of what is still active are this run's. Returns how many rows were added.
 pub(super) fn queue(
     tx: &Transaction<'_>,
     notes: &[Outgoing],
+    grouping: &Grouping,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<usize> {
+    if notes.is_empty() {
+        return Ok(0);
+    }
+    let active = active_counts(tx)?;
     let mut queued = 0;
-    for o in notes {
-        let body = super::json_text(&o.note)?;
-        for sink in &o.sinks {
-            tx.execute(
-                "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt) VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![sink, o.note.fingerprint(), body, ts(now)],
-            )?;
-            queued += 1;
-        }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?;
+    for (sink, message) in group::messages(notes, grouping, &active) {
+        let body = super::json_text(&message)?;
+        // What the row is about, for whoever reads the table: the finding, or the group key.
+        let about = match message.only() {
+            Some(n) => n.fingerprint(),
+            None => format!("group:{}", message.key_text()),
+        };
+        insert.execute(params![sink, about, body, ts(now)])?;
+        queued += 1;
     }
     Ok(queued)
+}
+
+/// Active findings by check and severity.
+fn active_counts(tx: &Transaction<'_>) -> rusqlite::Result<BTreeMap<(String, Severity), usize>> {
+    let mut stmt =
+        tx.prepare_cached("SELECT check_id, severity, COUNT(*) FROM findings GROUP BY 1, 2")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (check, severity, n) = row?;
+        if let Some(sev) = Severity::parse(&severity) {
+            out.insert((check, sev), usize::try_from(n).unwrap_or(0));
+        }
+    }
+    Ok(out)
 }
 
 impl State {
@@ -101,11 +135,17 @@ impl State {
         })?
         .into_iter()
         .map(|(id, sink, body, attempts, next)| {
-            let notification = self.decode(&format!("outbox row {id}"), &body)?;
+            // Rows queued before messages were grouped hold one notification.
+            let message = match serde_json::from_str::<Message>(&body) {
+                Ok(m) => m,
+                Err(_) => Message::single(
+                    self.decode::<Notification>(&format!("outbox row {id}"), &body)?,
+                ),
+            };
             Ok(OutboxItem {
                 id,
                 sink,
-                notification,
+                message,
                 attempts,
                 next_attempt: from_ts(next),
             })

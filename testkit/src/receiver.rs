@@ -142,6 +142,12 @@ impl Receiver {
         self.requests().iter().map(Request::json).collect()
     }
 
+    /// Every finding of every webhook message so far (schema 2: each message lists its findings),
+    /// in arrival order.
+    pub fn findings(&self) -> Vec<Value> {
+        self.bodies().iter().flat_map(webhook_findings).collect()
+    }
+
     /// The path of every request so far.
     pub fn paths(&self) -> Vec<String> {
         self.requests().into_iter().map(|r| r.path).collect()
@@ -190,4 +196,10 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     reply.into_response()
+}
+
+/// The findings a webhook message (schema 2) lists, each as the sink sent it (with its own
+/// `status` and `reminder`).
+pub fn webhook_findings(message: &Value) -> Vec<Value> {
+    message["findings"].as_array().cloned().unwrap_or_default()
 }

@@ -35,6 +35,7 @@ impl Outbox {
             .map(|sink| Target {
                 sink,
                 route: Route::default(),
+                grouping: None,
             })
             .collect();
         let dispatcher = Arc::new(Dispatcher::new(
