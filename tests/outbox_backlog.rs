@@ -95,3 +95,82 @@ async fn a_backlog_longer_than_a_slice_is_delivered_in_order_and_held_at_a_failu
     assert_eq!(outbox.waiting("recording"), 0);
     assert_eq!(outbox.count("recording", "sent"), BACKLOG as u64);
 }
+
+/// A sink that holds every delivery until it is let go, as a receiver that never answers would.
+struct Stuck {
+    release: tokio::sync::Semaphore,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Sink for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+
+    async fn deliver(&self, _: &Message) -> Result<(), SinkError> {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let permit = self.release.acquire().await;
+        drop(permit);
+        Ok(())
+    }
+}
+
+/// Each sink drains its own queue: a sink stuck on a delivery holds back only itself. The other one
+/// gets this cycle's message and the next one while the first is still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_sink_does_not_hold_back_another() {
+    let stuck = Arc::new(Stuck {
+        release: tokio::sync::Semaphore::new(0),
+        started: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let quick = Arc::new(Recording {
+        seen: Mutex::new(Vec::new()),
+        fail_at: Mutex::new(None),
+        calls: Mutex::new(0),
+    });
+    let outbox = Outbox::new(
+        vec![
+            Arc::clone(&stuck) as Arc<dyn Sink>,
+            Arc::clone(&quick) as Arc<dyn Sink>,
+        ],
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loop_ = tokio::spawn(Arc::clone(&outbox.dispatcher).run(stopped));
+    let seen = |n: usize| {
+        let quick = Arc::clone(&quick);
+        let stuck = Arc::clone(&stuck);
+        testkit::peers::wait_until_async(
+            "the quick sink's deliveries",
+            Duration::from_secs(10),
+            move || {
+                let got = quick.seen.lock().expect("seen").len();
+                let waiting = stuck.started.load(std::sync::atomic::Ordering::SeqCst) >= 1;
+                (got >= n && waiting).then_some(())
+            },
+        )
+    };
+    outbox.queue(vec![note(0)], &["stuck", "recording"]);
+    outbox.dispatcher.wake();
+    seen(1).await;
+    outbox.queue(vec![note(1)], &["stuck", "recording"]);
+    outbox.dispatcher.wake();
+    seen(2).await;
+    assert_eq!(*quick.seen.lock().expect("seen"), subjects(0..2));
+    assert_eq!(
+        stuck.started.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the stuck sink is still on its first message"
+    );
+    assert_eq!(outbox.waiting("stuck"), 2);
+    stuck.release.add_permits(10);
+    let _ = stop.send(true);
+    loop_.await.expect("the loop ends");
+    assert_eq!(
+        outbox.waiting("stuck"),
+        0,
+        "delivered before the loop stopped"
+    );
+}

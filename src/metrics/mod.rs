@@ -72,6 +72,7 @@ pub struct Metrics {
     ci_requests: IntCounterVec,
     ci_secrets: IntGaugeVec,
     notifications: IntCounterVec,
+    notified_findings: IntCounterVec,
     notification_queue: IntGaugeVec,
     package_latest_trusted: PackageSeries,
     credential_expiry: GaugeVec,
@@ -191,15 +192,23 @@ impl Metrics {
             notifications: IntCounterVec::new(
                 opts(
                     "notifications_total",
-                    "Notification attempts by sink and outcome (sent, failed: retried later, rejected: refused for good by the receiver, dropped: the sink was removed).",
+                    "Notification attempts (a grouped message counts once) by sink and outcome (sent, failed: retried later, rejected: refused for good by the receiver, dropped: the sink was removed).",
                 ),
                 &["sink", "outcome"],
+            )
+            .expect("static metric"),
+            notified_findings: IntCounterVec::new(
+                opts(
+                    "notified_findings_total",
+                    "Findings carried by the notifications a sink accepted (a grouped notification carries several), by sink.",
+                ),
+                &["sink"],
             )
             .expect("static metric"),
             notification_queue: IntGaugeVec::new(
                 opts(
                     "notification_queue",
-                    "Notifications waiting in the outbox, by sink.",
+                    "Notifications (grouped messages) waiting in the outbox, by sink.",
                 ),
                 &["sink"],
             )
@@ -257,6 +266,7 @@ impl Metrics {
             Box::new(m.ci_requests.clone()),
             Box::new(m.ci_secrets.clone()),
             Box::new(m.notifications.clone()),
+            Box::new(m.notified_findings.clone()),
             Box::new(m.notification_queue.clone()),
             Box::new(m.package_latest_trusted.clone()),
             Box::new(m.credential_expiry.clone()),
@@ -446,6 +456,13 @@ impl Metrics {
         self.notifications
             .with_label_values(&[sink, outcome.as_str()])
             .inc();
+    }
+
+    /// `sink` accepted a notification carrying `findings` findings.
+    pub fn notified(&self, sink: &str, findings: usize) {
+        self.notified_findings
+            .with_label_values(&[sink])
+            .inc_by(findings as u64);
     }
 
     /// `notification_queue{sink}` for every configured sink: its undelivered rows, zero when none.
