@@ -418,6 +418,46 @@ mod tests {
     use crate::alerts::fixtures::note;
 
     #[test]
+    fn a_group_is_titled_by_its_count_and_checks_and_lists_up_to_max_items() {
+        use crate::alerts::fixtures::group_of;
+        let one = group_of(1, |_| "package @acme/a".into());
+        assert_eq!(message_subject(&one), subject(&one.notes[0]));
+        assert_eq!(message_body(&one), body(&one.notes[0]));
+
+        let same = group_of(3, |_| "package @acme/a".into());
+        assert_eq!(
+            message_subject(&same),
+            "[FIRING:critical] 3 findings on package @acme/a: trusted-publisher-missing (3)"
+        );
+        let many = group_of(500, |i| format!("package @acme/p{i}"));
+        assert_eq!(
+            message_subject(&many),
+            "[FIRING:critical] 500 findings (group=packages): trusted-publisher-missing (500)"
+        );
+        let text = message_body(&many);
+        assert_eq!(text.matches("Fingerprint: ").count(), 50);
+        assert!(text.contains("\n... and 450 more.\n"), "{text}");
+        assert!(text.contains("npm-watchdog audit"));
+        let page = message_html(&many);
+        assert_eq!(page.matches("<li>").count(), 50);
+        assert!(page.contains("... and 450 more."));
+        let hook = serde_json::to_value(webhook_message(&many)).expect("json");
+        assert_eq!(hook["total"], 500);
+        assert_eq!(hook["omitted"], 450);
+        assert_eq!(hook["findings"].as_array().map(Vec::len), Some(50));
+        assert_eq!(hook["findings"][0]["severity"], "critical", "highest first");
+        assert_eq!(hook["group_key"]["group"], "packages");
+    }
+
+    #[test]
+    fn a_group_escapes_markup_in_every_name() {
+        let m = crate::alerts::fixtures::group_of(2, |i| format!("<script>alert({i})</script>"));
+        let page = message_html(&m);
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(0)&lt;/script&gt;"));
+    }
+
+    #[test]
     fn subjects_name_state_severity_check_and_subject() {
         assert_eq!(
             subject(&note(Status::Firing, false)),

@@ -486,6 +486,47 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// One grouped message (the default `group_by`, `max_items` 50) of `n` FIRING findings of one
+    /// check, each about its own subject named `subject(i)`.
+    pub fn group_of(n: usize, subject: impl Fn(usize) -> String) -> Message {
+        let notes: Vec<Outgoing> = (0..n)
+            .map(|i| {
+                let mut note = note(Status::Firing, false);
+                note.finding.check = "trusted-publisher-missing".into();
+                note.finding.severity = if i == 0 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                note.finding.subject_key = format!("pkg-{i}");
+                note.finding.subject = subject(i);
+                Outgoing {
+                    note,
+                    sinks: vec!["s".into()],
+                }
+            })
+            .collect();
+        let grouping = Grouping {
+            sinks: [(
+                "s".to_string(),
+                SinkGrouping {
+                    by: group::default_group_by(),
+                    max_items: group::DEFAULT_MAX_ITEMS,
+                    route: Route::default(),
+                },
+            )]
+            .into(),
+            groups: [(
+                "trusted-publisher-missing".to_string(),
+                "packages".to_string(),
+            )]
+            .into(),
+        };
+        let mut all = group::messages(&notes, &grouping, &BTreeMap::new());
+        assert_eq!(all.len(), 1);
+        all.remove(0).1
+    }
+
     /// The bulk-hardening token's stale bypass-2FA finding, as a notification.
     pub fn note(status: Status, reminder: bool) -> Notification {
         let t = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")

@@ -415,6 +415,36 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_is_one_incident_inside_pagerdutys_limits_resolved_when_all_of_it_is() {
+        use crate::alerts::fixtures::{context, group_of};
+        let ctx = context("registry.npmjs.org: alice", None);
+        let m = group_of(500, |i| format!("package {i} {}", "x".repeat(1_000_000)));
+        let e = group_event(&m, "pager", "key", &ctx).expect("a trigger");
+        assert_eq!(e.event_action, "trigger");
+        let body = serde_json::to_vec(&e).expect("json");
+        assert!(body.len() < 512 * 1024, "{} bytes", body.len());
+        let payload = e.payload.as_ref().expect("payload");
+        assert!(payload.summary.chars().count() <= SUMMARY_CHARS);
+        assert_eq!(payload.severity, "critical");
+        assert_eq!(payload.custom_details["total"], 500);
+        assert_eq!(payload.custom_details["omitted"], 450);
+        let again = group_of(3, |i| format!("package {i}"));
+        let e2 = group_event(&again, "pager", "key", &ctx).expect("a trigger");
+        assert_eq!(e.dedup_key, e2.dedup_key, "one incident per sink and group key");
+        let other = group_event(&again, "pager-2", "key", &ctx).expect("a trigger");
+        assert_ne!(e.dedup_key, other.dedup_key);
+
+        let mut resolved = again.clone();
+        resolved.status = Status::Resolved;
+        resolved.still_active = 2;
+        assert!(group_event(&resolved, "pager", "key", &ctx).is_none(), "the group is still open");
+        resolved.still_active = 0;
+        let r = group_event(&resolved, "pager", "key", &ctx).expect("a resolve");
+        assert_eq!(r.event_action, "resolve");
+        assert_eq!(r.dedup_key, e.dedup_key);
+    }
     use crate::alerts::fixtures::note;
 
     const KEY: &str = "R0utingKey0123456789abcdefABCDEF";

@@ -330,6 +330,37 @@ mod tests {
     use super::*;
     use crate::alerts::fixtures::note;
 
+    #[test]
+    fn a_group_stays_inside_slacks_limits_whatever_its_size_and_names() {
+        use crate::alerts::fixtures::group_of;
+        for (n, name_len) in [(2, 20), (50, 20), (500, 20), (50, 1_000_000)] {
+            let m = group_of(n, |i| format!("package {i} {}", "x".repeat(name_len)));
+            let p = message_payload(&m);
+            let blocks = p["blocks"].as_array().expect("blocks");
+            assert!(blocks.len() <= 50, "{n} x {name_len}: {} blocks", blocks.len());
+            for b in blocks {
+                let text = b["text"]["text"].as_str().unwrap_or("");
+                let max = if b["type"] == "header" { HEADER_MAX } else { SECTION_MAX };
+                assert!(text.chars().count() <= max, "{n} x {name_len}: {}", text.len());
+            }
+            assert!(p["text"].as_str().expect("text").chars().count() <= TEXT_MAX);
+            let listed: usize = blocks
+                .iter()
+                .filter_map(|b| b["text"]["text"].as_str())
+                .map(|t| t.matches("• ").count())
+                .sum();
+            let more = m.total - listed;
+            let all = p.to_string();
+            if more > 0 {
+                assert!(all.contains(&format!("… and {more} more.")), "{n} x {name_len}");
+            }
+            assert!(serde_json::to_vec(&p).expect("json").len() < 200_000);
+        }
+        let hostile = group_of(2, |_| "<!channel> & <https://evil.example|click>".into());
+        let all = message_payload(&hostile).to_string();
+        assert!(!all.contains("<!channel>") && !all.contains("<https://evil"), "{all}");
+    }
+
     fn texts(v: &Value) -> Vec<String> {
         v["blocks"]
             .as_array()
