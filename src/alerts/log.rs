@@ -11,7 +11,8 @@ impl Sink for LogSink {
         "log"
     }
 
-    /// One line per notification: the log is not grouped, so each stays greppable on its own.
+    /// One line per notification a message carries, so each stays greppable on its own, then one
+    /// line counting those it does not carry.
     async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
         for n in &m.notes {
             let f = &n.finding;
@@ -28,7 +29,14 @@ impl Sink for LogSink {
             );
         }
         if m.omitted() > 0 {
-            tracing::warn!(target: "npm_watchdog::alert", omitted = m.omitted(), "and more findings not shown");
+            tracing::warn!(
+                target: "npm_watchdog::alert",
+                omitted = m.omitted(),
+                total = m.total,
+                group = %m.key_text(),
+                "and {} more findings of this group not shown (max_items): see `npm-watchdog audit`",
+                m.omitted()
+            );
         }
         Ok(())
     }

@@ -460,12 +460,13 @@ impl AlertsConfig {
                 });
             }
         }
-        // The log keeps one line per finding, greppable on its own.
+        // The log is grouped too, so a first run over thousands of findings is not thousands of
+        // lines; each finding a message carries is still a line of its own.
         if targets.is_empty() || self.log {
             targets.push(Target {
                 sink: Arc::new(log::LogSink),
                 route: Route::default(),
-                grouping: None,
+                grouping: Some((self.group_by.clone(), self.max_items)),
             });
         }
         Ok(targets)
