@@ -553,22 +553,26 @@ async fn an_org_list_refused_to_the_read_credential_keeps_the_stored_view() {
         .as_deref(),
         Some("1")
     );
-    let health = wd.state().group_health().expect("health");
-    let org = health
-        .iter()
-        .find(|h| h.group == "org")
-        .expect("org health");
+    let error = last_error(&wd, "org");
     assert!(
-        org.last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("forbidden (403): Forbidden; the read credential may not read this"),
-        "{org:?}"
+        error.contains("forbidden (403): Forbidden; the read credential may not read this"),
+        "{error}"
     );
     // Back: the same view, nothing fires again.
     s.registry.clear_faults();
     cycle_group(&wd, Group::Org).await;
     assert!(s.hook.take().is_empty());
+}
+
+/// The last error the state holds for `group`'s runs ("" when none).
+fn last_error(wd: &Watchdog, group: &str) -> String {
+    wd.state()
+        .group_health()
+        .expect("health")
+        .into_iter()
+        .find(|h| h.group == group)
+        .and_then(|h| h.last_error)
+        .unwrap_or_default()
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -1008,17 +1012,10 @@ async fn org_group_teams_owners_retired_accounts_and_a_missing_org() {
     cycle_group(&wd, Group::Org).await;
     // The second failed org run in a row (blind_after = 2): the watchdog says it cannot see.
     assert_eq!(s.hook.take(), vec!["FIRING watchdog-blind check group org"]);
-    let health = wd.state().group_health().expect("health");
-    let org = health
-        .iter()
-        .find(|h| h.group == "org")
-        .expect("org health");
+    let error = last_error(&wd, "org");
     assert!(
-        org.last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("org nope: org_roster: not found (404)"),
-        "{org:?}"
+        error.contains("org nope: org_roster: not found (404)"),
+        "{error}"
     );
     assert!(!s
         .registry

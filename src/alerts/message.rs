@@ -58,15 +58,7 @@ pub fn body(n: &Notification) -> String {
 /// (one column, no images, no external resources, inline styles only).
 pub fn html(n: &Notification) -> String {
     let f = &n.finding;
-    let mut out = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head>\n\
-         <body style=\"font-family: sans-serif; line-height: 1.4; max-width: 40em; margin: 0 auto; padding: 1em;\">\n",
-    );
-    out.push_str(&format!(
-        "<h2 style=\"font-size: 1.1em;\">{}</h2>\n",
-        escape(&subject(n))
-    ));
+    let mut out = html_head(&subject(n));
     match n.status {
         Status::Firing => {
             out.push_str(&format!("<p>{}</p>\n", escape(&f.summary)));
@@ -107,6 +99,18 @@ pub fn html(n: &Notification) -> String {
     row("Fingerprint", &n.fingerprint());
     out.push_str("</table>\n<p style=\"color: #777;\">-- npm-watchdog</p>\n</body></html>\n");
     out
+}
+
+/// The start of an email's HTML part, up to its title: one column, no images, no external
+/// resources, inline styles only.
+fn html_head(title: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head>\n\
+         <body style=\"font-family: sans-serif; line-height: 1.4; max-width: 40em; margin: 0 auto; padding: 1em;\">\n\
+         <h2 style=\"font-size: 1.1em;\">{}</h2>\n",
+        escape(title)
+    )
 }
 
 /// Text as HTML: the five characters that could open markup or end an attribute.
@@ -282,15 +286,7 @@ pub fn message_html(m: &Message) -> String {
     if let Some(n) = m.only() {
         return html(n);
     }
-    let mut out = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head>\n\
-         <body style=\"font-family: sans-serif; line-height: 1.4; max-width: 40em; margin: 0 auto; padding: 1em;\">\n",
-    );
-    out.push_str(&format!(
-        "<h2 style=\"font-size: 1.1em;\">{}</h2>\n",
-        escape(&message_subject(m))
-    ));
+    let mut out = html_head(&message_subject(m));
     if m.status == Status::Resolved && m.still_active > 0 {
         out.push_str(&format!(
             "<p>{} finding(s) of this group are still active.</p>\n",

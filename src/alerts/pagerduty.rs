@@ -210,6 +210,21 @@ pub struct Event<'a> {
     pub links: Vec<Link>,
 }
 
+impl<'a> Event<'a> {
+    /// A bare `resolve` of the incident `dedup_key`.
+    fn resolve(routing_key: &'a str, dedup_key: String) -> Self {
+        Event {
+            routing_key,
+            event_action: "resolve",
+            dedup_key,
+            payload: None,
+            client: None,
+            client_url: None,
+            links: Vec::new(),
+        }
+    }
+}
+
 /// What a trigger event says about the finding.
 #[derive(Debug, Serialize)]
 pub struct Payload<'a> {
@@ -248,15 +263,7 @@ pub fn event<'a>(n: &'a Notification, routing_key: &'a str, ctx: &'a SinkContext
     let fingerprint = n.fingerprint();
     let dedup_key = dedup_key(&fingerprint);
     if n.status == Status::Resolved {
-        return Event {
-            routing_key,
-            event_action: "resolve",
-            dedup_key,
-            payload: None,
-            client: None,
-            client_url: None,
-            links: Vec::new(),
-        };
+        return Event::resolve(routing_key, dedup_key);
     }
     let f = &n.finding;
     let def = ctx.check(&f.check);
@@ -318,15 +325,7 @@ pub fn group_event<'a>(
         if m.still_active > 0 {
             return None;
         }
-        return Some(Event {
-            routing_key,
-            event_action: "resolve",
-            dedup_key,
-            payload: None,
-            client: None,
-            client_url: None,
-            links: Vec::new(),
-        });
+        return Some(Event::resolve(routing_key, dedup_key));
     }
     let findings: Vec<serde_json::Value> = m
         .notes
