@@ -55,8 +55,10 @@ impl ReadError {
             detail.push_str("; ");
             detail.push_str(hint);
         }
+        // `what` names a package, org or user, perhaps from a registry listing: shown inert.
+        let what: String = what.into();
         Self {
-            what: what.into(),
+            what: crate::inert::show_at_most(&what, 400).into_owned(),
             reason: e.reason(),
             detail,
         }

@@ -57,6 +57,7 @@ pub mod delivery;
 mod dod;
 pub mod fetch;
 pub mod finding;
+pub mod inert;
 pub(crate) mod lock;
 pub mod metrics;
 pub mod registry;

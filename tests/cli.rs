@@ -214,6 +214,54 @@ async fn tokens_lists_every_token_with_its_risk() {
     assert_eq!(v[0]["allowlisted"], true);
 }
 
+/// Whoever can create a token names it. A name that tries to forge lines, drive the terminal, hide
+/// a link, reverse text or drown the output comes out inert and bounded in `tokens` and `audit`,
+/// one row per token, while `--format json` keeps the name as the registry sent it.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_token_names_are_inert_in_tables_and_audits() {
+    let forged = "ci\nINFO npm_watchdog: all tokens revoked, account hardened";
+    let terminal = "\u{1b}[2J\u{1b}]8;;https://evil.example\u{7}x\u{1b}]0;title\u{7}\u{9b}1A\u{0}";
+    let bidi = "gpj.\u{202e}exe\u{200b}";
+    let huge = "x".repeat(1_000_000);
+    let (_reg, dir) = setup(
+        vec![
+            token("aaaaaa0000000000aaaa", forged, false, false),
+            token("bbbbbb0000000000bbbb", terminal, true, false),
+            token("cccccc0000000000cccc", bidi, false, false),
+            token("dddddd0000000000dddd", &huge, false, false),
+        ],
+        "",
+    )
+    .await;
+    let inert = |what: &str, text: &str| {
+        for bad in ['\u{1b}', '\u{9b}', '\u{7}', '\u{0}', '\u{202e}', '\u{200b}'] {
+            assert!(!text.contains(bad), "{what} holds {bad:?}");
+        }
+        assert!(
+            !text.contains("\nINFO npm_watchdog"),
+            "{what}: a forged line"
+        );
+    };
+    let out = run(dir.path(), &["tokens"]).await;
+    let text = stdout(&out);
+    inert("tokens", &text);
+    assert_eq!(text.lines().count(), 1 + 4, "one row per token:\n{text}");
+    assert!(text.len() < 8_000, "{} bytes", text.len());
+    assert!(text.contains("ci\\nINFO npm_watchdog"), "{text}");
+    assert!(text.contains("gpj.\\u{202e}exe"), "{text}");
+    assert!(text.contains("…(+999800 bytes, sha256 "), "{text}");
+
+    let out = run(dir.path(), &["audit"]).await;
+    let text = stdout(&out);
+    inert("audit", &text);
+    assert!(text.len() < 64_000, "{} bytes", text.len());
+    assert!(text.contains("token bbbbbb (\\u{1b}[2J"), "{text}");
+
+    let out = run(dir.path(), &["tokens", "--format", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["name"], forged, "JSON keeps the name as sent");
+}
+
 /// A bypass-2FA token past its expiry is still listed (npmjs.com keeps it) but can do nothing:
 /// `tokens` marks it expired, and the audit judges D5 and D9 on live tokens only.
 #[tokio::test(flavor = "multi_thread")]

@@ -636,8 +636,10 @@ os.execv(sys.argv[1], sys.argv[1:])
 /// A TLS front for the fake registry (GET only, what the token checks use). Prints its port, then logs
 /// one line per request with the TLS version.
 const TLS_PROXY: &str = r#"
-import http.server, ssl, sys, urllib.request, urllib.error
+import http.server, ssl, sys, threading, urllib.request, urllib.error
 upstream, cert, key = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
+# Requests are served on threads: one lock, one write per line, so lines never interleave.
+log_lock = threading.Lock()
 class Proxy(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a):
@@ -658,7 +660,9 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        print(code, self.path, self.request.version(), file=sys.stderr, flush=True)
+        with log_lock:
+            sys.stderr.write(f"{code} {self.path} {self.request.version()}\n")
+            sys.stderr.flush()
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)

@@ -35,6 +35,8 @@ mod watchdog_blind;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use url::Url;
 
@@ -282,6 +284,12 @@ pub fn run_group(
             ran.push(def.id);
         }
     }
+    // A finding's text embeds names the registry or a CI API chose: it is made inert here, once,
+    // for every output (email, Slack, PagerDuty, terminal tables, logs, JSON). The machine keys
+    // (`subject_key`, the fingerprint) keep the full value.
+    for f in &mut findings {
+        inert_text(f);
+    }
     if snap.registry.as_str() != DEFAULT_REGISTRY {
         // npm commands in a fix act on the public registry unless told otherwise.
         for f in &mut findings {
@@ -294,6 +302,24 @@ pub fn run_group(
         }
     }
     (findings, ran)
+}
+
+/// Escape and bound a finding's text (see [`crate::inert`]): the subject to a name's length, the
+/// sentences to a paragraph's. Nothing is copied when nothing needs it.
+fn inert_text(f: &mut Finding) {
+    use crate::inert::{show, show_at_most, TEXT_CHARS};
+    if let Cow::Owned(s) = show(&f.subject) {
+        f.subject = s;
+    }
+    if let Cow::Owned(s) = show_at_most(&f.summary, TEXT_CHARS) {
+        f.summary = s;
+    }
+    if let Cow::Owned(s) = show_at_most(&f.fix, TEXT_CHARS) {
+        f.fix = s;
+    }
+    if let Cow::Owned(s) = show_at_most(&f.why, TEXT_CHARS) {
+        f.why = Cow::Owned(s);
+    }
 }
 
 /// A compact age: `6d 2h`, `5h 12m`, `42m`, `30s` (the two largest units).

@@ -20,6 +20,7 @@ use crate::ci::{self, CiInventory};
 use crate::collect;
 use crate::dod::{self, DodRow, Verdict};
 use crate::finding::Finding;
+use crate::inert;
 use crate::registry::{OrgView, RegistryError, TrustConfig};
 use crate::runtime::Runtime;
 use crate::state::State;
@@ -389,8 +390,13 @@ pub async fn audit(rt: &Runtime, args: AuditArgs<'_>) -> Result<Outcome, Command
             out.push_str("\nDefinition of Done\n");
             for r in &rows {
                 let _ = writeln!(out, "  {:<3} {:<10} {}", r.id, r.status.as_str(), r.title);
+                // Evidence names packages, tokens and accounts: shown inert, one line each.
                 for e in &r.evidence {
-                    let _ = writeln!(out, "                 - {e}");
+                    let _ = writeln!(
+                        out,
+                        "                 - {}",
+                        inert::show_at_most(e, inert::TEXT_CHARS)
+                    );
                 }
             }
             let _ = writeln!(out, "\nFindings ({})", findings.len());

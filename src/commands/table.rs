@@ -9,8 +9,19 @@ pub(super) fn date(t: Option<DateTime<Utc>>) -> String {
     t.map_or("-".to_string(), |t| t.format("%Y-%m-%d").to_string())
 }
 
-/// Left-aligned columns, two spaces apart; the last column is not padded.
+/// Left-aligned columns, two spaces apart; the last column is not padded. Cells hold names the
+/// registry chose: each is shown inert ([`crate::inert::show`]), so none can break a row or drive
+/// the terminal.
 pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| crate::inert::show(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

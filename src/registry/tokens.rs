@@ -129,11 +129,13 @@ impl Token {
         self.expires.is_some_and(|e| e <= now)
     }
 
-    /// `token 82e393 (bulk-hardening)`: how alerts name a token.
+    /// `token 82e393 (bulk-hardening)`: how alerts name a token. The name is whatever its creator
+    /// typed: shown inert ([`crate::inert::show`]).
     pub fn label(&self) -> String {
+        let id = crate::inert::show(&self.id);
         match &self.name {
-            Some(n) if !n.is_empty() => format!("token {} ({n})", self.id),
-            _ => format!("token {}", self.id),
+            Some(n) if !n.is_empty() => format!("token {id} ({})", crate::inert::show(n)),
+            _ => format!("token {id}"),
         }
     }
 }
