@@ -335,12 +335,10 @@ impl Metrics {
             self.tokens
                 .with_label_values(&[t.access.as_str(), bypass, state])
                 .inc();
-            let labels = [
-                t.id.as_str(),
-                t.name.as_deref().unwrap_or(""),
-                t.access.as_str(),
-                bypass,
-            ];
+            // A name is whatever the token's creator typed: bounded (and escaped) like any name
+            // shown, so 10,000 tokens with 10 KB names cannot make /metrics hundreds of megabytes.
+            let name = crate::inert::show(t.name.as_deref().unwrap_or(""));
+            let labels = [t.id.as_str(), &name, t.access.as_str(), bypass];
             if let Some(c) = t.created {
                 self.token_created
                     .with_label_values(&labels)
@@ -573,6 +571,33 @@ mod tests {
             scrapes += 1;
         }
         writer.join().expect("writer thread");
+    }
+
+    /// 10,000 tokens named with 10 KB each (and control characters): each token's series stays a
+    /// few hundred bytes, so /metrics stays a few megabytes.
+    #[test]
+    fn hostile_token_names_are_bounded_labels() {
+        let mut tokens = crate::checks::fixtures::tokens();
+        let template = tokens.remove(0);
+        let tokens: Vec<Token> = (0..10_000)
+            .map(|i| {
+                let mut t = template.clone();
+                t.id = format!("{i:06x}");
+                t.key = format!("{i:06x}{}", "0".repeat(26));
+                t.name = Some(format!("n{i}\n{}", "x".repeat(10_000)));
+                t
+            })
+            .collect();
+        let m = Metrics::new();
+        m.set_tokens(&tokens, Utc::now());
+        let text = m.render();
+        assert!(text.len() < 10 << 20, "{} bytes", text.len());
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("npm_watchdog_token_created_timestamp_seconds{"))
+            .expect("a token series");
+        assert!(line.len() < 600, "{line}");
+        assert!(line.contains("\\\\n"), "the newline shown escaped: {line}");
     }
 
     #[test]

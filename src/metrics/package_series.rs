@@ -54,7 +54,8 @@ impl Collector for PackageSeries {
             .map(|(name, trusted)| {
                 let mut label = LabelPair::default();
                 label.set_name("package".to_string());
-                label.set_value(name.clone());
+                // The registry's name, bounded like any name shown.
+                label.set_value(crate::inert::show(name).into_owned());
                 let mut gauge = prometheus::proto::Gauge::default();
                 gauge.set_value(if *trusted { 1.0 } else { 0.0 });
                 let mut metric = Metric::from_gauge(gauge);
