@@ -37,9 +37,10 @@ pub struct Dispatcher {
     wake: Notify,
 }
 
-/// Outbox rows read at a time per sink: a backlog of 90,000 notifications is worked through in
-/// slices instead of being decoded whole.
-const DRAIN_SLICE: usize = 256;
+/// Outbox rows read at a time per sink: a backlog is worked through in slices instead of being
+/// decoded whole, and the head of the queue (where a new critical message goes) is looked at again
+/// after each slice.
+const DRAIN_SLICE: usize = 32;
 
 impl Dispatcher {
     pub fn new(state: Arc<State>, metrics: Metrics, targets: Vec<Target>) -> Self {
@@ -226,19 +227,26 @@ impl Dispatcher {
     /// the sink must wait (a failed send, a retry not yet due). A sink no longer configured has its
     /// rows dropped.
     async fn drain(&self, name: &str, sink: Option<&dyn Sink>, now: DateTime<Utc>) {
-        let mut after = 0;
+        // Each slice is read from the head of the queue again, so a critical message queued while a
+        // backlog of warnings drains goes out after the current slice, not after the backlog. Rows
+        // handled in this pass are not handled twice, even if the outbox could not record them.
+        let mut handled = std::collections::HashSet::new();
         loop {
-            let items = match self.state.pending_for(name, after, DRAIN_SLICE) {
+            let items = match self.state.pending_for(name, DRAIN_SLICE) {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(error = %e, sink = name, "cannot read the outbox");
                     return;
                 }
             };
-            let Some(last) = items.last().map(|i| i.id) else {
-                return;
-            };
             let whole = items.len() == DRAIN_SLICE;
+            // A row seen again in this pass is one the outbox could not record as done: leave it
+            // to the next pass rather than send it again now.
+            let items: Vec<OutboxItem> =
+                items.into_iter().filter(|i| handled.insert(i.id)).collect();
+            if items.is_empty() {
+                return;
+            }
             let went_on = match sink {
                 Some(sink) => self.deliver(sink, items, now).await,
                 None => {
@@ -249,7 +257,6 @@ impl Dispatcher {
             if !(went_on && whole) {
                 return;
             }
-            after = last;
         }
     }
 

@@ -174,3 +174,38 @@ async fn a_stuck_sink_does_not_hold_back_another() {
         "delivered before the loop stopped"
     );
 }
+
+/// A backlog is delivered highest severity first: a critical finding queued behind a thousand
+/// warnings reaches the sink first, and the warnings keep their order after it.
+#[tokio::test]
+async fn a_critical_message_overtakes_a_backlog_of_warnings() {
+    let sink = Arc::new(Recording {
+        seen: Mutex::new(Vec::new()),
+        fail_at: Mutex::new(None),
+        calls: Mutex::new(0),
+    });
+    let outbox = Outbox::new(
+        vec![Arc::clone(&sink) as Arc<dyn Sink>],
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let warning = |i| {
+        let mut n = note(i);
+        n.finding.severity = Severity::Warning;
+        n
+    };
+    outbox.queue((0..BACKLOG).map(warning).collect(), &["recording"]);
+    outbox.queue(vec![note(BACKLOG)], &["recording"]);
+    outbox.pass(Duration::ZERO).await;
+    let seen = sink.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), BACKLOG + 1);
+    assert_eq!(
+        seen[0],
+        format!("version pkg-{BACKLOG:05}@1.0.0"),
+        "critical first"
+    );
+    assert_eq!(
+        seen[1..],
+        subjects(0..BACKLOG),
+        "the warnings in their order"
+    );
+}

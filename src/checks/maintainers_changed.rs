@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use super::command::{npm_or_withheld, Word};
 use super::{CheckDef, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
@@ -58,7 +59,14 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
         if !added.is_empty() {
             let cmds: Vec<String> = added
                 .iter()
-                .map(|u| format!("`npm owner rm {u} {name}`"))
+                .map(|u| {
+                    npm_or_withheld(&[
+                        Word::Lit("owner"),
+                        Word::Lit("rm"),
+                        Word::Name(u),
+                        Word::Package(name),
+                    ])
+                })
                 .collect();
             fix.push(format!(
                 "If nobody on the team added {} on purpose, remove them at once ({}) and check what the package \
@@ -70,7 +78,14 @@ fn evaluate(snap: &Snapshot, _policy: &PolicyConfig) -> Vec<Finding> {
         if !removed.is_empty() {
             let cmds: Vec<String> = removed
                 .iter()
-                .map(|u| format!("`npm owner add {u} {name}`"))
+                .map(|u| {
+                    npm_or_withheld(&[
+                        Word::Lit("owner"),
+                        Word::Lit("add"),
+                        Word::Name(u),
+                        Word::Package(name),
+                    ])
+                })
                 .collect();
             fix.push(format!(
                 "If {} should still be a maintainer, add them back ({}) and find out who removed them.",
@@ -133,6 +148,17 @@ mod tests {
         assert!(run(None).is_empty());
         // A package with no earlier record (left-pad-acme) is not compared either.
         assert!(run(Some(&prev(&[("@acme/old", &["x"])]))).is_empty());
+    }
+
+    /// The stored list names a maintainer whose name is a shell command: the fix suggests no command
+    /// that pastes it.
+    #[test]
+    fn a_maintainer_name_that_is_not_an_npm_name_gets_no_command() {
+        let p = prev(&[("@acme/core", &["alice", "bob", "MAINT-$(id);rm -rf ~"])]);
+        let got = run(Some(&p));
+        let fix = &got[0].fix;
+        assert!(fix.contains("is not a valid npm name"), "{fix}");
+        assert!(!fix.contains("`npm owner add MAINT"), "{fix}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! on the fixtures below, then add `mod <id>;` and `<id>::CHECK` to [`all`]. The daemon, `audit`, the
 //! `findings` metric and the scorecard pick it up from there.
 
+pub(crate) mod command;
 mod group;
 
 mod account_2fa;

@@ -14,6 +14,7 @@
 //! ("write stays with owners" assumes the owner list is right, which this check watches separately).
 //! Attaching it to D8 would fail that box for a reason the D8 fix (read-only teams) does not address.
 
+use super::command::{npm_or_withheld, Word};
 use super::{CheckDef, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
@@ -61,9 +62,17 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                       foothold that outlives every deleted token."
                     .into(),
                 fix: format!(
-                    "If {user} should not have these rights, demote them with `npm org set {org} {user} developer` \
-                     or remove them with `npm org rm {org} {user}`, then check the org's teams and the packages' \
-                     maintainers for changes they made. If they should, add \"{user}\" to policy.expected_owners."
+                    "If {user} should not have these rights, demote them with {} or remove them with {}, then \
+                     check the org's teams and the packages' maintainers for changes they made. If they should, \
+                     add \"{user}\" to policy.expected_owners.",
+                    npm_or_withheld(&[
+                        Word::Lit("org"),
+                        Word::Lit("set"),
+                        Word::Name(org),
+                        Word::Name(user),
+                        Word::Lit("developer"),
+                    ]),
+                    npm_or_withheld(&[Word::Lit("org"), Word::Lit("rm"), Word::Name(org), Word::Name(user)]),
                 ),
                 dod: CHECK.dod_box(),
             });

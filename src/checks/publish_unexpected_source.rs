@@ -23,6 +23,7 @@
 
 use chrono::SecondsFormat;
 
+use super::command::{npm_or_withheld, Word};
 use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::{ExpectedSource, PolicyConfig};
 use crate::registry::{ProvenanceSource, TrustedPublisher};
@@ -77,10 +78,22 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                     .into(),
                 fix: format!(
                     "Check the version's contents and the CI run that built it. If it is not yours, deprecate it: \
-                     `npm deprecate {spec} \"<why, and which version to use>\"`. Then list the package's trusted \
-                     publisher (`npm trust list {name}`); if it does not point at {expected}, remove it with \
-                     `npm trust revoke --id <id> {name}` and create the right one, bound to a protected \
-                     environment. If the new source is intended, update policy.expected_publishers.\"{name}\"."
+                     {}. Then list the package's trusted publisher ({}); if it does not point at {expected}, \
+                     remove it with {} and create the right one, bound to a protected environment. If the new \
+                     source is intended, update policy.expected_publishers.\"{name}\".",
+                    npm_or_withheld(&[
+                        Word::Lit("deprecate"),
+                        Word::Spec(&spec),
+                        Word::Lit(super::publish_untrusted::DEPRECATE_WHY),
+                    ]),
+                    npm_or_withheld(&[Word::Lit("trust"), Word::Lit("list"), Word::Package(name)]),
+                    npm_or_withheld(&[
+                        Word::Lit("trust"),
+                        Word::Lit("revoke"),
+                        Word::Lit("--id"),
+                        Word::Lit("<id>"),
+                        Word::Package(name),
+                    ]),
                 ),
                 dod: CHECK.dod_box(),
             });

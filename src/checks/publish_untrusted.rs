@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::command::{npm_or_withheld, Word};
 use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
@@ -30,6 +31,9 @@ pub const CHECK: CheckDef = CheckDef {
 /// npm lets a version be unpublished for this long after it was published (npm's unpublish policy;
 /// other conditions apply, so the fix only mentions it as an option).
 const UNPUBLISH_WINDOW_HOURS: i64 = 72;
+
+/// The placeholder a suggested `npm deprecate` leaves for its message.
+pub(super) const DEPRECATE_WHY: &str = "\"<why, and which version to use>\"";
 
 fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
     let Some(set) = snap.packages else {
@@ -78,8 +82,9 @@ fn finding(
     );
     let unpublish = if now - published < chrono::Duration::hours(UNPUBLISH_WINDOW_HOURS) {
         format!(
-            " It is still inside npm's {UNPUBLISH_WINDOW_HOURS}-hour unpublish window, so `npm unpublish {spec}` \
-             is also possible if nothing depends on it yet."
+            " It is still inside npm's {UNPUBLISH_WINDOW_HOURS}-hour unpublish window, so {} is also \
+             possible if nothing depends on it yet.",
+            npm_or_withheld(&[Word::Lit("unpublish"), Word::Spec(&spec)])
         )
     } else {
         String::new()
@@ -101,12 +106,13 @@ fn finding(
               holding such a token can ship malicious code the same way. Evidence against boxes D4 and D7."
             .into(),
         fix: format!(
-            "Check what the version contains before anything else (`npm pack {spec}` and compare it with the \
-             tagged source). Then deprecate it: `npm deprecate {spec} \"<why, and which version to use>\"`, at \
-             once if it is not a release you made, or after releasing it again through trusted publishing if it \
+            "Check what the version contains before anything else ({} and compare it with the tagged \
+             source). Then deprecate it: {}, at once if it is not a release you made, or after releasing it again through trusted publishing if it \
              is; deprecating resolves this finding.{unpublish} Revoke the tokens that could publish (`npm token \
              list`, then `npm token revoke <id>` for each), {check_account}, and set every package to \"Require \
-             2FA and disallow tokens\": `npm-watchdog harden --otp CODE`."
+             2FA and disallow tokens\": `npm-watchdog harden`.",
+            npm_or_withheld(&[Word::Lit("pack"), Word::Spec(&spec)]),
+            npm_or_withheld(&[Word::Lit("deprecate"), Word::Spec(&spec), Word::Lit(DEPRECATE_WHY)]),
         ),
         dod: CHECK.dod_box(),
     }
@@ -158,11 +164,7 @@ mod tests {
             core.fix
         );
         assert!(core.fix.contains("`npm token list`"), "{}", core.fix);
-        assert!(
-            core.fix.contains("npm-watchdog harden --otp CODE"),
-            "{}",
-            core.fix
-        );
+        assert!(core.fix.contains("`npm-watchdog harden`"), "{}", core.fix);
         assert!(core.fix.contains("check the account `bob`"), "{}", core.fix);
         assert!(
             !core.fix.contains("npm unpublish"),

@@ -10,6 +10,7 @@
 //! finding. The package side reads the packuments the snapshot carries (the daemon passes the last
 //! stored copies to the org group); without packuments only memberships are checked.
 
+use super::command::{npm_or_withheld, Word};
 use super::{CheckDef, Dod, Finding, Group, Severity, Snapshot, Source};
 use crate::config::PolicyConfig;
 
@@ -49,8 +50,8 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                 ),
                 why: WHY.into(),
                 fix: format!(
-                    "Remove it from the org: `npm org rm {org} {user}`. Then revoke the account's tokens or \
-                     delete the account."
+                    "Remove it from the org: {}. Then revoke the account's tokens or delete the account.",
+                    npm_or_withheld(&[Word::Lit("org"), Word::Lit("rm"), Word::Name(org), Word::Name(user)])
                 ),
                 dod: CHECK.dod_box(),
             });
@@ -72,8 +73,14 @@ fn evaluate(snap: &Snapshot, policy: &PolicyConfig) -> Vec<Finding> {
                 ),
                 why: WHY.into(),
                 fix: format!(
-                    "Remove it from the package's maintainers: `npm owner rm {user} {name}`. Then revoke the \
-                     account's tokens or delete the account."
+                    "Remove it from the package's maintainers: {}. Then revoke the account's tokens or delete \
+                     the account.",
+                    npm_or_withheld(&[
+                        Word::Lit("owner"),
+                        Word::Lit("rm"),
+                        Word::Name(user),
+                        Word::Package(name),
+                    ])
                 ),
                 dod: CHECK.dod_box(),
             });

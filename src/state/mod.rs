@@ -27,8 +27,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 pub use commit::{health_after, CiLists, Copies, CycleRecord};
 pub use outbox::OutboxItem;
 
-/// 2: `outbox.claimed` (claim before send).
-const SCHEMA_VERSION: i64 = 2;
+/// 2: `outbox.claimed` (claim before send). 3: `outbox.priority` (the highest severity first).
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -129,7 +129,8 @@ impl State {
                      next_attempt INTEGER NOT NULL,
                      delivered INTEGER,
                      last_error TEXT,
-                     claimed INTEGER
+                     claimed INTEGER,
+                     priority INTEGER NOT NULL DEFAULT 0
                  );
                  CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered, id);
                  CREATE TABLE IF NOT EXISTS packuments (
@@ -155,9 +156,17 @@ impl State {
         match s.meta("schema_version")? {
             None => s.set_meta("schema_version", &SCHEMA_VERSION.to_string())?,
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            // Version 1 had no claim column; everything else is kept as it is.
-            Some(v) if v == "1" => {
-                s.with(|c| c.execute_batch("ALTER TABLE outbox ADD COLUMN claimed INTEGER;"))?;
+            // Version 1 had no claim column, version 2 no priority; everything else is kept as it
+            // is (rows queued before have priority 0 and go out after new critical ones).
+            Some(v) if v == "1" || v == "2" => {
+                if v == "1" {
+                    s.with(|c| c.execute_batch("ALTER TABLE outbox ADD COLUMN claimed INTEGER;"))?;
+                }
+                s.with(|c| {
+                    c.execute_batch(
+                        "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;",
+                    )
+                })?;
                 s.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
             }
             Some(v) => {
@@ -538,7 +547,7 @@ mod tests {
             .expect("row");
         }
         let s = State::open(&path).expect("migrates");
-        assert_eq!(s.meta("schema_version").expect("meta"), Some("2".into()));
+        assert_eq!(s.meta("schema_version").expect("meta"), Some("3".into()));
         let pending = s.pending().expect("pending");
         assert_eq!(pending.len(), 1);
         assert!(s.claim(pending[0].id, now()).expect("claim"));

@@ -42,7 +42,7 @@ pub(super) fn queue(
     let active = active_counts(tx)?;
     let mut queued = 0;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt) VALUES (?1, ?2, ?3, ?4, ?4)",
+        "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt, priority) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
     )?;
     for (sink, message) in group::messages(notes, grouping, &active) {
         let body = super::json_text(&message)?;
@@ -51,10 +51,20 @@ pub(super) fn queue(
             Some(n) => n.fingerprint(),
             None => format!("group:{}", message.key_text()),
         };
-        insert.execute(params![sink, about, body, ts(now)])?;
+        insert.execute(params![sink, about, body, ts(now), priority(&message)])?;
         queued += 1;
     }
     Ok(queued)
+}
+
+/// A message's place in its sink's queue: the highest severity first, so a new critical finding
+/// reaches the sink ahead of a backlog of warnings; in queue order within a severity.
+fn priority(m: &Message) -> i64 {
+    match m.severity() {
+        Severity::Critical => 2,
+        Severity::Warning => 1,
+        Severity::Info => 0,
+    }
 }
 
 /// Active findings by check and severity.
@@ -83,7 +93,7 @@ impl State {
     pub fn pending(&self) -> Result<Vec<OutboxItem>, StateError> {
         self.pending_rows(
             "SELECT id, sink, body, attempts, next_attempt FROM outbox
-             WHERE delivered IS NULL AND claimed IS NULL ORDER BY id",
+             WHERE delivered IS NULL AND claimed IS NULL ORDER BY priority DESC, id",
             params![],
         )
     }
@@ -99,19 +109,15 @@ impl State {
             .collect())
     }
 
-    /// Up to `limit` undelivered, unclaimed rows of `sink` after row `after`, oldest first: the
-    /// dispatcher reads a queue in such slices, so a backlog of any length costs one slice of memory.
-    pub fn pending_for(
-        &self,
-        sink: &str,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<OutboxItem>, StateError> {
+    /// Up to `limit` undelivered, unclaimed rows of `sink` from the head of its queue: the highest
+    /// severity first, oldest first within it. The dispatcher reads a queue in such slices, so a
+    /// backlog of any length costs one slice of memory.
+    pub fn pending_for(&self, sink: &str, limit: usize) -> Result<Vec<OutboxItem>, StateError> {
         self.pending_rows(
             "SELECT id, sink, body, attempts, next_attempt FROM outbox
-             WHERE sink = ?1 AND id > ?2 AND delivered IS NULL AND claimed IS NULL
-             ORDER BY id LIMIT ?3",
-            params![sink, after, i64::try_from(limit).unwrap_or(i64::MAX)],
+             WHERE sink = ?1 AND delivered IS NULL AND claimed IS NULL
+             ORDER BY priority DESC, id LIMIT ?2",
+            params![sink, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }
 
