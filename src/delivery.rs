@@ -304,7 +304,41 @@ impl Dispatcher {
                     // The queue gauge follows a backlog as it drains, not only at the end of it.
                     self.update_queue_metric();
                 }
-                Err(e) if e.is_rejected() => self.rejected(name, &item, &e, now),
+                Err(e) if e.is_rejected() => {
+                    // Refused for good, perhaps for its size or a name the receiver chokes on: the
+                    // reduced form (names cut, fewer findings, the counts kept) is tried once.
+                    let reduced = match item.message.reduced() {
+                        Some(r) => sink.deliver(&r).await.map(|()| r.total),
+                        None => Err(e),
+                    };
+                    match reduced {
+                        // The reduced form met a passing fault: the row waits and is tried again.
+                        Err(e) if !e.is_rejected() => {
+                            self.count(name, Delivery::Failed);
+                            let wait = retry_delay(item.attempts, &e);
+                            if let Err(e) =
+                                self.state.mark_failed(item.id, &e.to_string(), now + wait)
+                            {
+                                tracing::error!(error = %e, "cannot update the outbox");
+                            }
+                            return false;
+                        }
+                        Ok(total) => {
+                            self.count(name, Delivery::Reduced);
+                            self.metrics.notified(name, total);
+                            tracing::warn!(
+                                sink = name,
+                                about = %about(&item.message),
+                                "the receiver refused a notification; its reduced form was accepted"
+                            );
+                            let note = "delivered reduced: the full message was refused";
+                            if let Err(e) = self.state.mark_delivered(item.id, now, Some(note)) {
+                                tracing::error!(error = %e, "cannot update the outbox");
+                            }
+                        }
+                        Err(e) => self.rejected(name, &item, &e, now),
+                    }
+                }
                 Err(e) => {
                     self.count(name, Delivery::Failed);
                     let wait = retry_delay(item.attempts, &e);

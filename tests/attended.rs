@@ -305,7 +305,7 @@ async fn on_a_terminal_audit_asks_for_a_code_to_read_trust() {
     assert_eq!(s.reg.requests_to("/-/package/").len(), 1 + PACKAGES.len());
 }
 
-/// Writes go one at a time, `registry.write_interval` apart.
+/// Writes go one at a time, `registry.write_interval` apart (1 ms elsewhere in these tests).
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_are_paced() {
     let s = Setup::new("200ms").await;
@@ -329,9 +329,11 @@ async fn writes_are_paced() {
         .map(|r| r.at)
         .collect();
     assert_eq!(at.len(), 3);
+    // The client spaces its sends 200 ms apart; arrivals can be a few ms closer than that (the
+    // first request also opens the connection), never anywhere near back to back.
     for pair in at.windows(2) {
         assert!(
-            pair[1].duration_since(pair[0]) >= Duration::from_millis(200),
+            pair[1].duration_since(pair[0]) >= Duration::from_millis(150),
             "{:?}",
             pair[1].duration_since(pair[0])
         );

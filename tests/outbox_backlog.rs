@@ -209,3 +209,59 @@ async fn a_critical_message_overtakes_a_backlog_of_warnings() {
         "the warnings in their order"
     );
 }
+
+/// A receiver that refuses (for good) any message with a subject longer than 150 characters, as
+/// an SMTP server refuses an over-long line.
+struct Picky {
+    accepted: Mutex<Vec<String>>,
+    calls: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+
+    async fn deliver(&self, m: &Message) -> Result<(), SinkError> {
+        *self.calls.lock().expect("calls") += 1;
+        if m.notes
+            .iter()
+            .any(|n| n.finding.subject.chars().count() > 150)
+        {
+            return Err(SinkError::rejected("500 line too long"));
+        }
+        let mut accepted = self.accepted.lock().expect("accepted");
+        accepted.extend(m.notes.iter().map(|n| n.finding.subject.clone()));
+        Ok(())
+    }
+}
+
+/// A message refused for good for its size is sent again once in its reduced form (names cut, the
+/// counts kept) instead of being lost; a small message refused again is rejected as before.
+#[tokio::test]
+async fn a_message_refused_for_its_size_goes_out_reduced() {
+    let sink = Arc::new(Picky {
+        accepted: Mutex::new(Vec::new()),
+        calls: Mutex::new(0),
+    });
+    let outbox = Outbox::new(
+        vec![Arc::clone(&sink) as Arc<dyn Sink>],
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut long = note(0);
+    long.finding.subject = format!("token 0 ({})", "n".repeat(1_000));
+    outbox.queue(vec![long], &["picky"]);
+    outbox.pass(Duration::ZERO).await;
+    let accepted = sink.accepted.lock().expect("accepted").clone();
+    assert_eq!(accepted.len(), 1, "delivered, not lost");
+    assert!(accepted[0].starts_with("token 0 (nnn"), "{accepted:?}");
+    assert!(
+        accepted[0].contains("…(+"),
+        "cut, saying how much: {accepted:?}"
+    );
+    assert_eq!(outbox.count("picky", "reduced"), 1);
+    assert_eq!(outbox.count("picky", "rejected"), 0);
+    assert_eq!(outbox.waiting("picky"), 0);
+    assert_eq!(*sink.calls.lock().expect("calls"), 2);
+}

@@ -49,6 +49,10 @@ pub fn default_group_by() -> Vec<GroupDim> {
     vec![GroupDim::Group]
 }
 
+/// Findings listed, and characters of each text, in a message's reduced form.
+pub const REDUCED_ITEMS: usize = 10;
+pub const REDUCED_CHARS: usize = 100;
+
 /// The default `max_items`.
 pub const DEFAULT_MAX_ITEMS: usize = 50;
 
@@ -97,6 +101,9 @@ pub struct Message {
     /// the run is recorded. A pager resolves its incident only when none is.
     #[serde(default)]
     pub still_active: usize,
+    /// This is the reduced form of a message its sink refused ([`Message::reduced`]).
+    #[serde(default)]
+    pub reduced: bool,
 }
 
 impl Message {
@@ -111,6 +118,7 @@ impl Message {
             checks: BTreeMap::new(),
             severities: BTreeMap::new(),
             still_active: 0,
+            reduced: false,
         };
         m.count(&note);
         m.notes.push(note);
@@ -153,6 +161,32 @@ impl Message {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// What is sent when a sink refuses this message for good as too large or malformed: at most
+    /// [`REDUCED_ITEMS`] findings, each text cut to [`REDUCED_CHARS`] characters, the counts kept.
+    /// `None` when it is already reduced, or when reducing changes nothing (a small message is
+    /// refused for other reasons, and would be refused again).
+    pub fn reduced(&self) -> Option<Message> {
+        if self.reduced {
+            return None;
+        }
+        let cut = |s: &str| crate::inert::show_at_most(s, REDUCED_CHARS).into_owned();
+        let mut m = self.clone();
+        m.reduced = true;
+        m.notes.truncate(REDUCED_ITEMS);
+        for n in &mut m.notes {
+            let f = &mut n.finding;
+            f.subject = cut(&f.subject);
+            f.subject_key = cut(&f.subject_key);
+            f.summary = cut(&f.summary);
+            f.fix = cut(&f.fix);
+            f.why = std::borrow::Cow::Owned(cut(&f.why));
+            n.resolution = n.resolution.as_deref().map(cut);
+        }
+        let mut unchanged = m.clone();
+        unchanged.reduced = false;
+        (unchanged != *self).then_some(m)
     }
 
     /// Whether it comes from `notify-test`.
@@ -234,6 +268,7 @@ pub fn messages(
             checks: BTreeMap::new(),
             severities: BTreeMap::new(),
             still_active: 0,
+            reduced: false,
         };
         for n in notes {
             m.count(n);

@@ -42,6 +42,9 @@ pub enum Delivery {
     Rejected,
     /// Queued for a sink that is no longer configured.
     Dropped,
+    /// Refused for good, then accepted in a reduced form (names cut, fewer findings listed, the
+    /// counts kept).
+    Reduced,
 }
 
 impl Delivery {
@@ -51,6 +54,7 @@ impl Delivery {
             Delivery::Failed => "failed",
             Delivery::Rejected => "rejected",
             Delivery::Dropped => "dropped",
+            Delivery::Reduced => "reduced",
         }
     }
 }
@@ -192,7 +196,7 @@ impl Metrics {
             notifications: IntCounterVec::new(
                 opts(
                     "notifications_total",
-                    "Notification attempts (a grouped message counts once) by sink and outcome (sent, failed: retried later, rejected: refused for good by the receiver, dropped: the sink was removed).",
+                    "Notification attempts (a grouped message counts once) by sink and outcome (sent, failed: retried later, rejected: refused for good by the receiver, reduced: refused, then accepted in a reduced form, dropped: the sink was removed).",
                 ),
                 &["sink", "outcome"],
             )
