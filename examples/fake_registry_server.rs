@@ -58,6 +58,24 @@ struct Args {
     /// Write the token the registry accepts (the fake's `TOKEN`) to this file.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// List this many tokens on the account, each named with `--token-name-bytes` bytes of hostile
+    /// text (control and bidi characters, a forged log line): the hostile-names measurement.
+    #[arg(long, default_value_t = 0)]
+    hostile_tokens: usize,
+    #[arg(long, default_value_t = 10_240)]
+    token_name_bytes: usize,
+}
+
+/// A token named to forge lines and drive terminals, `bytes` long.
+fn hostile_token(i: usize, bytes: usize) -> serde_json::Value {
+    let head = format!("t{i}\n2026-12-04T00:00:00Z INFO all clear \u{1b}[2J\u{202e}");
+    let name = format!("{head}{}", "x".repeat(bytes.saturating_sub(head.len())));
+    json!({
+        "name": name, "key": format!("{i:08x}{}", "e".repeat(24)), "token": "npm_ab...yz",
+        "cidr": null, "bypass_2fa": i % 10 == 0, "created": "2026-10-01T00:00:00.000Z",
+        "expiry": null, "readonly": false,
+        "permissions": [{"name": "package", "action": "write"}], "revoked": null
+    })
 }
 
 struct Stats {
@@ -86,6 +104,13 @@ async fn main() {
     profile["email"] = json!(format!("{}@example.com", args.user));
     fake.set_profile(profile);
     fake.set_valid_tokens(vec![TOKEN.to_string()]);
+    if args.hostile_tokens > 0 {
+        fake.set_tokens(
+            (0..args.hostile_tokens)
+                .map(|i| hostile_token(i, args.token_name_bytes))
+                .collect(),
+        );
+    }
     if let Some(path) = &args.token_file {
         std::fs::write(path, format!("{TOKEN}\n"))
             .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
