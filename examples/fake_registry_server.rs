@@ -72,7 +72,7 @@ fn hostile_token(i: usize, bytes: usize) -> serde_json::Value {
     let name = format!("{head}{}", "x".repeat(bytes.saturating_sub(head.len())));
     json!({
         "name": name, "key": format!("{i:08x}{}", "e".repeat(24)), "token": "npm_ab...yz",
-        "cidr": null, "bypass_2fa": i % 10 == 0, "created": "2026-10-01T00:00:00.000Z",
+        "cidr": null, "bypass_2fa": i.is_multiple_of(10), "created": "2026-10-01T00:00:00.000Z",
         "expiry": null, "readonly": false,
         "permissions": [{"name": "package", "action": "write"}], "revoked": null
     })
