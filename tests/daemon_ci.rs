@@ -341,3 +341,38 @@ async fn the_running_daemon_schedules_the_ci_group() {
     );
     daemon.kill().await.expect("stop the daemon");
 }
+
+/// A CI secret's name is chosen by whoever can write to the repository: one named to forge a line,
+/// drive a terminal and reverse text comes out inert in the alert, and the fix suggests nothing that
+/// pastes it into a shell.
+#[tokio::test]
+async fn a_hostile_ci_secret_name_is_inert_in_the_alert() {
+    let s = Setup::new().await;
+    let mut seen = 0;
+    let wd = s.watchdog();
+    run_ci(&wd).await;
+    assert_eq!(s.take(&mut seen), Vec::<String>::new());
+    let hostile = "NPM_TOKEN\n2026-12-04T00:00:00Z INFO all clear\u{1b}[2J\u{202e}";
+    s.ci.add_github_repo_secret("acme/widget", hostile, T, T);
+    run_ci(&wd).await;
+    let got = s.take(&mut seen);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let finding = s
+        .hook
+        .findings()
+        .into_iter()
+        .find(|f| f["check"] == "ci-npm-secret")
+        .expect("the finding");
+    for field in ["subject", "summary", "fix", "title"] {
+        let text = finding[field].as_str().unwrap_or_default();
+        assert!(
+            !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{field}: {text:?}"
+        );
+    }
+    let subject = finding["subject"].as_str().unwrap_or_default();
+    assert!(
+        subject.contains("NPM_TOKEN\\n2026-12-04T00:00:00Z INFO all clear\\u{1b}[2J\\u{202e}"),
+        "{subject}"
+    );
+}
