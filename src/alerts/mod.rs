@@ -555,6 +555,59 @@ pub(crate) mod fixtures {
 mod tests {
     use super::*;
 
+    /// Arbitrary names (control, bidi and zero-width characters, any length), made inert as every
+    /// finding is, then rendered by every channel: one line per subject, no hidden character in any
+    /// text, every body inside its channel's limits.
+    #[test]
+    fn arbitrary_names_render_inert_and_bounded_in_every_channel() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2021);
+        let pool: Vec<char> = (0u32..0x100)
+            .chain(0x2000..0x2070)
+            .chain([0xfeff, 0x61c, 0x1f600, 0x41, 0x20])
+            .filter_map(char::from_u32)
+            .collect();
+        let hidden = |c: char| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200b}'..='\u{200d}' | '\u{2028}' | '\u{2029}' | '\u{feff}')
+        };
+        let ctx = fixtures::context("registry.npmjs.org: alice", None);
+        for round in 0..100 {
+            let n = rng.random_range(1..80);
+            let len = if round % 20 == 0 {
+                20_000
+            } else {
+                rng.random_range(0..300)
+            };
+            let names: Vec<String> = (0..n)
+                .map(|_| {
+                    (0..len)
+                        .map(|_| pool[rng.random_range(0..pool.len())])
+                        .collect()
+                })
+                .collect();
+            let m = fixtures::group_of(n, |i| {
+                crate::inert::show(&format!("package {}", names[i])).into_owned()
+            });
+            let subject = message::message_subject(&m);
+            assert!(
+                !subject.chars().any(|c| hidden(c) || c == '\n'),
+                "{subject:?}"
+            );
+            assert!(subject.len() < 998, "{} byte subject", subject.len());
+            for text in [message::message_body(&m), message::message_html(&m)] {
+                assert!(!text.chars().any(hidden), "round {round}");
+                assert!(text.len() < 2 << 20, "{} bytes", text.len());
+            }
+            let slack = serde_json::to_vec(&slack::message_payload(&m)).expect("json");
+            assert!(slack.len() < 200_000, "{} bytes", slack.len());
+            let pd = pagerduty::group_event(&m, "pager", "key", &ctx).expect("trigger");
+            assert!(serde_json::to_vec(&pd).expect("json").len() < 512 << 10);
+            let hook = serde_json::to_vec(&message::webhook_message(&m)).expect("json");
+            assert!(hook.len() < 4 << 20, "{} bytes", hook.len());
+        }
+    }
+
     #[test]
     fn entries_are_named_by_kind_and_position_unless_named() {
         let cfg: AlertsConfig = toml::from_str(
