@@ -190,7 +190,7 @@ async fn a_critical_message_overtakes_a_backlog_of_warnings() {
     );
     let warning = |i| {
         let mut n = note(i);
-        n.finding.severity = Severity::Warning;
+        std::sync::Arc::make_mut(&mut n.finding).severity = Severity::Warning;
         n
     };
     outbox.queue((0..BACKLOG).map(warning).collect(), &["recording"]);
@@ -250,7 +250,8 @@ async fn a_message_refused_for_its_size_goes_out_reduced() {
         tempfile::tempdir().expect("tempdir"),
     );
     let mut long = note(0);
-    long.finding.subject = format!("token 0 ({})", "n".repeat(1_000));
+    std::sync::Arc::make_mut(&mut long.finding).subject =
+        format!("token 0 ({})", "n".repeat(1_000));
     outbox.queue(vec![long], &["picky"]);
     outbox.pass(Duration::ZERO).await;
     let accepted = sink.accepted.lock().expect("accepted").clone();

@@ -298,7 +298,7 @@ async fn summary_is_cut_to_1024_characters() {
     let s = setup(&url);
     let pager = sink(&s.config, &ctx(None));
     let mut n = token_note(Status::Firing);
-    n.finding.summary = "Ünïcödé ".repeat(500);
+    std::sync::Arc::make_mut(&mut n.finding).summary = "Ünïcödé ".repeat(500);
     pager.send(&n).await.expect("delivered");
     let got = events(&pd);
     let summary = got[0]["payload"]["summary"].as_str().expect("summary");

@@ -107,13 +107,14 @@ async fn firing_and_resolved_arrive_as_block_kit_messages() {
     .expect("sink");
 
     let mut n = firing("82e3930f1c5a6a7f0d2b9c44e1f3a5b6");
-    n.finding.subject = "package <@acme/core> & friends".into();
-    n.finding.summary = "2 publishes in 1h > the 1 allowed; see <https://evil.example|here>".into();
+    std::sync::Arc::make_mut(&mut n.finding).subject = "package <@acme/core> & friends".into();
+    std::sync::Arc::make_mut(&mut n.finding).summary =
+        "2 publishes in 1h > the 1 allowed; see <https://evil.example|here>".into();
     sink.send(&n).await.expect("firing delivered");
 
     let mut resolved = firing("82e3930f1c5a6a7f0d2b9c44e1f3a5b6");
     resolved.status = Status::Resolved;
-    resolved.finding.dod = None;
+    std::sync::Arc::make_mut(&mut resolved.finding).dod = None;
     sink.send(&resolved).await.expect("resolved delivered");
 
     let got = fake.requests();

@@ -12,6 +12,7 @@
 //! each check and severity are active once the run is recorded (for `still_active`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -176,7 +177,7 @@ impl Message {
         m.reduced = true;
         m.notes.truncate(REDUCED_ITEMS);
         for n in &mut m.notes {
-            let f = &mut n.finding;
+            let f = Arc::make_mut(&mut n.finding);
             f.subject = cut(&f.subject);
             f.subject_key = cut(&f.subject_key);
             f.summary = cut(&f.summary);

@@ -10,6 +10,7 @@
 //! can neither resolve nor re-fire.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -20,7 +21,7 @@ use crate::finding::{Finding, Severity};
 /// A finding that is active, with its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Active {
-    pub finding: Finding,
+    pub finding: Arc<Finding>,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub last_notified: Option<DateTime<Utc>>,
@@ -51,7 +52,7 @@ impl From<Active> for Previous {
             first_seen: a.first_seen,
             last_seen: a.last_seen,
             last_notified: a.last_notified,
-            finding: Some(a.finding),
+            finding: Some(Arc::unwrap_or_clone(a.finding)),
         }
     }
 }
@@ -153,6 +154,8 @@ pub fn plan<P: Into<Previous>>(
             out.push(Notification::event(finding, now), routes, |_| true);
             continue;
         }
+        // One copy of the text, shared by the finding's record and its notification.
+        let finding = Arc::new(finding);
         match prev.remove(&fp) {
             None => {
                 out.push(
@@ -175,7 +178,7 @@ pub fn plan<P: Into<Previous>>(
                     // (a pager for critical only, after a downgrade) is told it is over for it,
                     // or its incident would stay open forever.
                     if cfg.send_resolved {
-                        let text = old_text(&old, Some(&finding));
+                        let text = old_text(&old, Some(finding.as_ref()));
                         let over = Notification::resolved(text, old.first_seen, now);
                         out.push(over, routes, |r| !r.wants(&finding));
                     }
@@ -521,7 +524,7 @@ mod tests {
         let stored = |f: &Finding| Previous {
             finding: None,
             ..Previous::from(Active {
-                finding: f.clone(),
+                finding: f.clone().into(),
                 first_seen: t(0),
                 last_seen: t(0),
                 last_notified: Some(t(0)),
@@ -550,7 +553,7 @@ mod tests {
         );
         assert!(p.touched.is_empty());
         assert_eq!(p.upserts.len(), 1);
-        assert_eq!(p.upserts[0].finding, reworded);
+        assert_eq!(*p.upserts[0].finding, reworded);
         assert_eq!(p.upserts[0].first_seen, t(0));
 
         // Gone, and its text was not loaded: RESOLVED still goes out, named by its fingerprint.

@@ -500,7 +500,8 @@ mod tests {
     #[test]
     fn html_has_the_same_content_escaped() {
         let mut n = note(Status::Firing, false);
-        n.finding.summary = "A <script>alert(1)</script> & \"quotes\"".into();
+        std::sync::Arc::make_mut(&mut n.finding).summary =
+            "A <script>alert(1)</script> & \"quotes\"".into();
         let h = html(&n);
         assert!(h.contains("A &lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quotes&quot;"));
         assert!(!h.contains("<script>"));
@@ -561,8 +562,8 @@ mod tests {
         ];
         let page = |check: &str, key: &str| {
             let mut n = note(Status::Firing, false);
-            n.finding.check = check.into();
-            n.finding.subject_key = key.into();
+            std::sync::Arc::make_mut(&mut n.finding).check = check.into();
+            std::sync::Arc::make_mut(&mut n.finding).subject_key = key.into();
             npm_page(&n, &crate::alerts::fixtures::context("", None))
         };
         for row in table {

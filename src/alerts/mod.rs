@@ -130,7 +130,9 @@ pub struct Notification {
     /// Sent by `npm-watchdog notify-test`, not by a real finding.
     #[serde(default)]
     pub test: bool,
-    pub finding: Finding,
+    /// Shared with the plan's record of the finding: a first run over tens of thousands of
+    /// findings holds each text once, not once per copy.
+    pub finding: Arc<Finding>,
     pub first_seen: DateTime<Utc>,
     /// When the state change happened (not when it was delivered).
     pub at: DateTime<Utc>,
@@ -144,7 +146,7 @@ impl Notification {
     /// A state change with its status given: [`Self::firing`] or [`Self::resolved`].
     pub fn change(
         status: Status,
-        finding: Finding,
+        finding: impl Into<Arc<Finding>>,
         first_seen: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> Self {
@@ -153,7 +155,7 @@ impl Notification {
             reminder: false,
             event: false,
             test: false,
-            finding,
+            finding: finding.into(),
             first_seen,
             at,
             resolution: None,
@@ -161,12 +163,20 @@ impl Notification {
     }
 
     /// A finding starts firing (or fires again at a new severity), at `at`.
-    pub fn firing(finding: Finding, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Self {
+    pub fn firing(
+        finding: impl Into<Arc<Finding>>,
+        first_seen: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Self {
         Self::change(Status::Firing, finding, first_seen, at)
     }
 
     /// A finding still firing, repeated after `repeat_interval`.
-    pub fn reminder(finding: Finding, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Self {
+    pub fn reminder(
+        finding: impl Into<Arc<Finding>>,
+        first_seen: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Self {
         Notification {
             reminder: true,
             ..Self::firing(finding, first_seen, at)
@@ -174,12 +184,16 @@ impl Notification {
     }
 
     /// A finding is gone (or no longer at the severity a sink was told).
-    pub fn resolved(finding: Finding, first_seen: DateTime<Utc>, at: DateTime<Utc>) -> Self {
+    pub fn resolved(
+        finding: impl Into<Arc<Finding>>,
+        first_seen: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Self {
         Self::change(Status::Resolved, finding, first_seen, at)
     }
 
     /// A one-shot finding (`token-created`): fires once, never resolves.
-    pub fn event(finding: Finding, at: DateTime<Utc>) -> Self {
+    pub fn event(finding: impl Into<Arc<Finding>>, at: DateTime<Utc>) -> Self {
         Notification {
             event: true,
             ..Self::firing(finding, at, at)
@@ -493,14 +507,15 @@ pub(crate) mod fixtures {
         let notes: Vec<Outgoing> = (0..n)
             .map(|i| {
                 let mut note = note(Status::Firing, false);
-                note.finding.check = "trusted-publisher-missing".into();
-                note.finding.severity = if i == 0 {
+                std::sync::Arc::make_mut(&mut note.finding).check =
+                    "trusted-publisher-missing".into();
+                std::sync::Arc::make_mut(&mut note.finding).severity = if i == 0 {
                     Severity::Critical
                 } else {
                     Severity::Warning
                 };
-                note.finding.subject_key = format!("pkg-{i}");
-                note.finding.subject = subject(i);
+                std::sync::Arc::make_mut(&mut note.finding).subject_key = format!("pkg-{i}");
+                std::sync::Arc::make_mut(&mut note.finding).subject = subject(i);
                 Outgoing {
                     note,
                     sinks: vec!["s".into()],

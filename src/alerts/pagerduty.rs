@@ -547,9 +547,9 @@ mod tests {
     #[test]
     fn package_findings_link_their_npm_page_and_unknown_checks_are_watchdog_class() {
         let mut n = note(Status::Firing, false);
-        n.finding.check = "publish-untrusted".into();
-        n.finding.subject_key = "@acme/core@1.2.1".into();
-        n.finding.dod = None;
+        std::sync::Arc::make_mut(&mut n.finding).check = "publish-untrusted".into();
+        std::sync::Arc::make_mut(&mut n.finding).subject_key = "@acme/core@1.2.1".into();
+        std::sync::Arc::make_mut(&mut n.finding).dod = None;
         let v = json(&n, &crate::alerts::fixtures::context("", None));
         assert_eq!(
             v["links"],
@@ -571,7 +571,7 @@ mod tests {
     #[test]
     fn summary_is_cut_at_1024_characters_on_a_char_boundary() {
         let mut n = note(Status::Firing, false);
-        n.finding.summary = "é".repeat(2000);
+        std::sync::Arc::make_mut(&mut n.finding).summary = "é".repeat(2000);
         let v = json(&n, &ctx());
         let s = v["payload"]["summary"].as_str().expect("summary");
         assert_eq!(s.chars().count(), SUMMARY_CHARS);

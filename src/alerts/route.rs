@@ -198,7 +198,7 @@ mod tests {
             ..Route::default()
         };
         assert!(!excluded.wants(&f));
-        let mut info = f.clone();
+        let mut info = (*f).clone();
         info.severity = Severity::Info;
         let warn = Route {
             min_severity: Severity::Warning,

@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn resolved_says_what_stopped_instead_of_the_fix() {
         let mut n = note(Status::Resolved, false);
-        n.finding.dod = None;
+        std::sync::Arc::make_mut(&mut n.finding).dod = None;
         let v = payload(&n);
         assert_eq!(
             texts(&v)[1..],
@@ -426,8 +426,8 @@ mod tests {
     #[test]
     fn markup_characters_from_findings_are_escaped() {
         let mut n = note(Status::Firing, false);
-        n.finding.subject = "package <!channel> & co".into();
-        n.finding.summary = "See <https://evil.example|here> & >quote".into();
+        std::sync::Arc::make_mut(&mut n.finding).subject = "package <!channel> & co".into();
+        std::sync::Arc::make_mut(&mut n.finding).summary = "See <https://evil.example|here> & >quote".into();
         let v = payload(&n);
         let all = v.to_string();
         assert!(!all.contains("<!channel>"), "{all}");
@@ -450,8 +450,8 @@ mod tests {
     #[test]
     fn long_text_is_cut_to_slack_limits() {
         let mut n = note(Status::Firing, false);
-        n.finding.subject = "s".repeat(400);
-        n.finding.fix = "f".repeat(5000);
+        std::sync::Arc::make_mut(&mut n.finding).subject = "s".repeat(400);
+        std::sync::Arc::make_mut(&mut n.finding).fix = "f".repeat(5000);
         let v = payload(&n);
         let t = texts(&v);
         assert_eq!(t[0].chars().count(), HEADER_MAX);
@@ -463,7 +463,7 @@ mod tests {
     #[test]
     fn an_empty_summary_leaves_out_its_section() {
         let mut n = note(Status::Firing, false);
-        n.finding.summary = " ".into();
+        std::sync::Arc::make_mut(&mut n.finding).summary = " ".into();
         let t = texts(&payload(&n));
         assert_eq!(t.len(), 3, "{t:?}");
         assert!(t[1].starts_with("*Why it matters:*"), "{t:?}");

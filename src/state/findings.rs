@@ -46,7 +46,7 @@ impl State {
             }
             let finding: Finding = self.decode(&format!("finding of check {check}"), &body)?;
             out.push(Active {
-                finding,
+                finding: finding.into(),
                 first_seen: from_ts(first),
                 last_seen: from_ts(last),
                 last_notified: notified.map(from_ts),

@@ -331,7 +331,7 @@ mod tests {
         let f = finding("aaaaaa", Severity::Warning);
         let first = Plan {
             upserts: vec![Active {
-                finding: f.clone(),
+                finding: f.clone().into(),
                 first_seen: now(),
                 last_seen: now(),
                 last_notified: Some(now()),
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(
             active,
             vec![Active {
-                finding: f,
+                finding: f.into(),
                 first_seen: now(),
                 last_seen: later,
                 last_notified: Some(now()),
@@ -371,7 +371,7 @@ mod tests {
             upserts: [&kept, &gone]
                 .into_iter()
                 .map(|f| Active {
-                    finding: f.clone(),
+                    finding: f.clone().into(),
                     first_seen: now(),
                     last_seen: now(),
                     last_notified: Some(now()),
@@ -411,7 +411,7 @@ mod tests {
         assert_eq!(p.resolved, [gone.fingerprint()]);
         assert_eq!(p.notifications.len(), 1);
         assert_eq!(
-            p.notifications[0].note.finding, gone,
+            *p.notifications[0].note.finding, gone,
             "RESOLVED carries the stored text"
         );
     }
@@ -445,7 +445,7 @@ mod tests {
             let f = finding("aaaaaa", Severity::Warning);
             let plan = Plan {
                 upserts: vec![Active {
-                    finding: f.clone(),
+                    finding: f.clone().into(),
                     first_seen: now(),
                     last_seen: now(),
                     last_notified: Some(now()),
