@@ -108,19 +108,24 @@ pub struct Message {
 }
 
 impl Message {
-    /// One notification on its own (not grouped).
-    pub fn single(note: Notification) -> Self {
-        let mut m = Message {
-            status: note.status,
-            reminder: note.reminder,
-            key: None,
+    /// A message about nothing yet, to [`count`](Self::count) notifications into.
+    fn empty(status: Status, reminder: bool, key: Option<Key>) -> Self {
+        Message {
+            status,
+            reminder,
+            key,
             notes: Vec::new(),
             total: 0,
             checks: BTreeMap::new(),
             severities: BTreeMap::new(),
             still_active: 0,
             reduced: false,
-        };
+        }
+    }
+
+    /// One notification on its own (not grouped).
+    pub fn single(note: Notification) -> Self {
+        let mut m = Message::empty(note.status, note.reminder, None);
         m.count(&note);
         m.notes.push(note);
         m
@@ -256,21 +261,12 @@ pub fn messages(
                 .then_with(|| a.finding.check.cmp(&b.finding.check))
                 .then_with(|| a.finding.subject.cmp(&b.finding.subject))
         });
-        let mut m = Message {
-            status: if kind == Kind::Resolved {
-                Status::Resolved
-            } else {
-                Status::Firing
-            },
-            reminder: kind == Kind::Reminder,
-            key: Some(key.clone()),
-            notes: Vec::new(),
-            total: 0,
-            checks: BTreeMap::new(),
-            severities: BTreeMap::new(),
-            still_active: 0,
-            reduced: false,
+        let status = if kind == Kind::Resolved {
+            Status::Resolved
+        } else {
+            Status::Firing
         };
+        let mut m = Message::empty(status, kind == Kind::Reminder, Some(key.clone()));
         for n in notes {
             m.count(n);
             if m.notes.len() < g.max_items.max(1) {
