@@ -19,7 +19,10 @@ use crate::fetch::Reason;
 use crate::finding::Severity;
 use crate::registry::{Observer, Token};
 
+mod delivery;
 mod package_series;
+
+pub use delivery::Delivery;
 
 use package_series::PackageSeries;
 
@@ -31,33 +34,6 @@ const NS: &str = "npm_watchdog";
 /// id, so one word had two meanings. It is kept for one release so that existing queries go on
 /// working (CHANGELOG.md).
 const GROUP_LABELS: &[&str] = &["check", "group"];
-
-/// How a delivery attempt ended: the `outcome` label of `notifications_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Sent,
-    /// Worth retrying; it will be.
-    Failed,
-    /// Refused for good by the receiver; not retried.
-    Rejected,
-    /// Queued for a sink that is no longer configured.
-    Dropped,
-    /// Refused for good, then accepted in a reduced form (names cut, fewer findings listed, the
-    /// counts kept).
-    Reduced,
-}
-
-impl Delivery {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Delivery::Sent => "sent",
-            Delivery::Failed => "failed",
-            Delivery::Rejected => "rejected",
-            Delivery::Dropped => "dropped",
-            Delivery::Reduced => "reduced",
-        }
-    }
-}
 
 /// The metrics, set through methods named for what happened (a cycle ran, a notification was
 /// sent), so that each family's label set is written in this file only.
