@@ -262,6 +262,24 @@ async fn hostile_token_names_are_inert_in_tables_and_audits() {
     assert_eq!(v[0]["name"], forged, "JSON keeps the name as sent");
 }
 
+/// A package name from the registry's org listing is printed inert by `harden`.
+#[tokio::test(flavor = "multi_thread")]
+async fn harden_prints_listed_package_names_inert() {
+    let (reg, dir) = setup(vec![], "[watch]\norgs = [\"acme\"]\n").await;
+    reg.set_org_packages(
+        "acme",
+        [("@acme/a\u{1b}[2J\nok      @acme/forged", "write")],
+    );
+    let out = run(dir.path(), &["harden", "--dry-run"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        !text.contains('\u{1b}') && !text.contains("\nok      @acme/forged"),
+        "{text:?}"
+    );
+    assert!(text.contains("@acme/a\\u{1b}[2J\\nok"), "{text}");
+}
+
 /// A bypass-2FA token past its expiry is still listed (npmjs.com keeps it) but can do nothing:
 /// `tokens` marks it expired, and the audit judges D5 and D9 on live tokens only.
 #[tokio::test(flavor = "multi_thread")]

@@ -159,12 +159,13 @@ impl Message {
         }
     }
 
-    /// The key as `group=tokens, severity=critical` (empty when the key is empty or absent).
+    /// The key as `group=tokens, severity=critical` (empty when the key is empty or absent). A
+    /// `finding` value holds the registry's subject key: shown inert.
     pub fn key_text(&self) -> String {
         self.key
             .iter()
             .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{k}={}", crate::inert::show(v)))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -440,6 +441,25 @@ mod tests {
             &BTreeMap::new(),
         );
         assert_eq!(by_check.len(), 2 + 4);
+    }
+
+    #[test]
+    fn a_finding_key_is_shown_inert() {
+        let notes = vec![out(
+            note(
+                "token-present",
+                "a\n\u{1b}[2J",
+                Severity::Warning,
+                Status::Firing,
+            ),
+            &["mail"],
+        )];
+        let ms = messages(
+            &notes,
+            &grouping(vec![GroupDim::Finding], 50),
+            &BTreeMap::new(),
+        );
+        assert_eq!(ms[0].1.key_text(), "finding=token-present:a\\n\\u{1b}[2J");
     }
 
     #[test]

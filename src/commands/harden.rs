@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use super::otp::{Attended, Otp, Stop, EXIT_NEEDS_OTP};
 use super::{CommandError, Outcome, Session, EXIT_FINDINGS, EXIT_OK};
 use crate::collect;
+use crate::inert::show;
 use crate::lock::StateLock;
 use crate::registry::RegistryError;
 use crate::runtime::Runtime;
@@ -85,11 +86,13 @@ pub async fn harden(rt: &Runtime, args: HardenArgs<'_>) -> Result<Outcome, Comma
         .iter()
         .partition(|p| resume.done(p).is_some());
     let mut out = String::new();
+    // Package names come from the registry's listings: shown inert on the terminal.
     for name in &skipped {
         let at = resume.done(name).map(stamp).unwrap_or_default();
         let _ = writeln!(
             out,
-            "skipped {name}: done at {at} by the run that stopped before the end"
+            "skipped {}: done at {at} by the run that stopped before the end",
+            show(name)
         );
     }
     let Some(state) = state.filter(|_| !args.dry_run) else {
@@ -99,7 +102,7 @@ pub async fn harden(rt: &Runtime, args: HardenArgs<'_>) -> Result<Outcome, Comma
             todo.len()
         );
         for p in &todo {
-            let _ = writeln!(out, "  {p}");
+            let _ = writeln!(out, "  {}", show(p));
         }
         return Ok(Outcome {
             code: EXIT_OK,
@@ -137,7 +140,7 @@ pub async fn harden(rt: &Runtime, args: HardenArgs<'_>) -> Result<Outcome, Comma
                     state
                         .record_hardened(name, Utc::now())
                         .map_err(CommandError::from)?;
-                    let _ = writeln!(out, "ok      {name}");
+                    let _ = writeln!(out, "ok      {}", show(name));
                     done.push(name);
                 }
                 Err(RegistryError::OtpRequired { web, .. }) => {
@@ -159,7 +162,7 @@ pub async fn harden(rt: &Runtime, args: HardenArgs<'_>) -> Result<Outcome, Comma
                     not_done.push(name);
                 }
                 Err(e) => {
-                    let _ = writeln!(out, "FAILED  {name}: {e}");
+                    let _ = writeln!(out, "FAILED  {}: {e}", show(name));
                     failed.push(name);
                 }
             }
@@ -193,7 +196,7 @@ pub async fn harden(rt: &Runtime, args: HardenArgs<'_>) -> Result<Outcome, Comma
             "stopped: {why}\nrun again when that is fixed: the packages done are skipped, these remain:"
         );
         for n in &not_done {
-            let _ = writeln!(out, "  not done: {n}");
+            let _ = writeln!(out, "  not done: {}", show(n));
         }
     }
     let code = match stopped {
