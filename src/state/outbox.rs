@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::alerts::group::{self, Grouping, Message};
 use crate::alerts::lifecycle::Outgoing;
-use crate::alerts::Notification;
+use crate::alerts::{Notification, Status};
 use crate::finding::Severity;
 
 /// One undelivered message for one sink.
@@ -39,7 +39,12 @@ pub(super) fn queue(
     if notes.is_empty() {
         return Ok(0);
     }
-    let active = active_counts(tx)?;
+    // Only a RESOLVED message says how much of its group is still active.
+    let active = if notes.iter().any(|o| o.note.status == Status::Resolved) {
+        active_counts(tx)?
+    } else {
+        BTreeMap::new()
+    };
     let mut queued = 0;
     let mut insert = tx.prepare_cached(
         "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt, priority) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
