@@ -68,7 +68,7 @@ fn against(findings: &[Finding], dod: Dod) -> Vec<&Finding> {
     let checks: Vec<&str> = checks::feeding(dod).map(|c| c.id).collect();
     findings
         .iter()
-        .filter(|f| checks.contains(&f.check.as_str()))
+        .filter(|f| checks.contains(&&*f.check))
         .collect()
 }
 

@@ -91,7 +91,7 @@ impl fmt::Display for Dod {
 /// Something wrong with the account. Identified by its fingerprint (check id + subject key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    pub check: String,
+    pub check: Cow<'static, str>,
     /// Stable identity of the subject (a full token key, a group name); never shown as is.
     pub subject_key: String,
     /// How people see the subject: `token 82e393 (bulk-hardening)`.

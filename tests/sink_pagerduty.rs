@@ -89,7 +89,7 @@ fn note(
     Notification::change(
         status,
         Finding {
-            check: check.into(),
+            check: check.to_string().into(),
             subject_key: key.into(),
             subject: subject.into(),
             severity,

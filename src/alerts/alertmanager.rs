@@ -329,7 +329,7 @@ pub fn alert(n: &Notification, ends: DateTime<Utc>, ctx: &SinkContext) -> Value 
     let f = &n.finding;
     let mut labels = BTreeMap::new();
     labels.insert("alertname", ALERTNAME.to_string());
-    labels.insert("check", f.check.clone());
+    labels.insert("check", f.check.to_string());
     labels.insert("severity", f.severity.as_str().to_string());
     labels.insert("fingerprint", n.fingerprint());
     let subject_label = ctx.check(&f.check).and_then(|c| c.subject);

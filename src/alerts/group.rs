@@ -133,7 +133,10 @@ impl Message {
 
     fn count(&mut self, note: &Notification) {
         self.total += 1;
-        *self.checks.entry(note.finding.check.clone()).or_default() += 1;
+        *self
+            .checks
+            .entry(note.finding.check.to_string())
+            .or_default() += 1;
         *self.severities.entry(note.finding.severity).or_default() += 1;
     }
 
@@ -232,7 +235,7 @@ pub fn messages(
     let mut out = Vec::new();
     let mut grouped: BTreeMap<(String, Kind, Key), Vec<&Notification>> = BTreeMap::new();
     for o in notes {
-        for sink in &o.sinks {
+        for sink in o.sinks.iter() {
             match grouping.sinks.get(sink) {
                 None => out.push((sink.clone(), Message::single(o.note.clone()))),
                 Some(g) => {
@@ -328,7 +331,7 @@ mod tests {
 
     fn note(check: &str, key: &str, sev: Severity, status: Status) -> Notification {
         let f = Finding {
-            check: check.into(),
+            check: check.to_string().into(),
             subject_key: key.into(),
             subject: format!("token {key}"),
             severity: sev,

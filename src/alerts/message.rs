@@ -562,7 +562,7 @@ mod tests {
         ];
         let page = |check: &str, key: &str| {
             let mut n = note(Status::Firing, false);
-            std::sync::Arc::make_mut(&mut n.finding).check = check.into();
+            std::sync::Arc::make_mut(&mut n.finding).check = check.to_string().into();
             std::sync::Arc::make_mut(&mut n.finding).subject_key = key.into();
             npm_page(&n, &crate::alerts::fixtures::context("", None))
         };

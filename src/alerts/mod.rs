@@ -518,7 +518,7 @@ pub(crate) mod fixtures {
                 std::sync::Arc::make_mut(&mut note.finding).subject = subject(i);
                 Outgoing {
                     note,
-                    sinks: vec!["s".into()],
+                    sinks: vec!["s".into()].into(),
                 }
             })
             .collect();

@@ -71,6 +71,9 @@ fn finding(
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Finding {
+    // A first run can hold one of these per version of every package (90,000 at 10,000 packages):
+    // what is the same for every version is said once, in `WHY`, and the fix keeps only what names
+    // this version.
     let spec = format!("{name}@{version}");
     let account = publisher.map_or_else(
         || "an unknown account".to_string(),
@@ -78,12 +81,12 @@ fn finding(
     );
     let check_account = publisher.map_or_else(
         || "find out which account published it (the packument does not say)".to_string(),
-        |a| format!("check the account `{a}` (its tokens, sessions and 2FA devices)"),
+        |a| format!("check the account `{a}`"),
     );
     let unpublish = if now - published < chrono::Duration::hours(UNPUBLISH_WINDOW_HOURS) {
         format!(
-            " It is still inside npm's {UNPUBLISH_WINDOW_HOURS}-hour unpublish window, so {} is also \
-             possible if nothing depends on it yet.",
+            " Still inside npm's {UNPUBLISH_WINDOW_HOURS}-hour unpublish window: {} is possible if \
+             nothing depends on it yet.",
             npm_or_withheld(&[Word::Lit("unpublish"), Word::Spec(&spec)])
         )
     } else {
@@ -95,28 +98,28 @@ fn finding(
         subject: format!("version {spec}"),
         severity: Severity::Critical,
         summary: format!(
-            "{spec} was published by {account} at {} without a trusted publisher, after the trusted-publishing \
-             cutoff {}.",
+            "Published by {account} at {} without a trusted publisher (cutoff {}).",
             published.to_rfc3339_opts(SecondsFormat::Secs, true),
-            cutoff.to_rfc3339_opts(SecondsFormat::Secs, true),
+            cutoff.format("%Y-%m-%d"),
         ),
-        why: "After the cutoff every release is meant to come from trusted publishing (OIDC). A version \
-              published without it proves the registry still accepts a token for this package (its publishing \
-              access is not \"Require 2FA and disallow tokens\"), or that a bypass-2FA token was used: anyone \
-              holding such a token can ship malicious code the same way. Evidence against boxes D4 and D7."
-            .into(),
+        why: WHY.into(),
         fix: format!(
-            "Check what the version contains before anything else ({} and compare it with the tagged \
-             source). Then deprecate it: {}, at once if it is not a release you made, or after releasing it again through trusted publishing if it \
-             is; deprecating resolves this finding.{unpublish} Revoke the tokens that could publish (`npm token \
-             list`, then `npm token revoke <id>` for each), {check_account}, and set every package to \"Require \
-             2FA and disallow tokens\": `npm-watchdog harden`.",
-            npm_or_withheld(&[Word::Lit("pack"), Word::Spec(&spec)]),
+            "Once inspected, {}.{unpublish} Revoke the tokens that could publish and {check_account}.",
             npm_or_withheld(&[Word::Lit("deprecate"), Word::Spec(&spec), Word::Lit(DEPRECATE_WHY)]),
         ),
         dod: CHECK.dod_box(),
     }
 }
+
+/// Why it matters and what the fix's steps mean, the same for every version.
+const WHY: &str = "After the cutoff every release is meant to come from trusted publishing (OIDC). A version \
+    published without it proves the registry still accepts a token for this package (its publishing access \
+    is not \"Require 2FA and disallow tokens\"), or that a bypass-2FA token was used: anyone holding such a \
+    token can ship malicious code the same way. Evidence against boxes D4 and D7. Inspect the version first: \
+    compare what `npm pack <name>@<version>` gives with the tagged source. Deprecate at once a version you \
+    did not release, and one you did once it is released again through trusted publishing: deprecating \
+    resolves the finding. `npm token list` and `npm token revoke <id>` find and revoke tokens; check the \
+    publishing account's sessions and 2FA devices too. `npm-watchdog harden` sets every package to \"Require 2FA and disallow tokens\".";
 
 #[cfg(test)]
 mod tests {
@@ -155,16 +158,16 @@ mod tests {
         let core = &got[1];
         assert_eq!(
             core.summary,
-            "@acme/core@1.2.1 was published by account `bob` at 2026-03-03T14:25:00Z without a trusted \
-             publisher, after the trusted-publishing cutoff 2026-01-01T00:00:00Z."
+            "Published by account `bob` at 2026-03-03T14:25:00Z without a trusted publisher (cutoff \
+             2026-01-01)."
         );
         assert!(
             core.fix.contains("`npm deprecate @acme/core@1.2.1 \""),
             "{}",
             core.fix
         );
-        assert!(core.fix.contains("`npm token list`"), "{}", core.fix);
-        assert!(core.fix.contains("`npm-watchdog harden`"), "{}", core.fix);
+        assert!(core.why.contains("`npm token list`"), "{}", core.why);
+        assert!(core.why.contains("`npm-watchdog harden`"), "{}", core.why);
         assert!(core.fix.contains("check the account `bob`"), "{}", core.fix);
         assert!(
             !core.fix.contains("npm unpublish"),

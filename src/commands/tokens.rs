@@ -57,7 +57,7 @@ pub async fn tokens(rt: &Runtime, format: Format) -> Result<Outcome, CommandErro
                 own: checks::is_own_token(t, Some(&live.own_key), policy),
                 expired: t.is_expired(live.now),
                 risk: mine.iter().map(|f| f.severity).max(),
-                findings: mine.iter().map(|f| f.check.as_str()).collect(),
+                findings: mine.iter().map(|f| &*f.check).collect(),
             }
         })
         .collect();

@@ -364,7 +364,7 @@ impl Watchdog {
             .state
             .active(None)?
             .into_iter()
-            .filter(|a| confirmed.contains(a.finding.check.as_str()))
+            .filter(|a| confirmed.contains(&*a.finding.check))
             .map(|a| Notification::firing(a.finding, a.first_seen, a.last_seen))
             .collect();
         self.outbox.firing(&firing);
