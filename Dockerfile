@@ -59,7 +59,7 @@ ENV NPM_WATCHDOG_SERVER__LISTEN=0.0.0.0:9858 \
     NPM_WATCHDOG_REGISTRY__TOKEN_FILE=/run/secrets/npm-token \
     NPM_WATCHDOG_STATE__PATH=/var/lib/npm-watchdog/state.db \
     SQLITE_TMPDIR=/var/lib/npm-watchdog \
-    MALLOC_ARENA_MAX=2
+    MALLOC_ARENA_MAX=1
 
 USER 65532:65532
 VOLUME ["/var/lib/npm-watchdog"]
