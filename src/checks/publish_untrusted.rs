@@ -100,7 +100,7 @@ fn finding(
         summary: format!(
             "Published by {account} at {} without a trusted publisher (cutoff {}).",
             published.to_rfc3339_opts(SecondsFormat::Secs, true),
-            cutoff.format("%Y-%m-%d"),
+            cutoff.to_rfc3339_opts(SecondsFormat::Secs, true),
         ),
         why: WHY.into(),
         fix: format!(
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(
             core.summary,
             "Published by account `bob` at 2026-03-03T14:25:00Z without a trusted publisher (cutoff \
-             2026-01-01)."
+             2026-01-01T00:00:00Z)."
         );
         assert!(
             core.fix.contains("`npm deprecate @acme/core@1.2.1 \""),
