@@ -96,6 +96,7 @@ impl Setup {
             repeat_interval: None,
             group_by: None,
             max_items: None,
+            group_wait: None,
             timeout: HumanDuration::secs(5),
         });
         let rt = Runtime::new(cfg, Environment::default()).expect("runtime");

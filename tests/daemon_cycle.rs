@@ -164,6 +164,7 @@ impl Setup {
             repeat_interval: None,
             group_by: None,
             max_items: None,
+            group_wait: None,
             timeout: HumanDuration::secs(5),
         });
         adjust(&mut cfg);
@@ -1174,6 +1175,7 @@ async fn a_reload_swaps_sinks_watch_lists_and_policy_between_cycles() {
         repeat_interval: None,
         group_by: None,
         max_items: None,
+        group_wait: None,
         timeout: HumanDuration::secs(5),
     }];
     cfg.watch.packages = vec!["@acme/widget".into()];
@@ -1290,6 +1292,7 @@ async fn each_sink_gets_only_what_its_route_asks_for() {
             repeat_interval: None,
             group_by: None,
             max_items: None,
+            group_wait: None,
             timeout: HumanDuration::secs(5),
         });
     });

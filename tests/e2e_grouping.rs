@@ -214,3 +214,82 @@ async fn many_findings_are_one_message_per_group_and_a_new_token_is_one_more() {
         assert!(status.success());
     });
 }
+
+/// With `group_wait`, a FIRING message waits that long once queued, and what the next runs find for
+/// its group key joins it: two tokens made a run apart are one email listing both, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_wait_gathers_the_next_runs_into_the_held_message() {
+    const WAIT: Duration = Duration::from_secs(6);
+    let reg = FakeRegistry::start().await;
+    reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
+    reg.set_tokens(Vec::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), fake_registry::TOKEN).expect("token file");
+    let smtp = Smtp::start();
+    let port = free_port();
+    let config = dir.path().join("config.toml");
+    TestConfig::new(
+        &reg.url,
+        &dir.path().join("token"),
+        &dir.path().join("state.db"),
+    )
+    .listen(port)
+    .not_own_account()
+    .with(&format!(
+        "[schedule]\ntokens = \"2s\"\n[alerts]\ngroup_wait = \"{}s\"\n\
+             [[alerts.email]]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"w@example.test\"\n\
+             to = \"sec@example.test\"\ntimeout = \"5s\"\n",
+        WAIT.as_secs(),
+        smtp.port,
+    ))
+    .write(&config);
+    let log = dir.path().join("daemon.log");
+
+    tokio::task::block_in_place(|| {
+        let daemon = Daemon::start(&config, port, &log, &dir.path().join("no-npmrc"));
+        let runs = |d: &Daemon| {
+            d.metric("npm_watchdog_registry_requests_total{code=\"200\",endpoint=\"tokens\"}")
+                .unwrap_or(0.0)
+        };
+        wait_until("the first token run", SLOW, || {
+            (runs(&daemon) >= 1.0).then_some(())
+        });
+        let fresh = |i: usize| {
+            let mut t = token(i);
+            t["created"] = json!(ago(0));
+            t
+        };
+        let first = Instant::now();
+        reg.set_tokens(vec![fresh(1)]);
+        // The first token's message is queued and held.
+        wait_until("the first token's message, held", SLOW, || {
+            (daemon.metric("npm_watchdog_notification_queue{sink=\"email\"}") == Some(1.0))
+                .then_some(())
+        });
+        assert_eq!(smtp.count("[FIRING"), 0, "{:#?}", smtp.subjects());
+        reg.set_tokens(vec![fresh(1), fresh(2)]);
+        let (mail, _) = smtp.wait_for("[FIRING:critical]", SLOW);
+        let took = first.elapsed();
+        println!("two tokens a run apart -> one email after {took:?} (group_wait {WAIT:?})");
+        assert!(took >= WAIT, "sent before group_wait was over: {took:?}");
+        assert_eq!(count_in(&mail.subject), 8, "{}", mail.subject);
+        for t in [1, 2] {
+            assert!(
+                mail.body.contains(&format!("token {}", &key(t)[..6])),
+                "token {t} missing: {}",
+                mail.body
+            );
+        }
+        // Nothing more comes for them: the second token was not a message of its own.
+        let seen = runs(&daemon);
+        wait_until("two more token runs and an empty queue", SLOW, || {
+            (runs(&daemon) >= seen + 2.0
+                && daemon.metric("npm_watchdog_notification_queue{sink=\"email\"}") == Some(0.0))
+            .then_some(())
+        });
+        assert_eq!(smtp.count("[FIRING"), 1, "{:#?}", smtp.subjects());
+        let mut daemon = daemon;
+        let (status, _) = daemon.stop();
+        assert!(status.success());
+    });
+}

@@ -193,6 +193,7 @@ fn fully_populated() -> Config {
             log: true,
             group_by: vec![GroupDim::Check, GroupDim::Severity],
             max_items: 20,
+            group_wait: HumanDuration::secs(30),
             email: vec![EmailSinkConfig {
                 name: Some("security-mail".into()),
                 smtp_url: url("smtps://mail.example.com:465"),
@@ -207,6 +208,7 @@ fn fully_populated() -> Config {
                 repeat_interval: Some(HumanDuration::secs(3600)),
                 group_by: Some(vec![GroupDim::Group]),
                 max_items: Some(10),
+                group_wait: Some(HumanDuration::secs(20)),
             }],
             webhook: vec![WebhookSinkConfig {
                 name: Some("chat".into()),
@@ -219,6 +221,7 @@ fn fully_populated() -> Config {
                 repeat_interval: Some(HumanDuration::secs(3600)),
                 group_by: Some(vec![GroupDim::Group]),
                 max_items: Some(10),
+                group_wait: Some(HumanDuration::secs(20)),
             }],
             pagerduty: vec![PagerDutySinkConfig {
                 name: Some("pager".into()),
@@ -231,6 +234,7 @@ fn fully_populated() -> Config {
                 repeat_interval: Some(HumanDuration::secs(3600)),
                 group_by: Some(vec![GroupDim::Group]),
                 max_items: Some(10),
+                group_wait: Some(HumanDuration::secs(20)),
             }],
             slack: vec![SlackSinkConfig {
                 name: Some("chat-2".into()),
@@ -242,6 +246,7 @@ fn fully_populated() -> Config {
                 repeat_interval: Some(HumanDuration::secs(3600)),
                 group_by: Some(vec![GroupDim::Group]),
                 max_items: Some(10),
+                group_wait: Some(HumanDuration::secs(20)),
             }],
             alertmanager: vec![AlertmanagerSinkConfig {
                 name: Some("am".into()),
@@ -255,6 +260,7 @@ fn fully_populated() -> Config {
                 // Not grouped: Alertmanager groups alerts itself.
                 group_by: None,
                 max_items: None,
+                group_wait: None,
             }],
         },
         ci: CiConfig {

@@ -79,6 +79,7 @@ fn webhook_config(url: &str, secret_file: Option<&Path>) -> WebhookSinkConfig {
         repeat_interval: None,
         group_by: None,
         max_items: None,
+        group_wait: None,
         timeout: HumanDuration::secs(5),
     }
 }
@@ -324,6 +325,7 @@ fn email_config(port: u16) -> EmailSinkConfig {
         repeat_interval: None,
         group_by: None,
         max_items: None,
+        group_wait: None,
         timeout: HumanDuration::secs(5),
     }
 }

@@ -57,12 +57,26 @@ pub const REDUCED_CHARS: usize = 100;
 /// The default `max_items`.
 pub const DEFAULT_MAX_ITEMS: usize = 50;
 
+/// The longest `group_wait` the configuration accepts.
+pub const MAX_GROUP_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A sink's grouping as configured (`group_by`, `max_items`, `group_wait`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    pub by: Vec<GroupDim>,
+    pub max_items: usize,
+    pub wait: std::time::Duration,
+}
+
 /// How one sink groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkGrouping {
     pub by: Vec<GroupDim>,
     /// Notifications carried in full per message; the rest are counted.
     pub max_items: usize,
+    /// How long a FIRING message is held once queued for later runs' findings of its key to join
+    /// (`group_wait`; zero: not held).
+    pub wait: std::time::Duration,
     /// What the sink is told (to count what is still active in a group for it).
     pub route: Route,
 }
@@ -199,6 +213,34 @@ impl Message {
         (unchanged != *self).then_some(m)
     }
 
+    /// Whether `later`, a later run's message to the same sink, may join this one while this one
+    /// is held (`group_wait`): both FIRING (not reminders) with the same group key.
+    pub fn can_absorb(&self, later: &Message) -> bool {
+        self.status == Status::Firing
+            && later.status == Status::Firing
+            && !self.reminder
+            && !later.reminder
+            && !self.reduced
+            && self.key.is_some()
+            && self.key == later.key
+    }
+
+    /// Take in `later` (see [`Self::can_absorb`]): the counts add up, and the `max_items` carried
+    /// are the first of both in the message's order. Each part already carries its own first ones,
+    /// so nothing the union should carry was left out of either.
+    pub fn absorb(&mut self, later: Message, max_items: usize) {
+        self.total += later.total;
+        for (check, n) in later.checks {
+            *self.checks.entry(check).or_default() += n;
+        }
+        for (severity, n) in later.severities {
+            *self.severities.entry(severity).or_default() += n;
+        }
+        self.notes.extend(later.notes);
+        self.notes.sort_by(carried_order);
+        self.notes.truncate(max_items.max(1));
+    }
+
     /// Whether it comes from `notify-test`.
     pub fn is_test(&self) -> bool {
         self.notes.iter().any(|n| n.test)
@@ -256,15 +298,7 @@ pub fn messages(
         let Some(g) = grouping.sinks.get(&sink) else {
             continue;
         };
-        // Highest severity first, then by check and subject, so the items carried are the ones
-        // that matter most and the order is stable.
-        notes.sort_by(|a, b| {
-            b.finding
-                .severity
-                .cmp(&a.finding.severity)
-                .then_with(|| a.finding.check.cmp(&b.finding.check))
-                .then_with(|| a.finding.subject.cmp(&b.finding.subject))
-        });
+        notes.sort_by(|a, b| carried_order(a, b));
         let status = if kind == Kind::Resolved {
             Status::Resolved
         } else {
@@ -291,6 +325,16 @@ pub fn messages(
         out.push((sink, m));
     }
     out
+}
+
+/// The order of what a message carries: highest severity first, then by check and subject, so the
+/// items carried are the ones that matter most and the order is stable.
+fn carried_order(a: &Notification, b: &Notification) -> std::cmp::Ordering {
+    b.finding
+        .severity
+        .cmp(&a.finding.severity)
+        .then_with(|| a.finding.check.cmp(&b.finding.check))
+        .then_with(|| a.finding.subject.cmp(&b.finding.subject))
 }
 
 fn key_of(
@@ -365,6 +409,7 @@ mod tests {
                 SinkGrouping {
                     by,
                     max_items,
+                    wait: std::time::Duration::ZERO,
                     route: Route::default(),
                 },
             )]
@@ -463,6 +508,48 @@ mod tests {
             &BTreeMap::new(),
         );
         assert_eq!(ms[0].1.key_text(), "finding=token-present:a\\n\\u{1b}[2J");
+    }
+
+    #[test]
+    fn a_held_message_absorbs_a_later_one_of_its_key_and_carries_the_first_of_both() {
+        let run = |keys: &[(&str, Severity)], status: Status| {
+            let notes: Vec<Outgoing> = keys
+                .iter()
+                .map(|(k, sev)| out(note("token-present", k, *sev, status), &["mail"]))
+                .collect();
+            messages(&notes, &grouping(default_group_by(), 2), &BTreeMap::new())
+                .remove(0)
+                .1
+        };
+        let mut held = run(
+            &[("b", Severity::Warning), ("c", Severity::Warning)],
+            Status::Firing,
+        );
+        let later = run(
+            &[("a", Severity::Critical), ("d", Severity::Info)],
+            Status::Firing,
+        );
+        assert!(held.can_absorb(&later));
+        held.absorb(later, 2);
+        assert_eq!((held.total, held.notes.len(), held.omitted()), (4, 2, 2));
+        assert_eq!(held.severity(), Severity::Critical);
+        assert_eq!(held.checks["token-present"], 4);
+        let carried: Vec<&str> = held
+            .notes
+            .iter()
+            .map(|n| n.finding.subject_key.as_str())
+            .collect();
+        assert_eq!(carried, ["a", "b"], "highest severity first, then subject");
+
+        // Never across kinds of change or keys.
+        let resolved = run(&[("e", Severity::Warning)], Status::Resolved);
+        assert!(!held.can_absorb(&resolved));
+        let mut other_key = run(&[("e", Severity::Warning)], Status::Firing);
+        other_key.key = Some(BTreeMap::from([("group".into(), "packages".into())]));
+        assert!(!held.can_absorb(&other_key));
+        let mut reminder = run(&[("e", Severity::Warning)], Status::Firing);
+        reminder.reminder = true;
+        assert!(!held.can_absorb(&reminder));
     }
 
     #[test]

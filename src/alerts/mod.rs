@@ -56,6 +56,10 @@ macro_rules! sink_kinds {
             pub group_by: Vec<group::GroupDim>,
             /// Notifications carried in full per grouped message; the rest are counted.
             pub max_items: usize,
+            /// How long a grouped FIRING message is held once queued, so that what later runs find
+            /// for the same group key joins it (0: sent when its run ends).
+            #[serde(deserialize_with = "crate::config::types::zero_or_duration")]
+            pub group_wait: HumanDuration,
             $(pub $kind: Vec<$kind::$config>,)+
         }
 
@@ -67,6 +71,7 @@ macro_rules! sink_kinds {
                     log: false,
                     group_by: group::default_group_by(),
                     max_items: group::DEFAULT_MAX_ITEMS,
+                    group_wait: HumanDuration::secs(0),
                     $($kind: Vec::new(),)+
                 }
             }
@@ -368,7 +373,7 @@ pub trait SinkConfig: Routed + fmt::Debug + Send + Sync {
 pub struct Target {
     pub sink: Arc<dyn Sink>,
     pub route: Route,
-    pub grouping: Option<(Vec<GroupDim>, usize)>,
+    pub grouping: Option<group::GroupSettings>,
 }
 
 /// A configured sink entry with where it sits in the configuration.
@@ -420,7 +425,11 @@ impl AlertsConfig {
                 .route()
                 .validate(known_checks)
                 .map_err(|i| i.under(&e.key()))?;
-            let (by, max_items) = e.config.group_overrides();
+            let route::GroupOverrides {
+                by,
+                max_items,
+                wait,
+            } = e.config.group_overrides();
             check([
                 rule(
                     "group_by",
@@ -433,7 +442,18 @@ impl AlertsConfig {
                     max_items.is_some() && !e.config.groups(),
                     "this sink is not grouped: it sends one alert per finding",
                 ),
+                rule(
+                    "group_wait",
+                    wait.is_some() && !e.config.groups(),
+                    "this sink is not grouped: it sends one alert per finding and its receiver \
+                     groups them (set group_wait there)",
+                ),
                 rule("max_items", max_items == Some(0), "must be at least 1"),
+                rule(
+                    "group_wait",
+                    wait.is_some_and(|w| w.0 > group::MAX_GROUP_WAIT),
+                    "must be at most 1h: a longer hold delays every new finding's alert as long",
+                ),
                 rule(
                     "group_by",
                     by.as_ref().is_some_and(|b| has_repeats(b)),
@@ -444,6 +464,11 @@ impl AlertsConfig {
         }
         check([
             rule("max_items", self.max_items == 0, "must be at least 1"),
+            rule(
+                "group_wait",
+                self.group_wait.0 > group::MAX_GROUP_WAIT,
+                "must be at most 1h: a longer hold delays every new finding's alert as long",
+            ),
             rule(
                 "group_by",
                 has_repeats(&self.group_by),
@@ -459,12 +484,11 @@ impl AlertsConfig {
         let mut targets = Vec::new();
         for e in self.entries() {
             let route = e.config.route();
-            let (by, max_items) = e.config.group_overrides();
-            let grouping = e.config.groups().then(|| {
-                (
-                    by.unwrap_or_else(|| self.group_by.clone()),
-                    max_items.unwrap_or(self.max_items),
-                )
+            let o = e.config.group_overrides();
+            let grouping = e.config.groups().then(|| group::GroupSettings {
+                by: o.by.unwrap_or_else(|| self.group_by.clone()),
+                max_items: o.max_items.unwrap_or(self.max_items),
+                wait: o.wait.unwrap_or(self.group_wait).0,
             });
             for sink in e.config.build(e.name(), ctx)? {
                 targets.push(Target {
@@ -480,7 +504,12 @@ impl AlertsConfig {
             targets.push(Target {
                 sink: Arc::new(log::LogSink),
                 route: Route::default(),
-                grouping: Some((self.group_by.clone(), self.max_items)),
+                // The log is a record, not a pager: it is never held.
+                grouping: Some(group::GroupSettings {
+                    by: self.group_by.clone(),
+                    max_items: self.max_items,
+                    wait: std::time::Duration::ZERO,
+                }),
             });
         }
         Ok(targets)
@@ -528,6 +557,7 @@ pub(crate) mod fixtures {
                 SinkGrouping {
                     by: group::default_group_by(),
                     max_items: group::DEFAULT_MAX_ITEMS,
+                    wait: std::time::Duration::ZERO,
                     route: Route::default(),
                 },
             )]

@@ -42,6 +42,13 @@ macro_rules! sink_section {
             /// Overrides `alerts.max_items` for this sink.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub max_items: Option<usize>,
+            /// Overrides `alerts.group_wait` for this sink.
+            #[serde(
+                default,
+                skip_serializing_if = "Option::is_none",
+                deserialize_with = "crate::config::types::opt_zero_or_duration"
+            )]
+            pub group_wait: Option<$crate::config::types::HumanDuration>,
         }
 
         impl $crate::alerts::route::Routed for $name {
@@ -54,10 +61,12 @@ macro_rules! sink_section {
                 }
             }
 
-            fn group_overrides(
-                &self,
-            ) -> (Option<Vec<$crate::alerts::group::GroupDim>>, Option<usize>) {
-                (self.group_by.clone(), self.max_items)
+            fn group_overrides(&self) -> $crate::alerts::route::GroupOverrides {
+                $crate::alerts::route::GroupOverrides {
+                    by: self.group_by.clone(),
+                    max_items: self.max_items,
+                    wait: self.group_wait,
+                }
             }
         }
     };
@@ -70,8 +79,16 @@ pub(crate) fn default_min_severity() -> Severity {
 /// A section that carries the routing keys (implemented by [`sink_section!`]).
 pub trait Routed {
     fn route(&self) -> Route;
-    /// The section's own `group_by` and `max_items`, when it sets them.
-    fn group_overrides(&self) -> (Option<Vec<crate::alerts::group::GroupDim>>, Option<usize>);
+    /// The section's own `group_by`, `max_items` and `group_wait`, when it sets them.
+    fn group_overrides(&self) -> GroupOverrides;
+}
+
+/// What a sink's section sets of the grouping keys (`None`: `[alerts]`'s value applies).
+#[derive(Debug, Clone, Default)]
+pub struct GroupOverrides {
+    pub by: Option<Vec<crate::alerts::group::GroupDim>>,
+    pub max_items: Option<usize>,
+    pub wait: Option<crate::config::types::HumanDuration>,
 }
 
 /// What one sink wants to hear.

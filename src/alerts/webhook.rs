@@ -143,6 +143,7 @@ mod tests {
             repeat_interval: None,
             group_by: None,
             max_items: None,
+            group_wait: None,
         }
     }
 

@@ -446,7 +446,7 @@ path = "/var/lib/npm-watchdog/state.db"
             ),
             (
                 "[[alerts.webhook]]\nurl = \"https://example.com/a\"\nroute = \"x\"\n",
-                "config file F: alerts.webhook[0].route: unknown key (expected one of: name, url, secret_file, timeout, min_severity, checks, exclude_checks, repeat_interval, group_by, max_items)",
+                "config file F: alerts.webhook[0].route: unknown key (expected one of: name, url, secret_file, timeout, min_severity, checks, exclude_checks, repeat_interval, group_by, max_items, group_wait)",
             ),
             (
                 "[alerts]\ngroup_by = [\"team\"]\n",
@@ -467,6 +467,18 @@ path = "/var/lib/npm-watchdog/state.db"
             (
                 "[[alerts.alertmanager]]\nurls = [\"http://127.0.0.1:9093\"]\ngroup_by = [\"check\"]\n",
                 "config file F: alerts.alertmanager[0].group_by: this sink is not grouped: it sends one alert per finding and its receiver groups them (set group_by there)",
+            ),
+            (
+                "[[alerts.alertmanager]]\nurls = [\"http://127.0.0.1:9093\"]\ngroup_wait = \"30s\"\n",
+                "config file F: alerts.alertmanager[0].group_wait: this sink is not grouped: it sends one alert per finding and its receiver groups them (set group_wait there)",
+            ),
+            (
+                "[alerts]\ngroup_wait = \"2h\"\n",
+                "config file F: alerts.group_wait: must be at most 1h: a longer hold delays every new finding's alert as long",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"https://hooks.example.com/x\"\ngroup_wait = \"61m\"\n",
+                "config file F: alerts.webhook[0].group_wait: must be at most 1h: a longer hold delays every new finding's alert as long",
             ),
             (
                 "[[alerts.alertmanager]]\nurls = []\n",

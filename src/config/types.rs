@@ -63,13 +63,32 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 pub fn parse_duration(text: &str) -> Result<HumanDuration, String> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("`{text}` is not a duration like \"30s\", \"24h\" or \"90d\" ({e})")
-    })?;
-    if d.is_zero() {
+    let d = parse_zero_or_duration(text)?;
+    if d.0.is_zero() {
         return Err(format!("`{text}`: the duration must be greater than zero"));
     }
-    Ok(HumanDuration(d))
+    Ok(d)
+}
+
+/// A duration that may be `"0s"`, for the keys where none at all is a choice (`group_wait`).
+pub fn parse_zero_or_duration(text: &str) -> Result<HumanDuration, String> {
+    humantime::parse_duration(text.trim())
+        .map(HumanDuration)
+        .map_err(|e| format!("`{text}` is not a duration like \"30s\", \"24h\" or \"90d\" ({e})"))
+}
+
+/// `deserialize_with` for a duration key that may be zero.
+pub fn zero_or_duration<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_zero_or_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// `deserialize_with` for an optional duration key that may be zero (absent: `None`, with
+/// `#[serde(default)]`).
+pub fn opt_zero_or_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<HumanDuration>, D::Error> {
+    zero_or_duration(d).map(Some)
 }
 
 /// A value that breaks a rule the types alone cannot express. `key` is the path of the offending key

@@ -88,12 +88,13 @@ impl Dispatcher {
             .targets()
             .into_iter()
             .filter_map(|t| {
-                let (by, max_items) = t.grouping?;
+                let g = t.grouping?;
                 Some((
                     t.sink.name().to_string(),
                     SinkGrouping {
-                        by,
-                        max_items,
+                        by: g.by,
+                        max_items: g.max_items,
+                        wait: g.wait,
                         route: t.route,
                     },
                 ))
@@ -224,7 +225,6 @@ impl Dispatcher {
         self.metrics.notification(sink, outcome);
     }
 
-    /// The sink is no longer configured: its queue is dropped, loudly, and nothing goes elsewhere.
     /// Work through the queue of the sink `name` in order, a slice at a time, until it is empty or
     /// the sink must wait (a failed send, a retry not yet due). A sink no longer configured has its
     /// rows dropped.
@@ -234,7 +234,7 @@ impl Dispatcher {
         // handled in this pass are not handled twice, even if the outbox could not record them.
         let mut handled = std::collections::HashSet::new();
         loop {
-            let items = match self.state.pending_for(name, DRAIN_SLICE) {
+            let items = match self.state.pending_for(name, DRAIN_SLICE, now) {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(error = %e, sink = name, "cannot read the outbox");

@@ -54,6 +54,10 @@ impl Dispatcher {
                 _ = tokio::time::sleep(idle) => start = true,
                 _ = stop.changed() => {
                     while running.join_next().await.is_some() {}
+                    // What is held for `group_wait` goes with the last pass, not after a restart.
+                    if let Err(e) = self.state.release_held(Utc::now()) {
+                        tracing::error!(error = %e, "cannot release the held messages; they are sent when due after a restart");
+                    }
                     self.dispatch().await;
                     return;
                 }

@@ -6,6 +6,8 @@
 //! is called, and marked delivered or failed after. A row found claimed at start was being sent when
 //! the process died: the sink may or may not have accepted it, so it is sent again (at-least-once).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
 
@@ -47,19 +49,126 @@ pub(super) fn queue(
     };
     let mut queued = 0;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt, priority) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        "INSERT INTO outbox (sink, fingerprint, body, created, next_attempt, priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
+    let mut held = Held::default();
     for (sink, message) in group::messages(notes, grouping, &active) {
+        let wait = grouping.sinks.get(&sink).map_or(Duration::ZERO, |g| g.wait);
+        let mut due = now;
+        if !wait.is_zero() && message.key.is_some() {
+            let rows = held.of(tx, &sink, now)?;
+            if let Some(h) = rows.iter_mut().find(|h| h.message.can_absorb(&message)) {
+                let max_items = grouping.sinks.get(&sink).map_or(1, |g| g.max_items);
+                h.message.absorb(message, max_items);
+                h.changed = true;
+                continue;
+            }
+            if message.status == Status::Firing && !message.reminder {
+                due = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+            } else {
+                // A RESOLVED or a reminder of a key whose FIRING is held would overtake it: the
+                // held one goes now, ahead of it.
+                for h in rows.iter_mut().filter(|h| h.message.key == message.key) {
+                    h.release = true;
+                }
+            }
+        }
         let body = super::json_text(&message)?;
         // What the row is about, for whoever reads the table: the finding, or the group key.
         let about = match message.only() {
             Some(n) => n.fingerprint(),
             None => format!("group:{}", message.key_text()),
         };
-        insert.execute(params![sink, about, body, ts(now), priority(&message)])?;
+        let id_priority = priority(&message);
+        insert.execute(params![sink, about, body, ts(now), ts(due), id_priority])?;
+        if due > now {
+            let id = tx.last_insert_rowid();
+            held.add(&sink, HeldRow::new(id, message));
+        }
         queued += 1;
     }
+    held.write(tx, now)?;
     Ok(queued)
+}
+
+/// The messages held for `group_wait` (queued, never tried, not yet due), by sink, read when a
+/// sink that holds is first met in a queueing. Held rows are few: one per group key at most.
+#[derive(Default)]
+struct Held(BTreeMap<String, Vec<HeldRow>>);
+
+struct HeldRow {
+    id: i64,
+    message: Message,
+    /// Absorbed a later message: its body is written again.
+    changed: bool,
+    /// To be sent now (something of its key must not overtake it).
+    release: bool,
+}
+
+impl HeldRow {
+    fn new(id: i64, message: Message) -> Self {
+        HeldRow {
+            id,
+            message,
+            changed: false,
+            release: false,
+        }
+    }
+}
+
+impl Held {
+    fn of(
+        &mut self,
+        tx: &Transaction<'_>,
+        sink: &str,
+        now: DateTime<Utc>,
+    ) -> rusqlite::Result<&mut Vec<HeldRow>> {
+        if !self.0.contains_key(sink) {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, body FROM outbox WHERE sink = ?1 AND delivered IS NULL AND claimed IS NULL
+                 AND attempts = 0 AND next_attempt > ?2 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![sink, ts(now)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut held = Vec::new();
+            for row in rows {
+                let (id, body) = row?;
+                // A row that does not decode as a message is left as it is, to be sent when due.
+                if let Ok(message) = serde_json::from_str::<Message>(&body) {
+                    held.push(HeldRow::new(id, message));
+                }
+            }
+            self.0.insert(sink.to_string(), held);
+        }
+        Ok(self.0.entry(sink.to_string()).or_default())
+    }
+
+    fn add(&mut self, sink: &str, row: HeldRow) {
+        self.0.entry(sink.to_string()).or_default().push(row);
+    }
+
+    fn write(self, tx: &Transaction<'_>, now: DateTime<Utc>) -> rusqlite::Result<()> {
+        for row in self.0.into_values().flatten() {
+            if row.changed {
+                tx.execute(
+                    "UPDATE outbox SET body = ?2, priority = MAX(priority, ?3) WHERE id = ?1",
+                    params![
+                        row.id,
+                        super::json_text(&row.message)?,
+                        priority(&row.message)
+                    ],
+                )?;
+            }
+            if row.release {
+                tx.execute(
+                    "UPDATE outbox SET next_attempt = ?2 WHERE id = ?1",
+                    params![row.id, ts(now)],
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A message's place in its sink's queue: the highest severity first, so a new critical finding
@@ -117,13 +226,33 @@ impl State {
     /// Up to `limit` undelivered, unclaimed rows of `sink` from the head of its queue: the highest
     /// severity first, oldest first within it. The dispatcher reads a queue in such slices, so a
     /// backlog of any length costs one slice of memory.
-    pub fn pending_for(&self, sink: &str, limit: usize) -> Result<Vec<OutboxItem>, StateError> {
+    /// A message held for `group_wait` is left out until it is due: it must not hold back the rest
+    /// of its queue the way a failed one waiting for its retry does.
+    pub fn pending_for(
+        &self,
+        sink: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>, StateError> {
         self.pending_rows(
             "SELECT id, sink, body, attempts, next_attempt FROM outbox
              WHERE sink = ?1 AND delivered IS NULL AND claimed IS NULL
+               AND NOT (attempts = 0 AND next_attempt > ?3)
              ORDER BY priority DESC, id LIMIT ?2",
-            params![sink, i64::try_from(limit).unwrap_or(i64::MAX)],
+            params![sink, i64::try_from(limit).unwrap_or(i64::MAX), ts(now)],
         )
+    }
+
+    /// Make every held message due now (the daemon is stopping: what it holds goes out with its
+    /// last pass rather than waiting for a restart). Returns how many.
+    pub fn release_held(&self, now: DateTime<Utc>) -> Result<usize, StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET next_attempt = ?1
+                 WHERE delivered IS NULL AND claimed IS NULL AND attempts = 0 AND next_attempt > ?1",
+                [ts(now)],
+            )
+        })
     }
 
     fn pending_rows(
@@ -222,5 +351,155 @@ impl State {
     /// Undelivered rows per sink.
     pub fn queue_depth(&self) -> Result<Vec<(String, i64)>, StateError> {
         self.rows("SELECT sink, COUNT(*) FROM outbox WHERE delivered IS NULL GROUP BY sink")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::alerts::group::{default_group_by, SinkGrouping};
+    use crate::alerts::lifecycle::{Outgoing, Plan};
+    use crate::alerts::Route;
+    use crate::finding::Finding;
+    use crate::state::CycleRecord;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc)
+            + chrono::Duration::seconds(secs)
+    }
+
+    fn finding(key: &str) -> Finding {
+        Finding {
+            check: "token-present".into(),
+            subject_key: key.into(),
+            subject: format!("token {key}"),
+            severity: Severity::Warning,
+            summary: "s".into(),
+            why: "w".into(),
+            fix: "f".into(),
+            dod: None,
+        }
+    }
+
+    /// A sink `mail` that holds FIRING messages for 60 s.
+    fn holding() -> Grouping {
+        Grouping {
+            sinks: [(
+                "mail".to_string(),
+                SinkGrouping {
+                    by: default_group_by(),
+                    max_items: 50,
+                    wait: Duration::from_secs(60),
+                    route: Route::default(),
+                },
+            )]
+            .into(),
+            groups: [("token-present".to_string(), "tokens".to_string())].into(),
+        }
+    }
+
+    /// One run that fires (or resolves) `keys`, committed at `at`.
+    fn run(s: &State, grouping: &Grouping, keys: &[&str], status: Status, at: DateTime<Utc>) {
+        let notes = keys
+            .iter()
+            .map(|k| Outgoing {
+                note: match status {
+                    Status::Firing => Notification::firing(Arc::new(finding(k)), at, at),
+                    Status::Resolved => Notification::resolved(finding(k), at, at),
+                },
+                sinks: vec!["mail".to_string()].into(),
+            })
+            .collect();
+        let plan = Plan {
+            notifications: notes,
+            ..Plan::default()
+        };
+        s.commit_cycle(&CycleRecord {
+            group: "tokens",
+            grouping,
+            error: None,
+            copies: Default::default(),
+            plan: &plan,
+            seen_tokens: None,
+            prune_before: at,
+            now: at,
+        })
+        .expect("commit");
+    }
+
+    fn totals(items: &[OutboxItem]) -> Vec<(Status, usize)> {
+        items
+            .iter()
+            .map(|i| (i.message.status, i.message.total))
+            .collect()
+    }
+
+    #[test]
+    fn a_held_firing_message_takes_in_later_runs_and_goes_when_due() {
+        let s = State::open_in_memory().expect("state");
+        let g = holding();
+        run(&s, &g, &["a", "b"], Status::Firing, t(0));
+        // Held: not offered to the sink, and it does not hold back the queue either.
+        assert!(s.pending_for("mail", 32, t(1)).expect("pending").is_empty());
+        run(&s, &g, &["c"], Status::Firing, t(30));
+        assert_eq!(s.queue_depth().expect("depth"), [("mail".to_string(), 1)]);
+        assert!(s
+            .pending_for("mail", 32, t(59))
+            .expect("pending")
+            .is_empty());
+        // Due 60 s after it was first queued, with what the second run found.
+        let due = s.pending_for("mail", 32, t(60)).expect("pending");
+        assert_eq!(totals(&due), [(Status::Firing, 3)]);
+        let keys: Vec<&str> = due[0]
+            .message
+            .notes
+            .iter()
+            .map(|n| n.finding.subject_key.as_str())
+            .collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        // Once due it takes in nothing more: a later run is a message of its own, held in turn.
+        run(&s, &g, &["d"], Status::Firing, t(61));
+        assert_eq!(
+            totals(&s.pending_for("mail", 32, t(61)).expect("pending")),
+            [(Status::Firing, 3)]
+        );
+        assert_eq!(s.queue_depth().expect("depth"), [("mail".to_string(), 2)]);
+    }
+
+    #[test]
+    fn a_resolved_message_releases_the_held_one_of_its_key_ahead_of_it() {
+        let s = State::open_in_memory().expect("state");
+        let g = holding();
+        run(&s, &g, &["a"], Status::Firing, t(0));
+        run(&s, &g, &["a"], Status::Resolved, t(10));
+        // The FIRING goes first, then the RESOLVED: never the other way round.
+        assert_eq!(
+            totals(&s.pending_for("mail", 32, t(10)).expect("pending")),
+            [(Status::Firing, 1), (Status::Resolved, 1)]
+        );
+    }
+
+    #[test]
+    fn a_sink_without_group_wait_is_never_held_and_stopping_releases_what_is() {
+        let s = State::open_in_memory().expect("state");
+        let mut g = holding();
+        run(&s, &g, &["a"], Status::Firing, t(0));
+        assert_eq!(s.release_held(t(5)).expect("release"), 1);
+        assert_eq!(
+            totals(&s.pending_for("mail", 32, t(5)).expect("pending")),
+            [(Status::Firing, 1)]
+        );
+        if let Some(m) = g.sinks.get_mut("mail") {
+            m.wait = Duration::ZERO;
+        }
+        run(&s, &g, &["b"], Status::Firing, t(6));
+        assert_eq!(
+            totals(&s.pending_for("mail", 32, t(6)).expect("pending")),
+            [(Status::Firing, 1), (Status::Firing, 1)]
+        );
     }
 }
