@@ -4,6 +4,7 @@
 //! new token afterwards is exactly one more email, promptly; revoking many tokens is one RESOLVED
 //! email. Alertmanager, which groups by itself, still gets one alert per finding.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -62,6 +63,30 @@ fn am_alerts(am: &testkit::peers::Server) -> usize {
         .unwrap_or(0)
 }
 
+/// A folder with the fake's token and the daemon's config: `extra` and an email sink on a real SMTP
+/// server. Returns the folder, the server, the metrics port and the config's path.
+fn with_email(reg: &FakeRegistry, extra: &str) -> (tempfile::TempDir, Smtp, u16, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), fake_registry::TOKEN).expect("token file");
+    let smtp = Smtp::start();
+    let port = free_port();
+    let config = dir.path().join("config.toml");
+    TestConfig::new(
+        &reg.url,
+        &dir.path().join("token"),
+        &dir.path().join("state.db"),
+    )
+    .listen(port)
+    .not_own_account()
+    .with(&format!(
+        "{extra}[[alerts.email]]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"w@example.test\"\n\
+         to = \"sec@example.test\"\ntimeout = \"5s\"\n",
+        smtp.port,
+    ))
+    .write(&config);
+    (dir, smtp, port, config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_findings_are_one_message_per_group_and_a_new_token_is_one_more() {
     let reg = FakeRegistry::start().await;
@@ -82,29 +107,16 @@ async fn many_findings_are_one_message_per_group_and_a_new_token_is_one_more() {
         );
         names.push(format!("\"{name}\""));
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("token"), fake_registry::TOKEN).expect("token file");
-    let smtp = Smtp::start();
     let am = start_alertmanager("route:\n  receiver: none\nreceivers:\n  - name: none\n");
-    let port = free_port();
-    let config = dir.path().join("config.toml");
-    TestConfig::new(
-        &reg.url,
-        &dir.path().join("token"),
-        &dir.path().join("state.db"),
-    )
-    .listen(port)
-    .not_own_account()
-    .with(&format!(
-        "[watch]\npackages = [{}]\n[schedule]\ntokens = \"2s\"\n\
-             [[alerts.email]]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"w@example.test\"\n\
-             to = \"sec@example.test\"\ntimeout = \"5s\"\n\
+    let (dir, smtp, port, config) = with_email(
+        &reg,
+        &format!(
+            "[watch]\npackages = [{}]\n[schedule]\ntokens = \"2s\"\n\
              [[alerts.alertmanager]]\nurls = [\"{}\"]\n",
-        names.join(", "),
-        smtp.port,
-        am.url("")
-    ))
-    .write(&config);
+            names.join(", "),
+            am.url("")
+        ),
+    );
     let log = dir.path().join("daemon.log");
 
     tokio::task::block_in_place(|| {
@@ -223,26 +235,13 @@ async fn group_wait_gathers_the_next_runs_into_the_held_message() {
     let reg = FakeRegistry::start().await;
     reg.set_profile(json!({"name": "alice", "tfa": {"mode": "auth-and-writes", "pending": false}}));
     reg.set_tokens(Vec::new());
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("token"), fake_registry::TOKEN).expect("token file");
-    let smtp = Smtp::start();
-    let port = free_port();
-    let config = dir.path().join("config.toml");
-    TestConfig::new(
-        &reg.url,
-        &dir.path().join("token"),
-        &dir.path().join("state.db"),
-    )
-    .listen(port)
-    .not_own_account()
-    .with(&format!(
-        "[schedule]\ntokens = \"2s\"\n[alerts]\ngroup_wait = \"{}s\"\n\
-             [[alerts.email]]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"w@example.test\"\n\
-             to = \"sec@example.test\"\ntimeout = \"5s\"\n",
-        WAIT.as_secs(),
-        smtp.port,
-    ))
-    .write(&config);
+    let (dir, smtp, port, config) = with_email(
+        &reg,
+        &format!(
+            "[schedule]\ntokens = \"2s\"\n[alerts]\ngroup_wait = \"{}s\"\n",
+            WAIT.as_secs()
+        ),
+    );
     let log = dir.path().join("daemon.log");
 
     tokio::task::block_in_place(|| {
