@@ -114,6 +114,22 @@ impl Finding {
     pub fn fingerprint(&self) -> String {
         format!("{}:{}", self.check, self.subject_key)
     }
+
+    /// A finding of `check` about the token `key`, with no text: what tests of the lifecycle and
+    /// of grouping need.
+    #[cfg(test)]
+    pub fn bare(check: &str, key: &str, severity: Severity) -> Finding {
+        Finding {
+            check: check.to_string().into(),
+            subject_key: key.into(),
+            subject: format!("token {key}"),
+            severity,
+            summary: String::new(),
+            why: "".into(),
+            fix: String::new(),
+            dod: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -258,7 +258,10 @@ async fn on_a_terminal_web_2fa_is_confirmed_by_polling_done_url() {
         .all(|r| r.header("npm-otp") == Some("web-1")));
     // The code doneUrl handed out is a credential while it lasts: sent, never shown (the
     // credentials themselves are checked in every terminal's output by `on_terminal`).
-    assert!(!shown.contains("web-1"), "the web 2FA code was shown: {shown}");
+    assert!(
+        !shown.contains("web-1"),
+        "the web 2FA code was shown: {shown}"
+    );
 }
 
 /// Off a terminal web-based 2FA cannot be completed: both URLs are printed, `doneUrl` is not polled,

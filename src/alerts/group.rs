@@ -374,16 +374,7 @@ mod tests {
     }
 
     fn note(check: &str, key: &str, sev: Severity, status: Status) -> Notification {
-        let f = Finding {
-            check: check.to_string().into(),
-            subject_key: key.into(),
-            subject: format!("token {key}"),
-            severity: sev,
-            summary: String::new(),
-            why: "".into(),
-            fix: String::new(),
-            dod: None,
-        };
+        let f = Finding::bare(check, key, sev);
         match status {
             Status::Firing => Notification::firing(f, t(), t()),
             Status::Resolved => Notification::resolved(f, t(), t()),

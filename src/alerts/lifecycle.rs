@@ -314,16 +314,7 @@ mod tests {
     use crate::finding::Severity;
 
     fn f(check: &str, key: &str, sev: Severity) -> Finding {
-        Finding {
-            check: check.to_string().into(),
-            subject_key: key.into(),
-            subject: format!("token {key}"),
-            severity: sev,
-            summary: String::new(),
-            why: "".into(),
-            fix: String::new(),
-            dod: None,
-        }
+        Finding::bare(check, key, sev)
     }
 
     fn t(h: i64) -> DateTime<Utc> {
