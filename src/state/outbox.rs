@@ -6,8 +6,6 @@
 //! is called, and marked delivered or failed after. A row found claimed at start was being sent when
 //! the process died: the sink may or may not have accepted it, so it is sent again (at-least-once).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
 
@@ -53,18 +51,17 @@ pub(super) fn queue(
     )?;
     let mut held = Held::default();
     for (sink, message) in group::messages(notes, grouping, &active) {
-        let wait = grouping.sinks.get(&sink).map_or(Duration::ZERO, |g| g.wait);
         let mut due = now;
-        if !wait.is_zero() && message.key.is_some() {
+        let holds = grouping.sinks.get(&sink).filter(|g| !g.wait.is_zero());
+        if let (Some(g), Some(_)) = (holds, &message.key) {
             let rows = held.of(tx, &sink, now)?;
             if let Some(h) = rows.iter_mut().find(|h| h.message.can_absorb(&message)) {
-                let max_items = grouping.sinks.get(&sink).map_or(1, |g| g.max_items);
-                h.message.absorb(message, max_items);
+                h.message.absorb(message, g.max_items);
                 h.changed = true;
                 continue;
             }
             if message.status == Status::Firing && !message.reminder {
-                due = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+                due = now + chrono::Duration::from_std(g.wait).unwrap_or(chrono::Duration::zero());
             } else {
                 // A RESOLVED or a reminder of a key whose FIRING is held would overtake it: the
                 // held one goes now, ahead of it.
@@ -357,6 +354,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
     use crate::alerts::group::{default_group_by, SinkGrouping};
